@@ -1,0 +1,150 @@
+//! Command-line interface: `relocfs [-f] [-o OPTS] CONFIG MOUNTPOINT`, `check`, `demo`.
+//!
+//! User messages are not logs: every failure is one `relocfs: ...` line on stderr and a
+//! non-zero exit; `log` (RUST_LOG) carries the daemon's diagnostics.
+
+use std::path::{Component, Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config;
+use crate::daemon;
+use crate::demo;
+use crate::options::MountOptions;
+
+/// Serve a relocated installation at its legacy path, and log who still uses it.
+///
+/// relocfs is mounted at the old path of an application that moved. Through a prefix table
+/// (see relocfs.toml(5) and config.example.toml) it redirects every access to the real
+/// installation, read-only, refuses or denies what the rules say, and writes an audit log of
+/// every open, miss, denial and refused change: which process, user and path still depend on
+/// the old layout.
+#[derive(Debug, Parser)]
+#[command(
+    name = "relocfs",
+    version,
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true,
+    after_help = "Examples:\n  relocfs demo\n  relocfs check /etc/relocfs/app.toml /home/optdir/app\n  \
+                  relocfs /etc/relocfs/app.toml /home/optdir/app -o allow_other\n\n\
+                  fstab:\n  /etc/relocfs/app.toml /home/optdir/app fuse.relocfs defaults,allow_other 0 0\n\n\
+                  Unmount with `umount MOUNTPOINT` or SIGTERM. Diagnostics: RUST_LOG=debug with -f."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+
+    /// Stay in the foreground (for systemd and debugging); without it, relocfs returns once
+    /// the mount is live and keeps serving in the background
+    #[arg(short = 'f', long = "foreground")]
+    foreground: bool,
+
+    /// Mount options, comma-separated: allow_other, allow_root, ro, fsname=NAME, nodev, nosuid,
+    /// noexec, noatime, ...; fstab-only options (defaults, nofail, _netdev, x-*) are ignored.
+    /// default_permissions is always on
+    #[arg(short = 'o', value_name = "OPTS", action = clap::ArgAction::Append)]
+    options: Vec<String>,
+
+    /// The configuration file (TOML): the prefix table and the audit log
+    #[arg(value_name = "CONFIG", required = true)]
+    config: Option<PathBuf>,
+
+    /// The legacy path to mount on: an existing directory, not a symlink
+    #[arg(value_name = "MOUNTPOINT", required = true)]
+    mountpoint: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Validate a configuration (and a mountpoint) without mounting
+    Check {
+        /// The configuration file
+        config: PathBuf,
+        /// Also run every mountpoint check the mount would
+        mountpoint: Option<PathBuf>,
+    },
+    /// Show relocfs at work on a built-in example: a temporary moved installation, mounted at
+    /// a temporary legacy path, read through it, with the audit lines it writes
+    Demo,
+}
+
+pub fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
+        .format_target(false)
+        .init();
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            if !message.is_empty() {
+                eprintln!("relocfs: {message}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<(), String> {
+    match cli.command {
+        Some(Command::Demo) => demo::run(),
+        Some(Command::Check { config, mountpoint }) => check(&config, mountpoint.as_deref()),
+        None => {
+            let (Some(config), Some(mountpoint)) = (cli.config, cli.mountpoint) else {
+                return Err("usage: relocfs [-f] [-o OPTS] CONFIG MOUNTPOINT".into());
+            };
+            let options = MountOptions::parse(&cli.options)?;
+            let config = config::load(&config).map_err(|e| e.to_string())?;
+            let mountpoint = absolute(&mountpoint)?;
+            daemon::run(config, &mountpoint, options, cli.foreground)
+        }
+    }
+}
+
+fn check(config_path: &Path, mountpoint: Option<&Path>) -> Result<(), String> {
+    let config = config::load(config_path).map_err(|e| e.to_string())?;
+    let mountpoint = mountpoint.map(absolute).transpose()?;
+    daemon::preflight(&config, mountpoint.as_deref())?;
+    println!(
+        "{}: valid, {} rule{}",
+        config_path.display(),
+        config.rules.len(),
+        if config.rules.len() == 1 { "" } else { "s" }
+    );
+    for rule in &config.rules {
+        match &rule.action {
+            config::Action::Map { to, mode } => {
+                let mode = match mode {
+                    config::Mode::ReadOnly => "ro",
+                    config::Mode::ReadWrite => "rw",
+                };
+                println!("  {} -> {} ({mode})", rule.from, to.display());
+            }
+            config::Action::Deny => println!("  {} denied", rule.from),
+        }
+    }
+    Ok(())
+}
+
+/// Makes a command-line path absolute against the working directory, without resolving
+/// symlinks (the mountpoint itself must not be one, and preflight says so).
+fn absolute(path: &Path) -> Result<PathBuf, String> {
+    let joined = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .map_err(|e| format!("current directory: {e}"))?
+            .join(path)
+    };
+    let mut out = PathBuf::new();
+    for c in joined.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,571 @@
+//! The relocfs config file: TOML read and validated into types that cannot hold an invalid setting.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    ReadOnly,
+    ReadWrite,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    Map { to: PathBuf, mode: Mode },
+    Deny,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    /// "/" or "/a/b": absolute, no empty, `.` or `..` components, no trailing slash.
+    pub from: String,
+    pub action: Action,
+}
+
+impl Rule {
+    pub fn components(&self) -> Vec<&str> {
+        self.from.split('/').filter(|c| !c.is_empty()).collect()
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct AuditConfig {
+    pub log: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct FuseConfig {
+    pub threads: usize,
+    pub attr_timeout: Duration,
+    pub entry_timeout: Duration,
+}
+
+impl Default for FuseConfig {
+    fn default() -> Self {
+        FuseConfig {
+            threads: DEFAULT_THREADS,
+            attr_timeout: DEFAULT_TIMEOUT,
+            entry_timeout: DEFAULT_TIMEOUT,
+        }
+    }
+}
+
+const DEFAULT_THREADS: usize = 2;
+const MAX_THREADS: usize = 64;
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1);
+const MAX_TIMEOUT_SECS: f64 = 3600.0;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub source: PathBuf,
+    pub rules: Vec<Rule>,
+    pub audit: AuditConfig,
+    pub fuse: FuseConfig,
+}
+
+/// A refusal of the config file, shown to the operator as one line.
+#[derive(Debug)]
+pub struct ConfigError {
+    file: PathBuf,
+    line: Option<usize>,
+    message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "{}:{}: {}", self.file.display(), line, self.message),
+            None => write!(f, "{}: {}", self.file.display(), self.message),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        file: path.to_path_buf(),
+        line: None,
+        message: format!("cannot read: {e}"),
+    })?;
+    parse(&text, path)
+}
+
+pub fn parse(text: &str, source: &Path) -> Result<Config, ConfigError> {
+    let file = File { text, source };
+    let raw: RawConfig = toml::from_str(text).map_err(|e| {
+        let first_line = e.message().lines().next().unwrap_or("").trim();
+        file.error(e.span(), first_line.to_string())
+    })?;
+
+    if raw.map.is_empty() {
+        return Err(file.error(None, "no [[map]] rules: add at least one".to_string()));
+    }
+    let mut rules = Vec::with_capacity(raw.map.len());
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for (index, map) in raw.map.iter().enumerate() {
+        let number = index + 1;
+        let rule = file.rule(number, map)?;
+        if let Some(first) = seen.get(&rule.from) {
+            let span = map.get_ref().from.as_ref().map(Spanned::span);
+            return Err(file.error(
+                span,
+                format!(
+                    "map #{number} (from = {:?}) repeats the `from` of map #{first}: remove or merge one of them",
+                    rule.from
+                ),
+            ));
+        }
+        seen.insert(rule.from.clone(), number);
+        rules.push(rule);
+    }
+
+    Ok(Config {
+        source: source.to_path_buf(),
+        rules,
+        audit: file.audit(raw.audit)?,
+        fuse: file.fuse(raw.fuse)?,
+    })
+}
+
+// The file as written, before validation; spans let refusals point at a line.
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    map: Vec<Spanned<RawMap>>,
+    audit: Option<RawAudit>,
+    fuse: Option<RawFuse>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMap {
+    from: Option<Spanned<String>>,
+    to: Option<Spanned<String>>,
+    mode: Option<Spanned<String>>,
+    deny: Option<Spanned<bool>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAudit {
+    log: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFuse {
+    // Signed so that a negative count gets our message rather than serde's.
+    threads: Option<Spanned<i64>>,
+    attr_timeout: Option<Spanned<f64>>,
+    entry_timeout: Option<Spanned<f64>>,
+}
+
+/// The text being validated, for turning spans into line numbers in refusals.
+struct File<'a> {
+    text: &'a str,
+    source: &'a Path,
+}
+
+impl File<'_> {
+    fn error(&self, span: Option<Range<usize>>, message: String) -> ConfigError {
+        ConfigError {
+            file: self.source.to_path_buf(),
+            line: span.map(|s| line_of(self.text, s.start)),
+            message,
+        }
+    }
+
+    fn rule(&self, number: usize, raw: &Spanned<RawMap>) -> Result<Rule, ConfigError> {
+        let header = Some(raw.span());
+        let map = raw.get_ref();
+        let label = match &map.from {
+            Some(from) => format!("map #{number} (from = {:?})", from.get_ref()),
+            None => format!("map #{number}"),
+        };
+        let fail =
+            |span: Range<usize>, why: String| self.error(Some(span), format!("{label}: {why}"));
+
+        let Some(from) = &map.from else {
+            return Err(self.error(
+                header,
+                format!("{label}: missing `from`: add the legacy path to redirect, e.g. from = \"/keys\""),
+            ));
+        };
+        check_path("from", from.get_ref()).map_err(|why| fail(from.span(), why))?;
+
+        let deny = map.deny.as_ref().is_some_and(|d| *d.get_ref());
+        let action = if deny {
+            let extra = [("to", &map.to), ("mode", &map.mode)]
+                .into_iter()
+                .find_map(|(key, value)| value.as_ref().map(|v| (key, v.span())));
+            if let Some((key, span)) = extra {
+                return Err(fail(
+                    span,
+                    format!("a deny rule takes no `to`/`mode`: remove `{key}` or set deny = false"),
+                ));
+            }
+            Action::Deny
+        } else {
+            let Some(to) = &map.to else {
+                return Err(self.error(
+                    header,
+                    format!("{label}: missing `to`: add the real directory, e.g. to = \"/opt/app\", or set deny = true"),
+                ));
+            };
+            check_path("to", to.get_ref()).map_err(|why| fail(to.span(), why))?;
+            let mode = match &map.mode {
+                None => Mode::ReadOnly,
+                Some(mode) => match mode.get_ref().as_str() {
+                    "ro" => Mode::ReadOnly,
+                    "rw" => Mode::ReadWrite,
+                    other => {
+                        return Err(fail(
+                            mode.span(),
+                            format!("mode = {other:?} is not a mode: write \"ro\" or \"rw\""),
+                        ))
+                    }
+                },
+            };
+            Action::Map {
+                to: PathBuf::from(to.get_ref()),
+                mode,
+            }
+        };
+        Ok(Rule {
+            from: from.get_ref().clone(),
+            action,
+        })
+    }
+
+    fn audit(&self, raw: Option<RawAudit>) -> Result<AuditConfig, ConfigError> {
+        let Some(log) = raw.and_then(|a| a.log) else {
+            return Ok(AuditConfig::default());
+        };
+        check_path("log", log.get_ref())
+            .map_err(|why| self.error(Some(log.span()), format!("[audit] {why}")))?;
+        Ok(AuditConfig {
+            log: Some(PathBuf::from(log.into_inner())),
+        })
+    }
+
+    fn fuse(&self, raw: Option<RawFuse>) -> Result<FuseConfig, ConfigError> {
+        let Some(raw) = raw else {
+            return Ok(FuseConfig::default());
+        };
+        let threads = match raw.threads {
+            None => DEFAULT_THREADS,
+            Some(t) => usize::try_from(*t.get_ref())
+                .ok()
+                .filter(|n| (1..=MAX_THREADS).contains(n))
+                .ok_or_else(|| {
+                    self.error(
+                        Some(t.span()),
+                        format!(
+                            "[fuse] threads = {} is out of range: write a number from 1 to {MAX_THREADS}",
+                            t.get_ref()
+                        ),
+                    )
+                })?,
+        };
+        Ok(FuseConfig {
+            threads,
+            attr_timeout: self.timeout("attr_timeout", raw.attr_timeout)?,
+            entry_timeout: self.timeout("entry_timeout", raw.entry_timeout)?,
+        })
+    }
+
+    fn timeout(&self, key: &str, raw: Option<Spanned<f64>>) -> Result<Duration, ConfigError> {
+        let Some(raw) = raw else {
+            return Ok(DEFAULT_TIMEOUT);
+        };
+        let secs = *raw.get_ref();
+        // TOML admits nan and inf, and Duration cannot hold them.
+        let in_range = secs.is_finite() && (0.0..=MAX_TIMEOUT_SECS).contains(&secs);
+        in_range
+            .then(|| Duration::try_from_secs_f64(secs).ok())
+            .flatten()
+            .ok_or_else(|| {
+                self.error(
+                    Some(raw.span()),
+                    format!("[fuse] {key} = {secs} is out of range: write seconds from 0 to {MAX_TIMEOUT_SECS}"),
+                )
+            })
+    }
+}
+
+/// Refuses all but one spelling of each absolute path, so that two rules
+/// name the same place exactly when their strings are equal.
+fn check_path(key: &str, raw: &str) -> Result<(), String> {
+    if raw.is_empty() {
+        return Err(format!("{key} is empty: write an absolute path"));
+    }
+    if raw.contains('\0') {
+        return Err(format!("{key} = {raw:?} contains a NUL byte: remove it"));
+    }
+    // `..` has no lexical normal form we could trust to mean what the operator meant.
+    if raw.split('/').any(|c| c == "..") {
+        return Err(format!(
+            "{key} = {raw:?} contains `..`: write the path without it"
+        ));
+    }
+    // A relative path has no normal form: we cannot tell what it was meant to be relative to.
+    if !raw.starts_with('/') {
+        return Err(format!(
+            "{key} = {raw:?} is not absolute: write the full path, starting with \"/\""
+        ));
+    }
+    let normal = normalise(raw);
+    if raw != normal {
+        return Err(format!(
+            "{key} = {raw:?} is not normalised (no `//`, `.` or trailing `/`): write {normal:?}"
+        ));
+    }
+    Ok(())
+}
+
+fn normalise(raw: &str) -> String {
+    let parts: Vec<&str> = raw
+        .split('/')
+        .filter(|c| !c.is_empty() && *c != ".")
+        .collect();
+    format!("/{}", parts.join("/"))
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    let end = offset.min(text.len());
+    text.as_bytes()[..end]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FILE: &str = "/etc/relocfs/test.toml";
+
+    fn parse_ok(text: &str) -> Config {
+        match parse(text, Path::new(FILE)) {
+            Ok(config) => config,
+            Err(e) => panic!("expected {text:?} to parse, got: {e}"),
+        }
+    }
+
+    fn parse_err(text: &str) -> String {
+        match parse(text, Path::new(FILE)) {
+            Ok(config) => panic!("expected {text:?} to be refused, got {config:?}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    const EXAMPLE: &str = r#"
+[[map]]
+from = "/"                    # path below the mount root; "/" is the root itself
+to   = "/opt/jumpserver"      # absolute real directory
+mode = "ro"                   # "ro" (default) or "rw"
+
+[[map]]
+from = "/keys"
+to   = "/srv/jumpserver-keys"
+
+[[map]]
+from = "/keys/admin"
+deny = true                   # every access refused with EACCES
+
+[audit]
+log = "/var/log/relocfs/jumpserver.jsonl"   # optional; no audit log when absent
+
+[fuse]
+threads = 2
+attr_timeout = 1.0
+entry_timeout = 1.0
+"#;
+
+    #[test]
+    fn example_file_parses() {
+        let config = parse_ok(EXAMPLE);
+        assert_eq!(config.source, PathBuf::from(FILE));
+        assert_eq!(
+            config.rules,
+            vec![
+                Rule {
+                    from: "/".into(),
+                    action: Action::Map {
+                        to: "/opt/jumpserver".into(),
+                        mode: Mode::ReadOnly
+                    },
+                },
+                Rule {
+                    from: "/keys".into(),
+                    action: Action::Map {
+                        to: "/srv/jumpserver-keys".into(),
+                        mode: Mode::ReadOnly
+                    },
+                },
+                Rule {
+                    from: "/keys/admin".into(),
+                    action: Action::Deny,
+                },
+            ]
+        );
+        assert_eq!(
+            config.audit.log,
+            Some(PathBuf::from("/var/log/relocfs/jumpserver.jsonl"))
+        );
+        assert_eq!(config.fuse.threads, 2);
+        assert_eq!(config.fuse.attr_timeout, Duration::from_secs(1));
+        assert_eq!(config.fuse.entry_timeout, Duration::from_secs(1));
+    }
+
+    #[test]
+    fn defaults_apply() {
+        let config = parse_ok("[[map]]\nfrom = \"/\"\nto = \"/opt/app\"\n");
+        assert_eq!(
+            config.rules[0].action,
+            Action::Map {
+                to: "/opt/app".into(),
+                mode: Mode::ReadOnly
+            }
+        );
+        assert_eq!(config.audit.log, None);
+        assert_eq!(config.fuse.threads, 2);
+        assert_eq!(config.fuse.attr_timeout, Duration::from_secs(1));
+        assert_eq!(config.fuse.entry_timeout, Duration::from_secs(1));
+
+        // An empty [fuse] table also means the defaults.
+        let config = parse_ok("[[map]]\nfrom = \"/\"\nto = \"/\"\n[fuse]\n[audit]\n");
+        assert_eq!(config.fuse.threads, 2);
+        assert_eq!(config.fuse.attr_timeout, Duration::from_secs(1));
+        assert_eq!(config.audit.log, None);
+    }
+
+    #[test]
+    fn accepted_variants() {
+        let config = parse_ok(
+            "[[map]]\nfrom = \"/a\"\nto = \"/\"\nmode = \"rw\"\ndeny = false\n\
+             [fuse]\nthreads = 64\nattr_timeout = 0\nentry_timeout = 3600\n",
+        );
+        assert_eq!(
+            config.rules[0].action,
+            Action::Map {
+                to: "/".into(),
+                mode: Mode::ReadWrite
+            }
+        );
+        assert_eq!(config.fuse.threads, 64);
+        assert_eq!(config.fuse.attr_timeout, Duration::ZERO);
+        assert_eq!(config.fuse.entry_timeout, Duration::from_secs(3600));
+
+        let config = parse_ok(
+            "[[map]]\nfrom = \"/a\"\ndeny = true\n[fuse]\nthreads = 1\nattr_timeout = 0.25\n",
+        );
+        assert_eq!(config.rules[0].action, Action::Deny);
+        assert_eq!(config.fuse.threads, 1);
+        assert_eq!(config.fuse.attr_timeout, Duration::from_millis(250));
+    }
+
+    #[test]
+    fn components_split_the_path() {
+        let rule = |from: &str| Rule {
+            from: from.into(),
+            action: Action::Deny,
+        };
+        assert_eq!(rule("/").components(), Vec::<&str>::new());
+        assert_eq!(rule("/a").components(), vec!["a"]);
+        assert_eq!(rule("/a/b").components(), vec!["a", "b"]);
+    }
+
+    #[test]
+    fn refusals() {
+        const MAP: &str = "[[map]]\nfrom = \"/\"\nto = \"/opt/app\"\n";
+        // (what, file text, line of the error, facts the message must state)
+        let cases: Vec<(&str, String, Option<usize>, &[&str])> = vec![
+            ("malformed toml", "[[map]\nfrom = \"/\"\n".into(), Some(1), &["invalid table header"]),
+            ("unterminated string", format!("{MAP}[audit]\nlog = \"/x\n"), Some(5), &["invalid"]),
+            ("unknown top-level key", format!("bogus = 1\n{MAP}"), Some(1), &["unknown field `bogus`"]),
+            // TOML puts a key after [[map]] into that map, and so does this check.
+            ("unknown key after map", format!("{MAP}bogus = 1\n"), Some(4), &["unknown field `bogus`"]),
+            ("unknown top-level table", format!("{MAP}[other]\n"), Some(4), &["unknown field `other`"]),
+            ("unknown map key", "[[map]]\nfrom = \"/\"\ntoo = \"/x\"\n".into(), Some(3), &["unknown field `too`"]),
+            ("unknown audit key", format!("{MAP}[audit]\npath = \"/x\"\n"), Some(5), &["unknown field `path`"]),
+            ("unknown fuse key", format!("{MAP}[fuse]\nthread = 2\n"), Some(5), &["unknown field `thread`"]),
+            ("wrong type", "[[map]]\nfrom = 5\n".into(), Some(2), &["invalid type: integer `5`"]),
+            ("empty file", "".into(), None, &["no [[map]] rules: add at least one"]),
+            ("no map", "[fuse]\nthreads = 2\n".into(), None, &["no [[map]] rules: add at least one"]),
+            ("missing from", format!("{MAP}\n[[map]]\nto = \"/x\"\n"), Some(5), &["map #2:", "missing `from`"]),
+            ("empty from", "[[map]]\nfrom = \"\"\nto = \"/x\"\n".into(), Some(2), &["map #1 (from = \"\")", "from is empty"]),
+            ("relative from", "[[map]]\nfrom = \"keys\"\nto = \"/x\"\n".into(), Some(2), &["map #1 (from = \"keys\")", "not absolute", "starting with \"/\""]),
+            ("trailing slash", format!("{MAP}[[map]]\nfrom = \"/keys/\"\nto = \"/x\"\n"), Some(5), &["map #2 (from = \"/keys/\")", "not normalised", "write \"/keys\""]),
+            ("double slash", "[[map]]\nfrom = \"/a//b\"\nto = \"/x\"\n".into(), Some(2), &["not normalised", "write \"/a/b\""]),
+            ("dot component", "[[map]]\nfrom = \"/a/./b\"\nto = \"/x\"\n".into(), Some(2), &["not normalised", "write \"/a/b\""]),
+            ("dot-dot component", "[[map]]\nfrom = \"/a/../b\"\nto = \"/x\"\n".into(), Some(2), &["map #1", "contains `..`"]),
+            ("NUL in from", "[[map]]\nfrom = \"/a\\u0000b\"\nto = \"/x\"\n".into(), Some(2), &["map #1", "NUL byte"]),
+            ("missing to", "[[map]]\nfrom = \"/keys\"\n".into(), Some(1), &["map #1 (from = \"/keys\")", "missing `to`", "deny = true"]),
+            ("relative to", "[[map]]\nfrom = \"/\"\nto = \"opt/app\"\n".into(), Some(3), &["map #1 (from = \"/\")", "to = \"opt/app\" is not absolute"]),
+            ("unnormalised to", "[[map]]\nfrom = \"/\"\nto = \"/opt/app/\"\n".into(), Some(3), &["to = \"/opt/app/\"", "write \"/opt/app\""]),
+            ("dot-dot to", "[[map]]\nfrom = \"/\"\nto = \"/opt/../app\"\n".into(), Some(3), &["to = ", "`..`"]),
+            ("deny with to", "[[map]]\nfrom = \"/k\"\ndeny = true\nto = \"/x\"\n".into(), Some(4), &["map #1 (from = \"/k\")", "a deny rule takes no `to`/`mode`", "remove `to`"]),
+            ("deny with mode", "[[map]]\nfrom = \"/k\"\nmode = \"ro\"\ndeny = true\n".into(), Some(3), &["a deny rule takes no `to`/`mode`", "remove `mode`"]),
+            ("bad mode", "[[map]]\nfrom = \"/\"\nto = \"/x\"\nmode = \"wr\"\n".into(), Some(4), &["map #1 (from = \"/\")", "mode = \"wr\"", "\"ro\" or \"rw\""]),
+            ("duplicate from", format!("{MAP}[[map]]\nfrom = \"/k\"\ndeny = true\n[[map]]\nfrom = \"/\"\nto = \"/y\"\n"), Some(8), &["map #3 (from = \"/\")", "map #1", "remove or merge"]),
+            ("relative audit log", format!("{MAP}[audit]\nlog = \"audit.jsonl\"\n"), Some(5), &["[audit] log = \"audit.jsonl\" is not absolute"]),
+            ("unnormalised audit log", format!("{MAP}[audit]\nlog = \"/var//log/a\"\n"), Some(5), &["[audit] log", "write \"/var/log/a\""]),
+            ("zero threads", format!("{MAP}[fuse]\nthreads = 0\n"), Some(5), &["[fuse] threads = 0 is out of range", "1 to 64"]),
+            ("too many threads", format!("{MAP}[fuse]\nthreads = 65\n"), Some(5), &["threads = 65", "1 to 64"]),
+            ("negative threads", format!("{MAP}[fuse]\nthreads = -1\n"), Some(5), &["threads = -1", "1 to 64"]),
+            ("negative attr_timeout", format!("{MAP}[fuse]\nattr_timeout = -0.5\n"), Some(5), &["[fuse] attr_timeout = -0.5 is out of range", "0 to 3600"]),
+            ("nan attr_timeout", format!("{MAP}[fuse]\nattr_timeout = nan\n"), Some(5), &["attr_timeout = NaN", "0 to 3600"]),
+            ("infinite entry_timeout", format!("{MAP}[fuse]\nentry_timeout = inf\n"), Some(5), &["entry_timeout = inf", "0 to 3600"]),
+            ("huge entry_timeout", format!("{MAP}[fuse]\n\nentry_timeout = 3600.5\n"), Some(6), &["entry_timeout = 3600.5", "0 to 3600"]),
+        ];
+        for (what, text, line, facts) in cases {
+            let message = parse_err(&text);
+            let prefix = match line {
+                Some(line) => format!("{FILE}:{line}: "),
+                None => format!("{FILE}: "),
+            };
+            assert!(
+                message.starts_with(&prefix),
+                "{what}: {message:?} should start with {prefix:?}"
+            );
+            assert!(
+                !message.contains('\n'),
+                "{what}: {message:?} should be one line"
+            );
+            for fact in facts {
+                assert!(
+                    message.contains(fact),
+                    "{what}: {message:?} should contain {fact:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn load_reads_then_parses() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("relocfs.toml");
+        std::fs::write(&path, EXAMPLE).unwrap();
+        let config = load(&path).unwrap();
+        assert_eq!(config.source, path);
+        assert_eq!(config.rules.len(), 3);
+
+        let missing = dir.path().join("missing.toml");
+        let message = load(&missing).unwrap_err().to_string();
+        assert!(
+            message.starts_with(&format!("{}: cannot read: ", missing.display())),
+            "{message:?}"
+        );
+    }
+}

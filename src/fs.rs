@@ -1,0 +1,683 @@
+//! The filesystem core: resolves legacy names through the prefix table to real objects, serves
+//! reads, refuses changes on read-only rules, and writes the audit events. Plain Rust: it knows
+//! nothing of fuser (see `fuse.rs`), so most of it is testable without `/dev/fuse`.
+
+use std::collections::HashMap;
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use crate::audit::{self, AuditLog, Event};
+use crate::config::{Action, Mode};
+use crate::node::{
+    is_bad_name, join, lock, Found, Kind, Link, Node, NodeTable, ROOT_ID, VIRTUAL_BASE,
+};
+use crate::prefix::{PrefixTable, RuleId, TrieId};
+use crate::sys;
+
+/// An errno for the caller. The OS errno passes through untouched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Errno(pub i32);
+
+impl Errno {
+    pub const ENOENT: Errno = Errno(libc::ENOENT);
+    pub const EACCES: Errno = Errno(libc::EACCES);
+    pub const EROFS: Errno = Errno(libc::EROFS);
+    pub const EBADF: Errno = Errno(libc::EBADF);
+    pub const EINVAL: Errno = Errno(libc::EINVAL);
+    pub const ENOTDIR: Errno = Errno(libc::ENOTDIR);
+    pub const ENODATA: Errno = Errno(libc::ENODATA);
+    pub const ERANGE: Errno = Errno(libc::ERANGE);
+    pub const EPERM: Errno = Errno(libc::EPERM);
+}
+
+impl From<io::Error> for Errno {
+    fn from(e: io::Error) -> Errno {
+        Errno(e.raw_os_error().unwrap_or(libc::EIO))
+    }
+}
+
+pub type Result<T> = std::result::Result<T, Errno>;
+
+/// Who made a request, as the kernel tells us.
+#[derive(Debug, Clone, Copy)]
+pub struct Caller {
+    pub pid: u32,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// A rule's real directory, pinned by an `O_PATH` fd opened at start.
+pub struct RuleRoot {
+    pub fd: OwnedFd,
+    pub to: PathBuf,
+    pub mode: Mode,
+    pub stat: libc::stat,
+}
+
+/// Attributes of a node as the kernel should see them.
+pub struct Attr {
+    pub id: u64,
+    pub stat: libc::stat,
+}
+
+/// One entry of a directory listing.
+pub struct ListEntry {
+    pub ino: u64,
+    /// `S_IFMT` bits of the entry.
+    pub format: u32,
+    pub name: OsString,
+}
+
+/// An open file or directory.
+enum Handle {
+    File(File),
+    Dir {
+        node: Arc<Node>,
+        /// `None` for virtual directories.
+        file: Option<File>,
+        /// Taken when the kernel reads from offset 0, so a listing is consistent while read.
+        listing: Mutex<Arc<Vec<ListEntry>>>,
+    },
+}
+
+/// The mounted filesystem's state.
+pub struct Fs {
+    mountpoint: PathBuf,
+    table: PrefixTable,
+    /// Indexed by `RuleId`; `None` for deny rules.
+    roots: Vec<Option<RuleRoot>>,
+    nodes: NodeTable,
+    handles: Mutex<HashMap<u64, Arc<Handle>>>,
+    next_fh: AtomicU64,
+    audit: AuditLog,
+    started: SystemTime,
+}
+
+impl Fs {
+    /// Builds the filesystem over opened rule roots. `mountpoint` is the absolute legacy path
+    /// the audit log reports.
+    pub fn new(
+        mountpoint: PathBuf,
+        table: PrefixTable,
+        roots: Vec<Option<RuleRoot>>,
+        audit: AuditLog,
+    ) -> io::Result<Fs> {
+        let fs = Fs {
+            mountpoint,
+            table,
+            roots,
+            nodes: NodeTable::new(),
+            handles: Mutex::new(HashMap::new()),
+            next_fh: AtomicU64::new(1),
+            audit,
+            started: SystemTime::now(),
+        };
+        let root_link = Link {
+            parent: None,
+            name: OsString::new(),
+        };
+        let root = match fs.table.rule_at(PrefixTable::ROOT) {
+            Some(rule) => match fs.roots.get(rule.0 as usize) {
+                Some(Some(root)) => Node::new(
+                    ROOT_ID,
+                    Kind::Real {
+                        rule,
+                        fd: root.fd.try_clone()?,
+                        dev: root.stat.st_dev,
+                        ino: root.stat.st_ino,
+                        format: libc::S_IFDIR,
+                    },
+                    Some(PrefixTable::ROOT),
+                    root_link,
+                ),
+                // A deny rule on "/" leaves an empty, unreadable root: refuse it at config time
+                // would be kinder, but serving an empty virtual root is safe too.
+                _ => Node::new(ROOT_ID, Kind::Virtual, Some(PrefixTable::ROOT), root_link),
+            },
+            None => Node::new(ROOT_ID, Kind::Virtual, Some(PrefixTable::ROOT), root_link),
+        };
+        fs.nodes.insert_pinned(root);
+        Ok(fs)
+    }
+
+    pub fn audit(&self) -> &AuditLog {
+        &self.audit
+    }
+
+    /// Hands the audit log over for a final flush at unmount.
+    pub fn take_audit(&mut self) -> AuditLog {
+        std::mem::replace(&mut self.audit, AuditLog::disabled())
+    }
+
+    pub fn node_count(&self) -> usize {
+        self.nodes.len()
+    }
+
+    fn node(&self, id: u64) -> Result<Arc<Node>> {
+        self.nodes.get(id).ok_or(Errno::EBADF)
+    }
+
+    fn root_of(&self, rule: RuleId) -> Option<&RuleRoot> {
+        self.roots.get(rule.0 as usize).and_then(Option::as_ref)
+    }
+
+    // ---- lookups ------------------------------------------------------------------------
+
+    /// Resolves `name` in directory `parent`: the prefix table first (so the longest prefix
+    /// wins without string matching), then the real directory one component at a time.
+    pub fn lookup(&self, caller: Caller, parent: u64, name: &OsStr) -> Result<Attr> {
+        let parent = self.node(parent)?;
+        let result = self.lookup_inner(&parent, name);
+        match &result {
+            Err(e) if *e == Errno::ENOENT || *e == Errno::EACCES => {
+                self.record(caller, "lookup", &parent, Some(name), None, Err(e));
+            }
+            _ => {}
+        }
+        result
+    }
+
+    fn lookup_inner(&self, parent: &Arc<Node>, name: &OsStr) -> Result<Attr> {
+        if is_bad_name(name) {
+            return Err(Errno::ENOENT);
+        }
+        let link = || Link {
+            parent: Some(Arc::clone(parent)),
+            name: name.to_os_string(),
+        };
+        if let Some(child) = parent.trie.and_then(|t| self.table.child(t, name)) {
+            return self.lookup_trie_child(parent, child, link());
+        }
+        match parent.kind {
+            Kind::Virtual => Err(Errno::ENOENT),
+            Kind::Real { rule, ref fd, .. } => {
+                if !parent.is_dir() {
+                    return Err(Errno::ENOTDIR);
+                }
+                let fd = sys::open_child(fd.as_fd(), name)?;
+                let stat = sys::fstat(fd.as_fd())?;
+                let node = self.nodes.found(Found {
+                    rule,
+                    fd,
+                    stat,
+                    trie: None,
+                    link: link(),
+                });
+                Ok(self.attr_of(&node, stat))
+            }
+        }
+    }
+
+    fn lookup_trie_child(&self, parent: &Arc<Node>, child: TrieId, link: Link) -> Result<Attr> {
+        match self.table.rule_at(child) {
+            Some(rule) => match self.root_of(rule) {
+                None => Err(Errno::EACCES), // a deny rule
+                Some(root) => {
+                    let fd = root.fd.try_clone()?;
+                    let stat = sys::fstat(fd.as_fd())?;
+                    let node = self.nodes.found(Found {
+                        rule,
+                        fd,
+                        stat,
+                        trie: Some(child),
+                        link,
+                    });
+                    Ok(self.attr_of(&node, stat))
+                }
+            },
+            None => {
+                // A parent of a deeper rule: the real directory when the covering rule has one,
+                // otherwise a virtual directory, so the deeper rule stays reachable.
+                if let Kind::Real { rule, ref fd, .. } = parent.kind {
+                    if let Ok(fd) = sys::open_child(fd.as_fd(), &link.name) {
+                        let stat = sys::fstat(fd.as_fd())?;
+                        if stat.st_mode & libc::S_IFMT == libc::S_IFDIR {
+                            let node = self.nodes.found(Found {
+                                rule,
+                                fd,
+                                stat,
+                                trie: Some(child),
+                                link,
+                            });
+                            return Ok(self.attr_of(&node, stat));
+                        }
+                    }
+                }
+                let id = VIRTUAL_BASE + u64::from(child.0);
+                let node = match self.nodes.add_lookup(id) {
+                    Some(node) => node,
+                    None => {
+                        let node = Node::new(id, Kind::Virtual, Some(child), link);
+                        self.nodes.insert_pinned(node);
+                        self.nodes.add_lookup(id).ok_or(Errno::ENOENT)?
+                    }
+                };
+                Ok(self.attr_of(&node, self.virtual_stat()))
+            }
+        }
+    }
+
+    pub fn forget(&self, id: u64, n: u64) {
+        self.nodes.forget(id, n);
+    }
+
+    // ---- attributes ---------------------------------------------------------------------
+
+    pub fn getattr(&self, id: u64) -> Result<Attr> {
+        let node = self.node(id)?;
+        let stat = match node.fd() {
+            Some(fd) => sys::fstat(fd)?,
+            None => self.virtual_stat(),
+        };
+        Ok(self.attr_of(&node, stat))
+    }
+
+    /// The node id is what the kernel reports as `st_ino` (fuser ties them), so it is the real
+    /// inode number unless that was taken. The root's id is fixed at 1; its `getattr` answer
+    /// still carries the real number, which the kernel shows to `stat`.
+    fn attr_of(&self, node: &Node, mut stat: libc::stat) -> Attr {
+        if node.id != ROOT_ID {
+            stat.st_ino = node.id;
+        }
+        Attr { id: node.id, stat }
+    }
+
+    fn virtual_stat(&self) -> libc::stat {
+        let mut st = sys::zeroed_stat();
+        st.st_mode = libc::S_IFDIR | 0o555;
+        st.st_nlink = 2;
+        st.st_blksize = 4096;
+        let since = self
+            .started
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default();
+        st.st_mtime = since.as_secs() as i64;
+        st.st_mtime_nsec = i64::from(since.subsec_nanos());
+        st.st_atime = st.st_mtime;
+        st.st_atime_nsec = st.st_mtime_nsec;
+        st.st_ctime = st.st_mtime;
+        st.st_ctime_nsec = st.st_mtime_nsec;
+        st
+    }
+
+    pub fn readlink(&self, caller: Caller, id: u64) -> Result<Vec<u8>> {
+        let node = self.node(id)?;
+        let result = match node.fd() {
+            Some(fd) => sys::readlink(fd).map_err(Errno::from),
+            None => Err(Errno::EINVAL),
+        };
+        self.record(caller, "readlink", &node, None, None, result.as_ref().map(|_| ()));
+        result
+    }
+
+    pub fn statfs(&self, id: u64) -> Result<libc::statvfs> {
+        let node = self.node(id)?;
+        match node.fd() {
+            Some(fd) => Ok(sys::fstatvfs(fd)?),
+            // A virtual directory has no filesystem of its own: report the first target's.
+            None => match self.roots.iter().flatten().next() {
+                Some(root) => Ok(sys::fstatvfs(root.fd.as_fd())?),
+                None => Err(Errno::ENOENT),
+            },
+        }
+    }
+
+    pub fn getxattr(&self, id: u64, name: &OsStr, size: u32) -> Result<Vec<u8>> {
+        let node = self.node(id)?;
+        match node.fd() {
+            Some(fd) => Ok(sys::getxattr(fd, name, size as usize)?),
+            None => Err(Errno::ENODATA),
+        }
+    }
+
+    pub fn listxattr(&self, id: u64, size: u32) -> Result<Vec<u8>> {
+        let node = self.node(id)?;
+        match node.fd() {
+            Some(fd) => Ok(sys::listxattr(fd, size as usize)?),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// `access(2)`: the kernel already checked the mode bits (`default_permissions`); what is
+    /// left is the one thing it does not know, that a read-only rule refuses writes.
+    pub fn access(&self, id: u64, mask: i32) -> Result<()> {
+        let node = self.node(id)?;
+        if mask & libc::W_OK != 0 {
+            self.writable(&node)?;
+        }
+        Ok(())
+    }
+
+    // ---- files --------------------------------------------------------------------------
+
+    pub fn open(&self, caller: Caller, id: u64, flags: i32) -> Result<u64> {
+        let node = self.node(id)?;
+        let result = self.open_inner(&node, flags);
+        self.record(
+            caller,
+            "open",
+            &node,
+            None,
+            Some(audit::access_flags(flags)),
+            result.as_ref().map(|_| ()),
+        );
+        result
+    }
+
+    fn open_inner(&self, node: &Arc<Node>, flags: i32) -> Result<u64> {
+        if wants_write(flags) {
+            self.writable(node)?;
+        }
+        let Kind::Real { ref fd, format, .. } = node.kind else {
+            return Err(Errno(libc::EISDIR));
+        };
+        if format != libc::S_IFREG {
+            // Devices and fifos are opened by the kernel itself; never through the daemon.
+            return Err(Errno::EPERM);
+        }
+        let file = sys::reopen(fd.as_fd(), flags & OPEN_FLAGS_KEPT)?;
+        Ok(self.add_handle(Handle::File(file)))
+    }
+
+    pub fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
+        let handle = self.handle(fh)?;
+        let Handle::File(file) = &*handle else {
+            return Err(Errno::EBADF);
+        };
+        let mut buf = vec![0u8; size as usize];
+        let mut filled = 0;
+        // A short read is only the end of the file if the next read returns nothing.
+        while filled < buf.len() {
+            match file.read_at(&mut buf[filled..], offset + filled as u64) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        buf.truncate(filled);
+        Ok(buf)
+    }
+
+    pub fn lseek(&self, fh: u64, offset: i64, whence: i32) -> Result<i64> {
+        let handle = self.handle(fh)?;
+        match &*handle {
+            Handle::File(file) => Ok(sys::lseek(file, offset, whence)?),
+            Handle::Dir { .. } => Err(Errno::EINVAL),
+        }
+    }
+
+    pub fn release(&self, fh: u64) {
+        lock(&self.handles).remove(&fh);
+    }
+
+    // ---- directories --------------------------------------------------------------------
+
+    pub fn opendir(&self, caller: Caller, id: u64, flags: i32) -> Result<u64> {
+        let node = self.node(id)?;
+        let result = self.opendir_inner(&node, flags);
+        self.record(caller, "opendir", &node, None, None, result.as_ref().map(|_| ()));
+        result
+    }
+
+    fn opendir_inner(&self, node: &Arc<Node>, flags: i32) -> Result<u64> {
+        if !node.is_dir() {
+            return Err(Errno::ENOTDIR);
+        }
+        let file = match node.fd() {
+            Some(fd) => Some(sys::reopen(
+                fd,
+                libc::O_RDONLY | libc::O_DIRECTORY | (flags & libc::O_NOATIME),
+            )?),
+            None => None,
+        };
+        Ok(self.add_handle(Handle::Dir {
+            node: Arc::clone(node),
+            file,
+            listing: Mutex::new(Arc::new(Vec::new())),
+        }))
+    }
+
+    /// Calls `add(entry, next_offset)` for the entries from `offset` on until it returns true
+    /// (the kernel's buffer is full).
+    pub fn readdir(
+        &self,
+        fh: u64,
+        offset: u64,
+        mut add: impl FnMut(&ListEntry, u64) -> bool,
+    ) -> Result<()> {
+        let handle = self.handle(fh)?;
+        let Handle::Dir {
+            node,
+            file,
+            listing,
+        } = &*handle
+        else {
+            return Err(Errno::ENOTDIR);
+        };
+        let entries = if offset == 0 {
+            let fresh = Arc::new(self.list(node, file.as_ref())?);
+            *lock(listing) = Arc::clone(&fresh);
+            fresh
+        } else {
+            Arc::clone(&lock(listing))
+        };
+        for (i, entry) in entries.iter().enumerate().skip(offset as usize) {
+            if add(entry, i as u64 + 1) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// The full listing of a directory: `.`, `..`, the real entries not shadowed by the
+    /// prefix table, then the prefix table's children.
+    fn list(&self, node: &Arc<Node>, file: Option<&File>) -> Result<Vec<ListEntry>> {
+        let parent_id = node.link().parent.map_or(ROOT_ID, |p| p.id);
+        let mut entries = vec![
+            ListEntry {
+                ino: node.id,
+                format: libc::S_IFDIR,
+                name: ".".into(),
+            },
+            ListEntry {
+                ino: parent_id,
+                format: libc::S_IFDIR,
+                name: "..".into(),
+            },
+        ];
+        let trie = node.trie;
+        if let Some(file) = file {
+            for e in sys::read_dir_all(file)? {
+                if trie.is_some_and(|t| self.table.child(t, &e.name).is_some()) {
+                    continue;
+                }
+                let format = match dtype_to_format(e.kind) {
+                    Some(f) => f,
+                    None => node
+                        .fd()
+                        .and_then(|fd| sys::open_child(fd, &e.name).ok())
+                        .and_then(|fd| sys::fstat(fd.as_fd()).ok())
+                        .map_or(libc::S_IFREG, |st| st.st_mode & libc::S_IFMT),
+                };
+                entries.push(ListEntry {
+                    ino: e.ino,
+                    format,
+                    name: e.name,
+                });
+            }
+        }
+        if let Some(t) = trie {
+            for (name, child) in self.table.children(t) {
+                let ino = match self.table.rule_at(child).and_then(|r| self.root_of(r)) {
+                    Some(root) => root.stat.st_ino,
+                    None => VIRTUAL_BASE + u64::from(child.0),
+                };
+                entries.push(ListEntry {
+                    ino,
+                    format: libc::S_IFDIR,
+                    name: name.to_os_string(),
+                });
+            }
+        }
+        Ok(entries)
+    }
+
+    pub fn releasedir(&self, fh: u64) {
+        lock(&self.handles).remove(&fh);
+    }
+
+    // ---- changes ------------------------------------------------------------------------
+
+    /// Refuses a change on a read-only rule (or a virtual directory) with EROFS and audits
+    /// it. `name` is the entry created or removed below `id`, if any.
+    pub fn refuse_change(
+        &self,
+        caller: Caller,
+        op: &'static str,
+        id: u64,
+        name: Option<&OsStr>,
+    ) -> Errno {
+        let errno = match self.node(id) {
+            Err(e) => e,
+            Ok(node) => {
+                let errno = match self.writable(&node) {
+                    Ok(()) => Errno(libc::ENOSYS),
+                    Err(e) => e,
+                };
+                self.record(caller, op, &node, name, None, Err(&errno));
+                errno
+            }
+        };
+        errno
+    }
+
+    /// Whether a node's rule lets changes through.
+    fn writable(&self, node: &Node) -> Result<()> {
+        match node.rule().and_then(|r| self.root_of(r)) {
+            Some(root) if root.mode == Mode::ReadWrite => Ok(()),
+            _ => Err(Errno::EROFS),
+        }
+    }
+
+    // ---- handles and audit --------------------------------------------------------------
+
+    fn add_handle(&self, handle: Handle) -> u64 {
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        lock(&self.handles).insert(fh, Arc::new(handle));
+        fh
+    }
+
+    fn handle(&self, fh: u64) -> Result<Arc<Handle>> {
+        lock(&self.handles).get(&fh).cloned().ok_or(Errno::EBADF)
+    }
+
+    /// The legacy path, real target and rule of `node` (plus `name` below it).
+    pub fn describe(
+        &self,
+        node: &Arc<Node>,
+        name: Option<&OsStr>,
+    ) -> (PathBuf, Option<PathBuf>, Option<String>) {
+        let (base, mut names) = node.names_below_trie();
+        if let Some(name) = name {
+            names.push(name.to_os_string());
+        }
+        let trie_path = base.trie.map_or("/", |t| self.table.path(t));
+        let legacy = join(self.mountpoint.join(trie_path.trim_start_matches('/')), &names);
+        // A lookup below a trie node may hit a deny rule or a deeper rule: name it.
+        if let (Some(t), Some(name)) = (base.trie, name) {
+            if node.trie.is_some() {
+                if let Some(child) = self.table.child(t, name) {
+                    if let Some(rule) = self.table.rule_at(child) {
+                        let from = self.table.rule(rule).from.clone();
+                        let target = self.root_of(rule).map(|r| r.to.clone());
+                        return (legacy, target, Some(from));
+                    }
+                }
+            }
+        }
+        let Some(rule) = base.rule() else {
+            return (legacy, None, None);
+        };
+        let from = &self.table.rule(rule).from;
+        let target = match &self.table.rule(rule).action {
+            Action::Map { to, .. } => {
+                let below = trie_path
+                    .strip_prefix(from.as_str())
+                    .unwrap_or("")
+                    .trim_start_matches('/');
+                let base_target = if below.is_empty() {
+                    to.clone()
+                } else {
+                    to.join(below)
+                };
+                Some(join(base_target, &names))
+            }
+            Action::Deny => None,
+        };
+        (legacy, target, Some(from.clone()))
+    }
+
+    fn record(
+        &self,
+        caller: Caller,
+        op: &'static str,
+        node: &Arc<Node>,
+        name: Option<&OsStr>,
+        flags: Option<&'static str>,
+        result: std::result::Result<(), &Errno>,
+    ) {
+        if !self.audit.is_enabled() {
+            return;
+        }
+        let (path, target, map) = self.describe(node, name);
+        self.audit.record(Event {
+            op,
+            path,
+            target,
+            map,
+            flags,
+            pid: caller.pid,
+            uid: caller.uid,
+            gid: caller.gid,
+            result: result.map_err(|e| e.0),
+        });
+    }
+
+    pub fn mountpoint(&self) -> &Path {
+        &self.mountpoint
+    }
+}
+
+/// Open flags passed on to the real file; creation flags were handled by the kernel and us.
+const OPEN_FLAGS_KEPT: i32 = libc::O_ACCMODE
+    | libc::O_APPEND
+    | libc::O_DIRECT
+    | libc::O_DSYNC
+    | libc::O_SYNC
+    | libc::O_NOATIME
+    | libc::O_LARGEFILE;
+
+fn wants_write(flags: i32) -> bool {
+    flags & libc::O_ACCMODE != libc::O_RDONLY || flags & (libc::O_TRUNC | libc::O_CREAT) != 0
+}
+
+fn dtype_to_format(dtype: u8) -> Option<u32> {
+    Some(match dtype {
+        libc::DT_REG => libc::S_IFREG,
+        libc::DT_DIR => libc::S_IFDIR,
+        libc::DT_LNK => libc::S_IFLNK,
+        libc::DT_FIFO => libc::S_IFIFO,
+        libc::DT_SOCK => libc::S_IFSOCK,
+        libc::DT_CHR => libc::S_IFCHR,
+        libc::DT_BLK => libc::S_IFBLK,
+        _ => return None,
+    })
+}

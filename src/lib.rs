@@ -1,0 +1,17 @@
+//! relocfs: an audited FUSE redirect from a legacy path to a relocated installation.
+//!
+//! Data flow: `config` (validated file) -> `prefix` (rules as a trie) -> `daemon` (preflight,
+//! fork, mount) -> `fuse` (thin fuser adapter) -> `fs` (the core, over the `node` table and the
+//! `sys` wrappers) -> `audit` (bounded queue to a JSON-lines writer thread).
+
+pub mod audit;
+pub mod cli;
+pub mod config;
+pub mod daemon;
+pub mod demo;
+pub mod fs;
+pub mod fuse;
+pub mod node;
+pub mod options;
+pub mod prefix;
+pub mod sys;

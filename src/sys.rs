@@ -1,0 +1,363 @@
+//! Every libc call of the daemon, as small safe wrappers that keep the OS errno intact.
+//!
+//! The rest of the crate never writes `unsafe`: each wrapper here states why its call is sound.
+//! Node fds are `O_PATH | O_NOFOLLOW` handles; operations that have no `*at()` form reach the
+//! object through `/proc/self/fd/N`, which names the object itself and follows nothing further.
+
+use std::ffi::{CStr, CString, OsStr, OsString};
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::Path;
+
+/// Turns a libc return value into `io::Result`, capturing errno right away.
+fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+fn check_size(ret: libc::ssize_t) -> io::Result<usize> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret as usize)
+    }
+}
+
+fn cstring(bytes: &[u8]) -> io::Result<CString> {
+    CString::new(bytes).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
+}
+
+/// The `/proc/self/fd/N` name of an fd, for the calls that have no `*at()` form.
+fn proc_fd_path(fd: BorrowedFd<'_>) -> CString {
+    // A decimal number never contains a NUL byte.
+    CString::new(format!("/proc/self/fd/{}", fd.as_raw_fd())).unwrap_or_default()
+}
+
+/// Opens a directory given by an absolute path as an `O_PATH` handle (rule roots, at start).
+/// Symlinks in the operator's own configured path are followed: that is the operator's choice.
+pub fn open_dir_path(path: &Path) -> io::Result<OwnedFd> {
+    let c = cstring(path.as_os_str().as_bytes())?;
+    // SAFETY: `c` is a valid NUL-terminated string; the returned fd is checked and then owned.
+    let fd = check(unsafe {
+        libc::open(
+            c.as_ptr(),
+            libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    })?;
+    // SAFETY: `fd` was just returned by open(2) and nobody else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Opens one name below a directory as an `O_PATH | O_NOFOLLOW` handle: never follows a symlink.
+pub fn open_child(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<OwnedFd> {
+    let c = cstring(name.as_bytes())?;
+    // SAFETY: `dir` is a live fd for the duration of the call; `c` is NUL-terminated.
+    let fd = check(unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            c.as_ptr(),
+            libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+        )
+    })?;
+    // SAFETY: `fd` was just returned by openat(2) and nobody else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `stat` of the object an fd refers to (the symlink itself for a symlink's `O_PATH` fd).
+pub fn fstat(fd: BorrowedFd<'_>) -> io::Result<libc::stat> {
+    // SAFETY: an all-zero `stat` is a valid value of this plain C struct.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: the empty path with AT_EMPTY_PATH names `fd` itself; `st` is writable.
+    check(unsafe {
+        libc::fstatat(
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            &mut st,
+            libc::AT_EMPTY_PATH | libc::AT_SYMLINK_NOFOLLOW,
+        )
+    })?;
+    Ok(st)
+}
+
+/// An all-zero `stat`, to fill in by hand (virtual directories).
+pub fn zeroed_stat() -> libc::stat {
+    // SAFETY: an all-zero `stat` is a valid value of this plain C struct.
+    unsafe { std::mem::zeroed() }
+}
+
+/// `lstat` of a path, for preflight checks on operator-given paths.
+pub fn lstat(path: &Path) -> io::Result<libc::stat> {
+    let c = cstring(path.as_os_str().as_bytes())?;
+    // SAFETY: an all-zero `stat` is a valid value of this plain C struct.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is NUL-terminated and `st` is writable.
+    check(unsafe { libc::lstat(c.as_ptr(), &mut st) })?;
+    Ok(st)
+}
+
+/// Opens the object behind an `O_PATH` fd for I/O with `flags`. Callers only pass regular files
+/// and directories: reopening a device or fifo through the magic link would act on it.
+pub fn reopen(fd: BorrowedFd<'_>, flags: libc::c_int) -> io::Result<File> {
+    let path = proc_fd_path(fd);
+    // O_NOFOLLOW would refuse the magic link itself; O_CREAT cannot apply to an existing object.
+    let flags = (flags & !(libc::O_NOFOLLOW | libc::O_CREAT | libc::O_EXCL)) | libc::O_CLOEXEC;
+    // SAFETY: `path` is NUL-terminated; the result is checked and then owned.
+    let new = check(unsafe { libc::open(path.as_ptr(), flags) })?;
+    // SAFETY: `new` was just returned by open(2) and nobody else owns it.
+    Ok(unsafe { File::from_raw_fd(new) })
+}
+
+/// The target of a symlink given by its `O_PATH` fd, as stored.
+pub fn readlink(fd: BorrowedFd<'_>) -> io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; libc::PATH_MAX as usize + 1];
+    // SAFETY: the empty path names `fd` itself (Linux >= 2.6.39); `buf` has `buf.len()` bytes.
+    let n = check_size(unsafe {
+        libc::readlinkat(
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    })?;
+    buf.truncate(n);
+    Ok(buf)
+}
+
+/// Filesystem statistics of the filesystem holding `fd`.
+pub fn fstatvfs(fd: BorrowedFd<'_>) -> io::Result<libc::statvfs> {
+    // SAFETY: an all-zero `statvfs` is a valid value of this plain C struct.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `fd` is live (O_PATH fds are accepted by fstatvfs) and `st` is writable.
+    check(unsafe { libc::fstatvfs(fd.as_raw_fd(), &mut st) })?;
+    Ok(st)
+}
+
+/// Reads an extended attribute; with `size == 0` returns only the value's length.
+pub fn getxattr(fd: BorrowedFd<'_>, name: &OsStr, size: usize) -> io::Result<Vec<u8>> {
+    let path = proc_fd_path(fd);
+    let name = cstring(name.as_bytes())?;
+    let mut buf = vec![0u8; size];
+    // SAFETY: both strings are NUL-terminated; `buf` has exactly `size` writable bytes (a null
+    // pointer with size 0 asks for the length only).
+    let n = check_size(unsafe {
+        libc::getxattr(
+            path.as_ptr(),
+            name.as_ptr(),
+            if size == 0 {
+                std::ptr::null_mut()
+            } else {
+                buf.as_mut_ptr().cast()
+            },
+            size,
+        )
+    })?;
+    buf.truncate(n.min(size));
+    if size == 0 {
+        buf = vec![0; n];
+    }
+    Ok(buf)
+}
+
+/// Lists extended attribute names; with `size == 0` returns a buffer of the needed length.
+pub fn listxattr(fd: BorrowedFd<'_>, size: usize) -> io::Result<Vec<u8>> {
+    let path = proc_fd_path(fd);
+    let mut buf = vec![0u8; size];
+    // SAFETY: `path` is NUL-terminated; `buf` has `size` writable bytes (null for size 0).
+    let n = check_size(unsafe {
+        libc::listxattr(
+            path.as_ptr(),
+            if size == 0 {
+                std::ptr::null_mut()
+            } else {
+                buf.as_mut_ptr().cast()
+            },
+            size,
+        )
+    })?;
+    if size == 0 {
+        return Ok(vec![0; n]);
+    }
+    buf.truncate(n);
+    Ok(buf)
+}
+
+/// `lseek` on an open file (SEEK_DATA / SEEK_HOLE included).
+pub fn lseek(file: &File, offset: i64, whence: libc::c_int) -> io::Result<i64> {
+    // SAFETY: `file` owns a live fd for the duration of the call.
+    let ret = unsafe { libc::lseek(file.as_raw_fd(), offset, whence) };
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// One directory entry as `getdents64` returns it.
+pub struct DirEntry {
+    pub name: OsString,
+    pub ino: u64,
+    /// `DT_*` type, or `DT_UNKNOWN` on filesystems that do not fill it in.
+    pub kind: u8,
+}
+
+/// Reads all entries of an open directory from its start (`.` and `..` excluded).
+pub fn read_dir_all(dir: &File) -> io::Result<Vec<DirEntry>> {
+    lseek(dir, 0, libc::SEEK_SET)?;
+    let mut entries = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        // SAFETY: `dir` owns a live directory fd; `buf` has `buf.len()` writable bytes.
+        let n = unsafe {
+            libc::syscall(
+                libc::SYS_getdents64,
+                dir.as_raw_fd(),
+                buf.as_mut_ptr(),
+                buf.len(),
+            )
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if n == 0 {
+            return Ok(entries);
+        }
+        let mut pos = 0usize;
+        let end = n as usize;
+        // linux_dirent64: u64 d_ino, i64 d_off, u16 d_reclen, u8 d_type, char d_name[].
+        while pos + 19 <= end {
+            let ino = u64::from_ne_bytes(buf[pos..pos + 8].try_into().unwrap_or_default());
+            let reclen = u16::from_ne_bytes([buf[pos + 16], buf[pos + 17]]) as usize;
+            let kind = buf[pos + 18];
+            if reclen == 0 || pos + reclen > end {
+                break;
+            }
+            let raw = &buf[pos + 19..pos + reclen];
+            let name = CStr::from_bytes_until_nul(raw)
+                .map(CStr::to_bytes)
+                .unwrap_or(raw);
+            if name != b"." && name != b".." {
+                entries.push(DirEntry {
+                    name: OsString::from_vec(name.to_vec()),
+                    ino,
+                    kind,
+                });
+            }
+            pos += reclen;
+        }
+    }
+}
+
+/// Raises the soft limit on open files to the hard limit: every cached node holds an fd.
+pub fn raise_nofile_limit() -> io::Result<u64> {
+    // SAFETY: an all-zero rlimit is valid; getrlimit/setrlimit only read/write that struct.
+    let mut lim: libc::rlimit = unsafe { std::mem::zeroed() };
+    // SAFETY: `lim` is writable.
+    check(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) })?;
+    lim.rlim_cur = lim.rlim_max;
+    // SAFETY: `lim` is a valid rlimit with cur <= max.
+    check(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) })?;
+    Ok(lim.rlim_cur)
+}
+
+pub fn geteuid() -> u32 {
+    // SAFETY: geteuid cannot fail and touches no memory.
+    unsafe { libc::geteuid() }
+}
+
+/// Blocks the signals the daemon handles in the calling thread (and every thread it starts
+/// afterwards), so that only the signal thread receives them through `sigwait`.
+pub fn block_signals(signals: &[libc::c_int]) -> io::Result<libc::sigset_t> {
+    // SAFETY: sigemptyset/sigaddset initialise and fill the local set; pthread_sigmask only
+    // reads it.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for &s in signals {
+            libc::sigaddset(&mut set, s);
+        }
+        let ret = libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        if ret != 0 {
+            return Err(io::Error::from_raw_os_error(ret));
+        }
+        Ok(set)
+    }
+}
+
+/// Waits for one of the blocked signals in `set`.
+pub fn wait_signal(set: &libc::sigset_t) -> io::Result<libc::c_int> {
+    let mut sig: libc::c_int = 0;
+    // SAFETY: `set` was initialised by `block_signals`; `sig` is writable.
+    let ret = unsafe { libc::sigwait(set, &mut sig) };
+    if ret != 0 {
+        return Err(io::Error::from_raw_os_error(ret));
+    }
+    Ok(sig)
+}
+
+/// Ignores SIGPIPE: a closed audit reader or terminal must give EPIPE, not kill the daemon.
+pub fn ignore_sigpipe() {
+    // SAFETY: installing SIG_IGN for SIGPIPE has no memory effects.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+    }
+}
+
+/// Unmounts `path` (`flags` 0 or `MNT_DETACH`).
+pub fn umount(path: &Path, flags: libc::c_int) -> io::Result<()> {
+    let c = cstring(path.as_os_str().as_bytes())?;
+    // SAFETY: `c` is NUL-terminated.
+    check(unsafe { libc::umount2(c.as_ptr(), flags) })?;
+    Ok(())
+}
+
+/// The outcome of `fork` for the caller.
+pub enum Forked {
+    Parent,
+    Child,
+}
+
+/// Forks the process. Called before any thread exists, so the child is a full copy.
+pub fn fork() -> io::Result<Forked> {
+    // SAFETY: the process is single-threaded at this point (checked by the caller's design:
+    // fork happens before the audit writer and FUSE threads start).
+    match unsafe { libc::fork() } {
+        -1 => Err(io::Error::last_os_error()),
+        0 => Ok(Forked::Child),
+        _ => Ok(Forked::Parent),
+    }
+}
+
+/// Starts a new session so the daemon is not killed with the terminal that started it.
+pub fn setsid() {
+    // SAFETY: setsid has no memory effects; failing (already a leader) is harmless.
+    unsafe {
+        libc::setsid();
+    }
+}
+
+/// Points stdin, stdout and stderr at /dev/null once the daemon is detached.
+pub fn detach_stdio() -> io::Result<()> {
+    let null = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")?;
+    for target in 0..3 {
+        // SAFETY: dup2 onto the standard fds; `null` stays open for the duration of the call.
+        check(unsafe { libc::dup2(null.as_raw_fd(), target) })?;
+    }
+    Ok(())
+}
+
+/// A pipe whose ends are closed on exec.
+pub fn pipe() -> io::Result<(File, File)> {
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: `fds` has room for the two fds pipe2 writes.
+    check(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
+    // SAFETY: both fds were just created and are owned by nobody else.
+    Ok(unsafe { (File::from_raw_fd(fds[0]), File::from_raw_fd(fds[1])) })
+}
