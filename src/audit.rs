@@ -55,6 +55,10 @@ pub struct Event {
     pub map: Option<String>,
     /// "r", "w" or "rw" for opens (see [`access_flags`]).
     pub flags: Option<&'static str>,
+    /// The second legacy path of a two-path change: a rename's or link's new name.
+    pub dest: Option<PathBuf>,
+    /// What a change changed, e.g. "mode=0644 size=0" for setattr.
+    pub detail: Option<String>,
     /// Caller's thread id as given by FUSE.
     pub pid: u32,
     pub uid: u32,
@@ -299,6 +303,10 @@ struct EventLine<'a> {
     map: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     flags: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dest: Option<Cow<'a, str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    detail: Option<&'a str>,
     pid: u32,
     uid: u32,
     gid: u32,
@@ -390,6 +398,8 @@ impl Writer {
             target: ev.target.as_deref().map(Path::to_string_lossy),
             map: ev.map.as_deref(),
             flags: ev.flags,
+            dest: ev.dest.as_deref().map(Path::to_string_lossy),
+            detail: ev.detail.as_deref(),
             pid: ev.pid,
             uid: ev.uid,
             gid: ev.gid,
@@ -670,6 +680,8 @@ mod tests {
             target: None,
             map: None,
             flags: None,
+            dest: None,
+            detail: None,
             pid: std::process::id(),
             uid: 1000,
             gid: 100,

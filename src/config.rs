@@ -369,6 +369,18 @@ mod tests {
         }
     }
 
+    /// The shipped example documents every key: it must parse, with its stated defaults.
+    #[test]
+    fn shipped_example_parses_with_documented_values() {
+        let config = parse_ok(include_str!("../config.example.toml"));
+        assert_eq!(config.rules.len(), 3);
+        assert_eq!(config.rules[2].action, Action::Deny);
+        let defaults = FuseConfig::default();
+        assert_eq!(config.fuse.threads, defaults.threads);
+        assert_eq!(config.fuse.attr_timeout, defaults.attr_timeout);
+        assert_eq!(config.fuse.entry_timeout, defaults.entry_timeout);
+    }
+
     const EXAMPLE: &str = r#"
 [[map]]
 from = "/"                    # path below the mount root; "/" is the root itself

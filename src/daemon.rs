@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::audit::AuditLog;
-use crate::config::{Action, Config, Mode};
-use crate::fs::{Fs, RuleRoot};
+use crate::config::{Action, Config};
+use crate::fs::{Fs, FsOptions, RuleRoot};
 use crate::fuse::{Adapter, Timeouts};
 use crate::options::{Access, MountOptions};
 use crate::prefix::PrefixTable;
@@ -36,13 +36,6 @@ pub fn preflight(config: &Config, mountpoint: Option<&Path>) -> Result<Prepared,
             roots.push(None);
             continue;
         };
-        if *mode == Mode::ReadWrite {
-            return Err(format!(
-                "{source}: map #{n} (from = \"{}\"): mode = \"rw\" is not supported yet by this \
-                 version of relocfs; use mode = \"ro\"",
-                rule.from
-            ));
-        }
         let fd = sys::open_dir_path(to).map_err(|e| {
             let why = match e.raw_os_error() {
                 Some(libc::ENOENT) => "does not exist".to_string(),
@@ -66,10 +59,12 @@ pub fn preflight(config: &Config, mountpoint: Option<&Path>) -> Result<Prepared,
 
     let mountpoint = match mountpoint {
         Some(mp) => check_mountpoint(mp)?,
-        None => return Ok(Prepared {
-            mountpoint: PathBuf::new(),
-            roots,
-        }),
+        None => {
+            return Ok(Prepared {
+                mountpoint: PathBuf::new(),
+                roots,
+            })
+        }
     };
     for (i, rule) in config.rules.iter().enumerate() {
         if let Action::Map { to, .. } = &rule.action {
@@ -95,7 +90,9 @@ pub fn preflight(config: &Config, mountpoint: Option<&Path>) -> Result<Prepared,
     }
     if let Some(log) = &config.audit.log {
         let parent = log.parent().unwrap_or(Path::new("/"));
-        let real_parent = parent.canonicalize().unwrap_or_else(|_| parent.to_path_buf());
+        let real_parent = parent
+            .canonicalize()
+            .unwrap_or_else(|_| parent.to_path_buf());
         if real_parent.starts_with(&mountpoint) {
             return Err(format!(
                 "{source}: audit log {} lies inside the mountpoint {}",
@@ -258,8 +255,12 @@ pub fn run(
 fn probe_audit_log(log: &Path) -> Result<(), String> {
     if let Some(parent) = log.parent() {
         if !parent.exists() {
-            std::fs::create_dir_all(parent)
-                .map_err(|e| format!("cannot create audit log directory {}: {e}", parent.display()))?;
+            std::fs::create_dir_all(parent).map_err(|e| {
+                format!(
+                    "cannot create audit log directory {}: {e}",
+                    parent.display()
+                )
+            })?;
         }
     }
     std::fs::OpenOptions::new()
@@ -309,7 +310,10 @@ fn serve_inner(
     };
     let mountpoint = prepared.mountpoint.clone();
     let table = PrefixTable::new(&config.rules);
-    let fs = Fs::new(mountpoint.clone(), table, prepared.roots, audit)
+    let fs_options = FsOptions {
+        allow_devices: options.allows_devices(),
+    };
+    let fs = Fs::new(mountpoint.clone(), table, prepared.roots, audit, fs_options)
         .map_err(|e| format!("cannot set up the filesystem: {e}"))?;
     let adapter = Adapter::new(
         fs,
@@ -348,7 +352,9 @@ fn serve_inner(
 
 fn mount_error(e: &io::Error) -> String {
     match e.raw_os_error() {
-        Some(libc::EPERM) | Some(libc::EACCES) => format!("{e} (mounting needs root or fusermount3)"),
+        Some(libc::EPERM) | Some(libc::EACCES) => {
+            format!("{e} (mounting needs root or fusermount3)")
+        }
         Some(libc::ENODEV) | Some(libc::ENOENT) if !Path::new("/dev/fuse").exists() => {
             "/dev/fuse is missing: load the fuse module (`modprobe fuse`)".into()
         }

@@ -6,11 +6,15 @@
 
 use std::fs;
 use std::io::ErrorKind;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::daemon;
+
+const NOBODY: u32 = 65534;
 
 const KEY: &str = "-----BEGIN OPENSSH PRIVATE KEY-----\n(demo key, not a real secret)\n\
                    -----END OPENSSH PRIVATE KEY-----\n";
@@ -61,18 +65,41 @@ pub fn run() -> Result<(), String> {
     .map_err(io)?;
 
     let mp = &scratch.mountpoint;
-    println!("An application moved from {} to {}.", mp.display(), real.display());
-    println!("Its database still says key_path = {}/keys/role_key/key-d92", mp.display());
+    println!(
+        "An application moved from {} to {}.",
+        mp.display(),
+        real.display()
+    );
+    println!(
+        "Its database still says key_path = {}/keys/role_key/key-d92",
+        mp.display()
+    );
     println!("\nConfiguration ({}):", config.display());
     for line in fs::read_to_string(&config).map_err(io)?.lines() {
         println!("    {line}");
     }
 
+    // As root, the demo plays the story fully: the key belongs to the application's own
+    // unprivileged user (nobody here), mode 0600, and that user reads it through the mount.
+    let as_root = crate::sys::geteuid() == 0;
+    if as_root {
+        std::os::unix::fs::chown(key_dir.join("id_rsa"), Some(NOBODY), Some(NOBODY)).map_err(io)?;
+        fs::set_permissions(key_dir.join("id_rsa"), fs::Permissions::from_mode(0o600))
+            .map_err(io)?;
+    }
+
     let exe = std::env::current_exe().map_err(|e| format!("cannot find own binary: {e}"))?;
-    println!("\n$ relocfs {} {}", config.display(), mp.display());
+    let options: &[&str] = if as_root { &["-o", "allow_other"] } else { &[] };
+    println!(
+        "\n$ relocfs {} {} {}",
+        config.display(),
+        mp.display(),
+        options.join(" ")
+    );
     let out = Command::new(&exe)
         .arg(&config)
         .arg(mp)
+        .args(options)
         .output()
         .map_err(|e| format!("cannot run {}: {e}", exe.display()))?;
     if !out.status.success() {
@@ -84,14 +111,36 @@ pub fn run() -> Result<(), String> {
     }
     scratch.mounted = true;
 
-    println!("\nThe application reads its key through the legacy path:");
     let key = mp.join("keys/role_key/key-d92/id_rsa");
-    show(&key, fs::read_to_string(&key).map(|s| first_line(&s)));
+    let mut cat = Command::new("cat");
+    cat.arg(&key);
+    if as_root {
+        cat.uid(NOBODY).gid(NOBODY);
+        println!("\nThe application, running as user nobody, reads its key at the legacy path:");
+    } else {
+        println!("\nThe application reads its key at the legacy path:");
+    }
+    show(
+        &key,
+        cat.output()
+            .map_err(|e| format!("cannot run cat: {e}"))
+            .and_then(|out| {
+                if out.status.success() {
+                    Ok(first_line(&String::from_utf8_lossy(&out.stdout)))
+                } else {
+                    Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+                }
+            })
+            .map_err(std::io::Error::other),
+    );
     println!("\nWhat the rules refuse, and what the migration missed:");
     let admin = mp.join("keys/admin/master.key");
     show(&admin, fs::read_to_string(&admin).map(|s| first_line(&s)));
     let missing = mp.join("keys/role_key/key-0ld/id_rsa");
-    show(&missing, fs::read_to_string(&missing).map(|s| first_line(&s)));
+    show(
+        &missing,
+        fs::read_to_string(&missing).map(|s| first_line(&s)),
+    );
     let cfg = mp.join("config.yml");
     show(
         &cfg,
@@ -115,8 +164,11 @@ pub fn run() -> Result<(), String> {
     println!("\n$ umount {}", mp.display());
     daemon::unmount(mp);
     scratch.mounted = false;
-    let lines = wait_for_audit(&audit, 6)?;
-    println!("\nThe audit log ({}), one JSON object per access:", audit.display());
+    let lines = wait_for_audit(&audit, 5)?;
+    println!(
+        "\nThe audit log ({}), one JSON object per access:",
+        audit.display()
+    );
     for line in lines {
         println!("{line}");
     }

@@ -7,13 +7,13 @@ use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{
-    AccessFlags, BsdFileFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
-    Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr,
-    ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen,
-    ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    AccessFlags, BsdFileFlags, CopyFileRangeFlags, Errno, FileAttr, FileHandle, FileType,
+    Filesystem, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags,
+    RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry,
+    ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
-use crate::fs::{self, Attr, Caller, Fs};
+use crate::fs::{self, Attr, Caller, Fs, SetAttr};
 
 /// Kernel cache lifetimes, from the config.
 #[derive(Debug, Clone, Copy)]
@@ -26,17 +26,11 @@ pub struct Timeouts {
 pub struct Adapter {
     fs: Fs,
     timeouts: Timeouts,
-    /// Set at `destroy`: the audit log is flushed there, before the session ends.
-    on_destroy: Option<Box<dyn FnOnce(crate::audit::AuditLog) + Send + Sync>>,
 }
 
 impl Adapter {
     pub fn new(fs: Fs, timeouts: Timeouts) -> Adapter {
-        Adapter {
-            fs,
-            timeouts,
-            on_destroy: None,
-        }
+        Adapter { fs, timeouts }
     }
 
     fn entry(&self, reply: ReplyEntry, result: fs::Result<Attr>) {
@@ -62,6 +56,34 @@ fn caller(req: &Request) -> Caller {
 
 fn errno(e: fs::Errno) -> Errno {
     Errno::from_i32(e.0)
+}
+
+fn empty(reply: ReplyEmpty, result: fs::Result<()>) {
+    match result {
+        Ok(()) => reply.ok(),
+        Err(e) => reply.error(errno(e)),
+    }
+}
+
+/// `None` leaves the time (UTIME_OMIT); `Some(None)` is now.
+fn set_time(t: Option<TimeOrNow>) -> crate::sys::SetTime {
+    t.map(|t| match t {
+        TimeOrNow::Now => None,
+        TimeOrNow::SpecificTime(at) => Some(match at.duration_since(UNIX_EPOCH) {
+            Ok(d) => (d.as_secs() as i64, i64::from(d.subsec_nanos())),
+            Err(before) => {
+                // Before 1970: whole seconds down, nanoseconds up, as timespec wants.
+                let d = before.duration();
+                let mut secs = -(d.as_secs() as i64);
+                let mut nanos = i64::from(d.subsec_nanos());
+                if nanos > 0 {
+                    secs -= 1;
+                    nanos = 1_000_000_000 - nanos;
+                }
+                (secs, nanos)
+            }
+        }),
+    })
 }
 
 fn time(secs: i64, nsecs: i64) -> SystemTime {
@@ -110,8 +132,9 @@ fn file_attr(attr: &Attr) -> FileAttr {
 impl Filesystem for Adapter {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
         // POSIX_ACL: the kernel then enforces the real files' ACLs too, not only mode bits
-        // (an ACL entry can deny a user whom the mode bits would let in).
-        // ATOMIC_O_TRUNC: O_TRUNC arrives with open, so a refused truncating open is one event.
+        // (an ACL entry can deny a user whom the mode bits would let in), and leaves the umask
+        // to us, so a default ACL of the real directory applies to new files as it would.
+        // ATOMIC_O_TRUNC: O_TRUNC arrives with open, so a truncating open is one event.
         let wanted = InitFlags::FUSE_POSIX_ACL
             | InitFlags::FUSE_ATOMIC_O_TRUNC
             | InitFlags::FUSE_AUTO_INVAL_DATA
@@ -126,12 +149,9 @@ impl Filesystem for Adapter {
         Ok(())
     }
 
+    /// The session has ended: every event recorded so far goes to disk before exit.
     fn destroy(&mut self) {
-        let audit = self.fs.take_audit();
-        match self.on_destroy.take() {
-            Some(f) => f(audit),
-            None => audit.shutdown(),
-        }
+        self.fs.take_audit().shutdown();
     }
 
     fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
@@ -154,21 +174,33 @@ impl Filesystem for Adapter {
         &self,
         req: &Request,
         ino: INodeNo,
-        _mode: Option<u32>,
-        _uid: Option<u32>,
-        _gid: Option<u32>,
-        _size: Option<u64>,
-        _atime: Option<TimeOrNow>,
-        _mtime: Option<TimeOrNow>,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
         _ctime: Option<SystemTime>,
-        _fh: Option<FileHandle>,
+        fh: Option<FileHandle>,
         _crtime: Option<SystemTime>,
         _chgtime: Option<SystemTime>,
         _bkuptime: Option<SystemTime>,
         _flags: Option<BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        reply.error(errno(self.fs.refuse_change(caller(req), "setattr", ino.0, None)));
+        let change = SetAttr {
+            mode,
+            uid,
+            gid,
+            size,
+            atime: set_time(atime),
+            mtime: set_time(mtime),
+            fh: fh.map(|f| f.0),
+        };
+        match self.fs.setattr(caller(req), ino.0, change) {
+            Ok(attr) => reply.attr(&self.timeouts.attr, &file_attr(&attr)),
+            Err(e) => reply.error(errno(e)),
+        }
     }
 
     fn readlink(&self, req: &Request, ino: INodeNo, reply: ReplyData) {
@@ -183,13 +215,15 @@ impl Filesystem for Adapter {
         req: &Request,
         parent: INodeNo,
         name: &OsStr,
-        _mode: u32,
-        _umask: u32,
-        _rdev: u32,
+        mode: u32,
+        umask: u32,
+        rdev: u32,
         reply: ReplyEntry,
     ) {
-        let e = self.fs.refuse_change(caller(req), "mknod", parent.0, Some(name));
-        reply.error(errno(e));
+        let result = self
+            .fs
+            .mknod(caller(req), parent.0, name, mode, umask, rdev);
+        self.entry(reply, result);
     }
 
     fn mkdir(
@@ -197,22 +231,20 @@ impl Filesystem for Adapter {
         req: &Request,
         parent: INodeNo,
         name: &OsStr,
-        _mode: u32,
-        _umask: u32,
+        mode: u32,
+        umask: u32,
         reply: ReplyEntry,
     ) {
-        let e = self.fs.refuse_change(caller(req), "mkdir", parent.0, Some(name));
-        reply.error(errno(e));
+        let result = self.fs.mkdir(caller(req), parent.0, name, mode, umask);
+        self.entry(reply, result);
     }
 
     fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let e = self.fs.refuse_change(caller(req), "unlink", parent.0, Some(name));
-        reply.error(errno(e));
+        empty(reply, self.fs.unlink(caller(req), parent.0, name));
     }
 
     fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let e = self.fs.refuse_change(caller(req), "rmdir", parent.0, Some(name));
-        reply.error(errno(e));
+        empty(reply, self.fs.rmdir(caller(req), parent.0, name));
     }
 
     fn symlink(
@@ -220,11 +252,13 @@ impl Filesystem for Adapter {
         req: &Request,
         parent: INodeNo,
         link_name: &OsStr,
-        _target: &Path,
+        target: &Path,
         reply: ReplyEntry,
     ) {
-        let e = self.fs.refuse_change(caller(req), "symlink", parent.0, Some(link_name));
-        reply.error(errno(e));
+        let result = self
+            .fs
+            .symlink(caller(req), parent.0, link_name, target.as_os_str());
+        self.entry(reply, result);
     }
 
     fn rename(
@@ -232,25 +266,32 @@ impl Filesystem for Adapter {
         req: &Request,
         parent: INodeNo,
         name: &OsStr,
-        _newparent: INodeNo,
-        _newname: &OsStr,
-        _flags: RenameFlags,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        let e = self.fs.refuse_change(caller(req), "rename", parent.0, Some(name));
-        reply.error(errno(e));
+        let result = self.fs.rename(
+            caller(req),
+            parent.0,
+            name,
+            newparent.0,
+            newname,
+            flags.bits(),
+        );
+        empty(reply, result);
     }
 
     fn link(
         &self,
         req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         newparent: INodeNo,
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        let e = self.fs.refuse_change(caller(req), "link", newparent.0, Some(newname));
-        reply.error(errno(e));
+        let result = self.fs.link(caller(req), ino.0, newparent.0, newname);
+        self.entry(reply, result);
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
@@ -281,16 +322,18 @@ impl Filesystem for Adapter {
         &self,
         _req: &Request,
         _ino: INodeNo,
-        _fh: FileHandle,
-        _offset: u64,
-        _data: &[u8],
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
         _write_flags: WriteFlags,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        // No handle is ever opened for writing on a read-only rule.
-        reply.error(Errno::EBADF);
+        match self.fs.write(fh.0, offset, data) {
+            Ok(n) => reply.written(n),
+            Err(e) => reply.error(errno(e)),
+        }
     }
 
     fn flush(
@@ -301,6 +344,7 @@ impl Filesystem for Adapter {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
+        // Writes go straight to the real file (no write-back cache): nothing is pending.
         reply.ok();
     }
 
@@ -322,12 +366,11 @@ impl Filesystem for Adapter {
         &self,
         _req: &Request,
         _ino: INodeNo,
-        _fh: FileHandle,
-        _datasync: bool,
+        fh: FileHandle,
+        datasync: bool,
         reply: ReplyEmpty,
     ) {
-        // Nothing is ever written through a read-only rule, so there is nothing to sync.
-        reply.ok();
+        empty(reply, self.fs.fsync(fh.0, datasync));
     }
 
     fn opendir(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
@@ -375,11 +418,11 @@ impl Filesystem for Adapter {
         &self,
         _req: &Request,
         _ino: INodeNo,
-        _fh: FileHandle,
-        _datasync: bool,
+        fh: FileHandle,
+        datasync: bool,
         reply: ReplyEmpty,
     ) {
-        reply.ok();
+        empty(reply, self.fs.fsync(fh.0, datasync));
     }
 
     fn statfs(&self, _req: &Request, ino: INodeNo, reply: ReplyStatfs) {
@@ -402,13 +445,16 @@ impl Filesystem for Adapter {
         &self,
         req: &Request,
         ino: INodeNo,
-        _name: &OsStr,
-        _value: &[u8],
-        _flags: i32,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        reply.error(errno(self.fs.refuse_change(caller(req), "setxattr", ino.0, None)));
+        empty(
+            reply,
+            self.fs.setxattr(caller(req), ino.0, name, value, flags),
+        );
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
@@ -427,16 +473,12 @@ impl Filesystem for Adapter {
         }
     }
 
-    fn removexattr(&self, req: &Request, ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
-        let e = self.fs.refuse_change(caller(req), "removexattr", ino.0, None);
-        reply.error(errno(e));
+    fn removexattr(&self, req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        empty(reply, self.fs.removexattr(caller(req), ino.0, name));
     }
 
     fn access(&self, _req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
-        match self.fs.access(ino.0, mask.bits()) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(e)),
-        }
+        empty(reply, self.fs.access(ino.0, mask.bits()));
     }
 
     fn create(
@@ -444,27 +486,37 @@ impl Filesystem for Adapter {
         req: &Request,
         parent: INodeNo,
         name: &OsStr,
-        _mode: u32,
-        _umask: u32,
-        _flags: i32,
+        mode: u32,
+        umask: u32,
+        flags: i32,
         reply: ReplyCreate,
     ) {
-        let e = self.fs.refuse_change(caller(req), "create", parent.0, Some(name));
-        reply.error(errno(e));
+        match self
+            .fs
+            .create(caller(req), parent.0, name, mode, umask, flags)
+        {
+            Ok((attr, fh)) => reply.created(
+                &self.timeouts.entry,
+                &file_attr(&attr),
+                Generation(0),
+                FileHandle(fh),
+                FopenFlags::empty(),
+            ),
+            Err(e) => reply.error(errno(e)),
+        }
     }
 
     fn fallocate(
         &self,
-        req: &Request,
-        ino: INodeNo,
-        _fh: FileHandle,
-        _offset: u64,
-        _length: u64,
-        _mode: i32,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
         reply: ReplyEmpty,
     ) {
-        let e = self.fs.refuse_change(caller(req), "fallocate", ino.0, None);
-        reply.error(errno(e));
+        empty(reply, self.fs.fallocate(fh.0, offset, length, mode));
     }
 
     fn lseek(
@@ -478,6 +530,32 @@ impl Filesystem for Adapter {
     ) {
         match self.fs.lseek(fh.0, offset, whence) {
             Ok(pos) => reply.offset(pos),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn copy_file_range(
+        &self,
+        _req: &Request,
+        _ino_in: INodeNo,
+        fh_in: FileHandle,
+        offset_in: u64,
+        _ino_out: INodeNo,
+        fh_out: FileHandle,
+        offset_out: u64,
+        len: u64,
+        flags: CopyFileRangeFlags,
+        reply: ReplyWrite,
+    ) {
+        match self.fs.copy_file_range(
+            fh_in.0,
+            offset_in,
+            fh_out.0,
+            offset_out,
+            len,
+            flags.bits() as u32,
+        ) {
+            Ok(n) => reply.written(n),
             Err(e) => reply.error(errno(e)),
         }
     }

@@ -254,8 +254,22 @@ impl NodeTable {
         }
     }
 
+    /// A rename moved the object `identity` to a new parent and name.
+    pub fn relink(&self, identity: (RuleId, u64, u64), link: Link) {
+        let maps = lock(&self.maps);
+        let node = maps
+            .by_identity
+            .get(&identity)
+            .and_then(|id| maps.by_id.get(id))
+            .map(|e| Arc::clone(&e.node));
+        drop(maps);
+        if let Some(node) = node {
+            *lock(&node.link) = link;
+        }
+    }
+
     /// Number of nodes in memory (for status and tests).
-    pub fn len(&self) -> usize {
+    pub fn count(&self) -> usize {
         lock(&self.maps).by_id.len()
     }
 }

@@ -125,6 +125,11 @@ impl MountOptions {
         out
     }
 
+    /// `-o dev` given (devices are off by default, as with fuser's `nodev`).
+    pub fn allows_devices(&self) -> bool {
+        self.flags.contains(&MountOption::Dev)
+    }
+
     pub fn session_acl(&self) -> SessionACL {
         match self.access {
             Access::Owner => SessionACL::Owner,

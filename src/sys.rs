@@ -7,7 +7,7 @@
 use std::ffi::{CStr, CString, OsStr, OsString};
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::Path;
 
@@ -360,4 +360,258 @@ pub fn pipe() -> io::Result<(File, File)> {
     check(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
     // SAFETY: both fds were just created and are owned by nobody else.
     Ok(unsafe { (File::from_raw_fd(fds[0]), File::from_raw_fd(fds[1])) })
+}
+
+/// Converts a path-like byte string to a C string (names and symlink targets from the kernel).
+fn c_name(name: &OsStr) -> io::Result<CString> {
+    cstring(name.as_bytes())
+}
+
+/// `fstatat(dir, name, AT_SYMLINK_NOFOLLOW)`.
+pub fn stat_child(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<libc::stat> {
+    let c = c_name(name)?;
+    let mut st = zeroed_stat();
+    // SAFETY: `dir` is live, `c` NUL-terminated, `st` writable.
+    check(unsafe {
+        libc::fstatat(
+            dir.as_raw_fd(),
+            c.as_ptr(),
+            &mut st,
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    })?;
+    Ok(st)
+}
+
+/// Creates (or, without O_EXCL, opens) a regular file below `dir`, never through a symlink.
+pub fn create_child(
+    dir: BorrowedFd<'_>,
+    name: &OsStr,
+    flags: libc::c_int,
+    mode: u32,
+) -> io::Result<File> {
+    let c = c_name(name)?;
+    let flags = flags | libc::O_CREAT | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+    // SAFETY: `dir` is live, `c` NUL-terminated; the new fd is checked and then owned.
+    let fd =
+        check(unsafe { libc::openat(dir.as_raw_fd(), c.as_ptr(), flags, mode as libc::c_uint) })?;
+    // SAFETY: `fd` was just returned by openat(2) and nobody else owns it.
+    Ok(unsafe { File::from_raw_fd(fd) })
+}
+
+/// An `O_PATH` handle on the object an open file refers to.
+pub fn path_fd_of(file: &File) -> io::Result<OwnedFd> {
+    reopen(file.as_fd(), libc::O_PATH).map(OwnedFd::from)
+}
+
+pub fn mkdir_child(dir: BorrowedFd<'_>, name: &OsStr, mode: u32) -> io::Result<()> {
+    let c = c_name(name)?;
+    // SAFETY: `dir` is live and `c` NUL-terminated.
+    check(unsafe { libc::mkdirat(dir.as_raw_fd(), c.as_ptr(), mode as libc::mode_t) })?;
+    Ok(())
+}
+
+pub fn mknod_child(dir: BorrowedFd<'_>, name: &OsStr, mode: u32, rdev: u64) -> io::Result<()> {
+    let c = c_name(name)?;
+    // SAFETY: `dir` is live and `c` NUL-terminated.
+    check(unsafe { libc::mknodat(dir.as_raw_fd(), c.as_ptr(), mode as libc::mode_t, rdev) })?;
+    Ok(())
+}
+
+pub fn symlink_child(dir: BorrowedFd<'_>, name: &OsStr, target: &OsStr) -> io::Result<()> {
+    let c = c_name(name)?;
+    let t = c_name(target)?;
+    // SAFETY: `dir` is live; both strings are NUL-terminated.
+    check(unsafe { libc::symlinkat(t.as_ptr(), dir.as_raw_fd(), c.as_ptr()) })?;
+    Ok(())
+}
+
+/// Makes a new name for the object behind an `O_PATH` fd. Through the magic link, because
+/// `AT_EMPTY_PATH` would need CAP_DAC_READ_SEARCH, which the caller's credentials lack.
+pub fn link_child(obj: BorrowedFd<'_>, dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<()> {
+    let from = proc_fd_path(obj);
+    let c = c_name(name)?;
+    // SAFETY: both fds are live; the strings are NUL-terminated.
+    check(unsafe {
+        libc::linkat(
+            libc::AT_FDCWD,
+            from.as_ptr(),
+            dir.as_raw_fd(),
+            c.as_ptr(),
+            libc::AT_SYMLINK_FOLLOW,
+        )
+    })?;
+    Ok(())
+}
+
+/// `unlinkat`; `flags` 0 or `AT_REMOVEDIR`.
+pub fn unlink_child(dir: BorrowedFd<'_>, name: &OsStr, flags: libc::c_int) -> io::Result<()> {
+    let c = c_name(name)?;
+    // SAFETY: `dir` is live and `c` NUL-terminated.
+    check(unsafe { libc::unlinkat(dir.as_raw_fd(), c.as_ptr(), flags) })?;
+    Ok(())
+}
+
+/// `renameat2` (flags: RENAME_NOREPLACE, RENAME_EXCHANGE, ...).
+pub fn rename_child(
+    olddir: BorrowedFd<'_>,
+    old: &OsStr,
+    newdir: BorrowedFd<'_>,
+    new: &OsStr,
+    flags: u32,
+) -> io::Result<()> {
+    let o = c_name(old)?;
+    let n = c_name(new)?;
+    // SAFETY: both fds are live and both names NUL-terminated.
+    check(unsafe {
+        libc::renameat2(
+            olddir.as_raw_fd(),
+            o.as_ptr(),
+            newdir.as_raw_fd(),
+            n.as_ptr(),
+            flags,
+        )
+    })?;
+    Ok(())
+}
+
+/// chmod of the object behind an `O_PATH` fd (not a symlink: Linux cannot chmod those).
+pub fn chmod(obj: BorrowedFd<'_>, mode: u32) -> io::Result<()> {
+    let path = proc_fd_path(obj);
+    // SAFETY: `path` is NUL-terminated.
+    check(unsafe { libc::fchmodat(libc::AT_FDCWD, path.as_ptr(), mode as libc::mode_t, 0) })?;
+    Ok(())
+}
+
+/// chown of the object itself (a symlink's own owner for a symlink); `u32::MAX` keeps a value.
+pub fn chown(obj: BorrowedFd<'_>, uid: u32, gid: u32) -> io::Result<()> {
+    // SAFETY: the empty path with AT_EMPTY_PATH names `obj` itself.
+    check(unsafe {
+        libc::fchownat(
+            obj.as_raw_fd(),
+            c"".as_ptr(),
+            uid,
+            gid,
+            libc::AT_EMPTY_PATH | libc::AT_SYMLINK_NOFOLLOW,
+        )
+    })?;
+    Ok(())
+}
+
+/// truncate by the object (no open file at hand).
+pub fn truncate(obj: BorrowedFd<'_>, size: u64) -> io::Result<()> {
+    let path = proc_fd_path(obj);
+    // SAFETY: `path` is NUL-terminated.
+    check(unsafe { libc::truncate(path.as_ptr(), size as libc::off_t) })?;
+    Ok(())
+}
+
+/// A time for `utimensat`: `None` leaves it (UTIME_OMIT), `Some(None)` is now (UTIME_NOW).
+pub type SetTime = Option<Option<(i64, i64)>>;
+
+fn timespec(t: SetTime) -> libc::timespec {
+    match t {
+        None => libc::timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_OMIT,
+        },
+        Some(None) => libc::timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_NOW,
+        },
+        Some(Some((sec, nsec))) => libc::timespec {
+            tv_sec: sec,
+            tv_nsec: nsec,
+        },
+    }
+}
+
+/// Sets atime/mtime of `name` in `dir` without following a symlink.
+pub fn utimens_child(
+    dir: BorrowedFd<'_>,
+    name: &OsStr,
+    atime: SetTime,
+    mtime: SetTime,
+) -> io::Result<()> {
+    let c = c_name(name)?;
+    let times = [timespec(atime), timespec(mtime)];
+    // SAFETY: `dir` is live, `c` NUL-terminated, `times` holds the two entries read.
+    check(unsafe {
+        libc::utimensat(
+            dir.as_raw_fd(),
+            c.as_ptr(),
+            times.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    })?;
+    Ok(())
+}
+
+/// Sets atime/mtime of the object behind an `O_PATH` fd (not a symlink).
+pub fn utimens(obj: BorrowedFd<'_>, atime: SetTime, mtime: SetTime) -> io::Result<()> {
+    let path = proc_fd_path(obj);
+    let times = [timespec(atime), timespec(mtime)];
+    // SAFETY: `path` is NUL-terminated; `times` holds the two entries read.
+    check(unsafe { libc::utimensat(libc::AT_FDCWD, path.as_ptr(), times.as_ptr(), 0) })?;
+    Ok(())
+}
+
+pub fn setxattr(obj: BorrowedFd<'_>, name: &OsStr, value: &[u8], flags: i32) -> io::Result<()> {
+    let path = proc_fd_path(obj);
+    let n = c_name(name)?;
+    // SAFETY: strings NUL-terminated; `value` has `value.len()` readable bytes.
+    check(unsafe {
+        libc::setxattr(
+            path.as_ptr(),
+            n.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            flags,
+        )
+    })?;
+    Ok(())
+}
+
+pub fn removexattr(obj: BorrowedFd<'_>, name: &OsStr) -> io::Result<()> {
+    let path = proc_fd_path(obj);
+    let n = c_name(name)?;
+    // SAFETY: both strings are NUL-terminated.
+    check(unsafe { libc::removexattr(path.as_ptr(), n.as_ptr()) })?;
+    Ok(())
+}
+
+pub fn fallocate(file: &File, mode: i32, offset: u64, len: u64) -> io::Result<()> {
+    // SAFETY: `file` owns a live fd.
+    check(unsafe {
+        libc::fallocate(
+            file.as_raw_fd(),
+            mode,
+            offset as libc::off_t,
+            len as libc::off_t,
+        )
+    })?;
+    Ok(())
+}
+
+pub fn copy_file_range(
+    from: &File,
+    from_off: u64,
+    to: &File,
+    to_off: u64,
+    len: u64,
+    flags: u32,
+) -> io::Result<usize> {
+    let mut off_in = from_off as libc::loff_t;
+    let mut off_out = to_off as libc::loff_t;
+    // SAFETY: both fds are live; the offsets are local variables the kernel updates.
+    check_size(unsafe {
+        libc::copy_file_range(
+            from.as_raw_fd(),
+            &mut off_in,
+            to.as_raw_fd(),
+            &mut off_out,
+            len as usize,
+            flags,
+        )
+    })
 }

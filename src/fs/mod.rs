@@ -13,8 +13,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
+mod write;
+
+pub use write::SetAttr;
+
 use crate::audit::{self, AuditLog, Event};
 use crate::config::{Action, Mode};
+use crate::creds::{AsCaller, GroupsCache};
 use crate::node::{
     is_bad_name, join, lock, Found, Kind, Link, Node, NodeTable, ROOT_ID, VIRTUAL_BASE,
 };
@@ -87,8 +92,19 @@ enum Handle {
     },
 }
 
+/// Behaviour chosen at mount time.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FsOptions {
+    /// `-o dev`: device nodes may be created (and opened).
+    pub allow_devices: bool,
+}
+
 /// The mounted filesystem's state.
 pub struct Fs {
+    options: FsOptions,
+    /// Present when the daemon runs as root and so can act as each caller; an unprivileged
+    /// daemon serves only its own user and acts as itself.
+    groups: Option<GroupsCache>,
     mountpoint: PathBuf,
     table: PrefixTable,
     /// Indexed by `RuleId`; `None` for deny rules.
@@ -108,8 +124,11 @@ impl Fs {
         table: PrefixTable,
         roots: Vec<Option<RuleRoot>>,
         audit: AuditLog,
+        options: FsOptions,
     ) -> io::Result<Fs> {
         let fs = Fs {
+            options,
+            groups: (sys::geteuid() == 0).then(GroupsCache::default),
             mountpoint,
             table,
             roots,
@@ -157,7 +176,7 @@ impl Fs {
     }
 
     pub fn node_count(&self) -> usize {
-        self.nodes.len()
+        self.nodes.count()
     }
 
     fn node(&self, id: u64) -> Result<Arc<Node>> {
@@ -313,7 +332,14 @@ impl Fs {
             Some(fd) => sys::readlink(fd).map_err(Errno::from),
             None => Err(Errno::EINVAL),
         };
-        self.record(caller, "readlink", &node, None, None, result.as_ref().map(|_| ()));
+        self.record(
+            caller,
+            "readlink",
+            &node,
+            None,
+            None,
+            result.as_ref().map(|_| ()),
+        );
         result
     }
 
@@ -359,7 +385,7 @@ impl Fs {
 
     pub fn open(&self, caller: Caller, id: u64, flags: i32) -> Result<u64> {
         let node = self.node(id)?;
-        let result = self.open_inner(&node, flags);
+        let result = self.open_inner(caller, &node, flags);
         self.record(
             caller,
             "open",
@@ -371,7 +397,7 @@ impl Fs {
         result
     }
 
-    fn open_inner(&self, node: &Arc<Node>, flags: i32) -> Result<u64> {
+    fn open_inner(&self, caller: Caller, node: &Arc<Node>, flags: i32) -> Result<u64> {
         if wants_write(flags) {
             self.writable(node)?;
         }
@@ -382,7 +408,10 @@ impl Fs {
             // Devices and fifos are opened by the kernel itself; never through the daemon.
             return Err(Errno::EPERM);
         }
-        let file = sys::reopen(fd.as_fd(), flags & OPEN_FLAGS_KEPT)?;
+        let file = {
+            let _as_caller = self.as_caller(caller, None)?;
+            sys::reopen(fd.as_fd(), flags & OPEN_FLAGS_KEPT)?
+        };
         Ok(self.add_handle(Handle::File(file)))
     }
 
@@ -423,7 +452,14 @@ impl Fs {
     pub fn opendir(&self, caller: Caller, id: u64, flags: i32) -> Result<u64> {
         let node = self.node(id)?;
         let result = self.opendir_inner(&node, flags);
-        self.record(caller, "opendir", &node, None, None, result.as_ref().map(|_| ()));
+        self.record(
+            caller,
+            "opendir",
+            &node,
+            None,
+            None,
+            result.as_ref().map(|_| ()),
+        );
         result
     }
 
@@ -536,35 +572,27 @@ impl Fs {
 
     // ---- changes ------------------------------------------------------------------------
 
-    /// Refuses a change on a read-only rule (or a virtual directory) with EROFS and audits
-    /// it. `name` is the entry created or removed below `id`, if any.
-    pub fn refuse_change(
-        &self,
-        caller: Caller,
-        op: &'static str,
-        id: u64,
-        name: Option<&OsStr>,
-    ) -> Errno {
-        let errno = match self.node(id) {
-            Err(e) => e,
-            Ok(node) => {
-                let errno = match self.writable(&node) {
-                    Ok(()) => Errno(libc::ENOSYS),
-                    Err(e) => e,
-                };
-                self.record(caller, op, &node, name, None, Err(&errno));
-                errno
-            }
-        };
-        errno
-    }
-
     /// Whether a node's rule lets changes through.
     fn writable(&self, node: &Node) -> Result<()> {
         match node.rule().and_then(|r| self.root_of(r)) {
             Some(root) if root.mode == Mode::ReadWrite => Ok(()),
             _ => Err(Errno::EROFS),
         }
+    }
+
+    /// Acts as the caller until the guard drops (see `creds`); a no-op for a daemon that is
+    /// not root, which can only be its own user.
+    fn as_caller(&self, caller: Caller, umask: Option<u32>) -> Result<Option<AsCaller>> {
+        let Some(groups) = &self.groups else {
+            return Ok(None);
+        };
+        let groups = groups.groups(caller.pid);
+        AsCaller::new(caller.uid, caller.gid, &groups, umask)
+            .map(Some)
+            .map_err(|e| {
+                log::error!("cannot act as uid {} gid {}: {e}", caller.uid, caller.gid);
+                Errno::from(e)
+            })
     }
 
     // ---- handles and audit --------------------------------------------------------------
@@ -590,7 +618,13 @@ impl Fs {
             names.push(name.to_os_string());
         }
         let trie_path = base.trie.map_or("/", |t| self.table.path(t));
-        let legacy = join(self.mountpoint.join(trie_path.trim_start_matches('/')), &names);
+        let below_root = trie_path.trim_start_matches('/');
+        let base_path = if below_root.is_empty() {
+            self.mountpoint.clone()
+        } else {
+            self.mountpoint.join(below_root)
+        };
+        let legacy = join(base_path, &names);
         // A lookup below a trie node may hit a deny rule or a deeper rule: name it.
         if let (Some(t), Some(name)) = (base.trie, name) {
             if node.trie.is_some() {
@@ -634,16 +668,41 @@ impl Fs {
         flags: Option<&'static str>,
         result: std::result::Result<(), &Errno>,
     ) {
+        self.record_change(
+            caller,
+            Audited {
+                op,
+                node,
+                name,
+                flags,
+                dest: None,
+                detail: None,
+            },
+            result,
+        );
+    }
+
+    fn record_change(
+        &self,
+        caller: Caller,
+        what: Audited<'_>,
+        result: std::result::Result<(), &Errno>,
+    ) {
         if !self.audit.is_enabled() {
             return;
         }
-        let (path, target, map) = self.describe(node, name);
+        let (path, target, map) = self.describe(what.node, what.name);
+        let dest = what
+            .dest
+            .map(|(node, name)| self.describe(node, Some(name)).0);
         self.audit.record(Event {
-            op,
+            op: what.op,
             path,
             target,
             map,
-            flags,
+            flags: what.flags,
+            dest,
+            detail: what.detail,
             pid: caller.pid,
             uid: caller.uid,
             gid: caller.gid,
@@ -656,8 +715,21 @@ impl Fs {
     }
 }
 
-/// Open flags passed on to the real file; creation flags were handled by the kernel and us.
+/// What an audit event says about an operation.
+struct Audited<'a> {
+    op: &'static str,
+    node: &'a Arc<Node>,
+    /// The entry below `node` the operation named, if any.
+    name: Option<&'a OsStr>,
+    flags: Option<&'static str>,
+    /// The second path of a rename or link: directory node and new name.
+    dest: Option<(&'a Arc<Node>, &'a OsStr)>,
+    detail: Option<String>,
+}
+
+/// Open flags passed on to the real file; O_CREAT/O_EXCL only apply to `create`.
 const OPEN_FLAGS_KEPT: i32 = libc::O_ACCMODE
+    | libc::O_TRUNC
     | libc::O_APPEND
     | libc::O_DIRECT
     | libc::O_DSYNC

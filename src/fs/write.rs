@@ -1,0 +1,523 @@
+//! Changes through read-write rules: create, write, mkdir, mknod, symlink, link, unlink, rmdir,
+//! rename, setattr and xattrs, each done as the caller (fsuid/fsgid/groups/umask) on `*at()`
+//! calls from the parent's fd, never following a symlink, and each audited with its result.
+//! Read-only rules and virtual directories refuse every change with EROFS.
+
+use std::ffi::OsStr;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
+
+use super::{Attr, Audited, Caller, Errno, Fs, Handle, Result};
+use crate::node::{is_bad_name, Found, Kind, Link, Node};
+use crate::sys;
+
+/// What a setattr changes; `None` leaves a field as it is.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SetAttr {
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub size: Option<u64>,
+    /// `Some(None)` is "now" (UTIME_NOW).
+    pub atime: sys::SetTime,
+    pub mtime: sys::SetTime,
+    /// The open file the change came through (ftruncate), if any.
+    pub fh: Option<u64>,
+}
+
+impl SetAttr {
+    /// "mode=0644 size=0 ..." for the audit log.
+    fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(m) = self.mode {
+            parts.push(format!("mode={:04o}", m & 0o7777));
+        }
+        if let Some(u) = self.uid {
+            parts.push(format!("uid={u}"));
+        }
+        if let Some(g) = self.gid {
+            parts.push(format!("gid={g}"));
+        }
+        if let Some(s) = self.size {
+            parts.push(format!("size={s}"));
+        }
+        if self.atime.is_some() {
+            parts.push("atime".into());
+        }
+        if self.mtime.is_some() {
+            parts.push("mtime".into());
+        }
+        parts.join(" ")
+    }
+}
+
+/// The real directory a change happens in: its node and fd, checked writable.
+struct Dir<'a> {
+    node: Arc<Node>,
+    fd: std::os::fd::BorrowedFd<'a>,
+}
+
+impl Fs {
+    /// A directory node that accepts changes below it, and the name it will get, checked.
+    fn change_dir(&self, parent: &Arc<Node>, name: &OsStr) -> Result<()> {
+        if is_bad_name(name) {
+            return Err(Errno::EINVAL);
+        }
+        self.writable(parent)?;
+        // A name the prefix table owns is a mountpoint of sorts: it cannot be replaced,
+        // removed or renamed from here.
+        if parent
+            .trie
+            .and_then(|t| self.table.child(t, name))
+            .is_some()
+        {
+            return Err(Errno(libc::EBUSY));
+        }
+        if !parent.is_dir() {
+            return Err(Errno::ENOTDIR);
+        }
+        Ok(())
+    }
+
+    /// Registers an object just made below `parent` as a node (one kernel lookup).
+    fn new_node(&self, parent: &Arc<Node>, name: &OsStr, fd: OwnedFd) -> Result<Attr> {
+        let Kind::Real { rule, .. } = parent.kind else {
+            return Err(Errno::EROFS);
+        };
+        let stat = sys::fstat(fd.as_fd())?;
+        let node = self.nodes.found(Found {
+            rule,
+            fd,
+            stat,
+            trie: None,
+            link: Link {
+                parent: Some(Arc::clone(parent)),
+                name: name.to_os_string(),
+            },
+        });
+        Ok(self.attr_of(&node, stat))
+    }
+
+    /// Runs `f` with the parent's fd, as the caller, and audits the result as `op`.
+    fn change_below<T>(
+        &self,
+        caller: Caller,
+        op: &'static str,
+        parent: u64,
+        name: &OsStr,
+        umask: Option<u32>,
+        f: impl FnOnce(&Dir<'_>) -> Result<T>,
+    ) -> Result<T> {
+        let parent = self.node(parent)?;
+        let result = self.change_dir(&parent, name).and_then(|()| {
+            let fd = parent.fd().ok_or(Errno::EROFS)?;
+            let dir = Dir {
+                node: Arc::clone(&parent),
+                fd,
+            };
+            let _as_caller = self.as_caller(caller, umask)?;
+            f(&dir)
+        });
+        self.record_change(
+            caller,
+            Audited {
+                op,
+                node: &parent,
+                name: Some(name),
+                flags: None,
+                dest: None,
+                detail: None,
+            },
+            result.as_ref().map(|_| ()),
+        );
+        result
+    }
+
+    pub fn create(
+        &self,
+        caller: Caller,
+        parent: u64,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        flags: i32,
+    ) -> Result<(Attr, u64)> {
+        let parent_node = self.node(parent)?;
+        let result = self.change_dir(&parent_node, name).and_then(|()| {
+            let fd = parent_node.fd().ok_or(Errno::EROFS)?;
+            let file = {
+                let _as_caller = self.as_caller(caller, Some(umask))?;
+                sys::create_child(fd, name, flags & CREATE_FLAGS_KEPT, mode)?
+            };
+            let attr = self.new_node(&parent_node, name, sys::path_fd_of(&file)?)?;
+            Ok((attr, self.add_handle(Handle::File(file))))
+        });
+        self.record_change(
+            caller,
+            Audited {
+                op: "create",
+                node: &parent_node,
+                name: Some(name),
+                flags: Some(crate::audit::access_flags(flags)),
+                dest: None,
+                detail: Some(format!("mode={:04o}", mode & 0o7777)),
+            },
+            result.as_ref().map(|_| ()),
+        );
+        result
+    }
+
+    pub fn mkdir(
+        &self,
+        caller: Caller,
+        parent: u64,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+    ) -> Result<Attr> {
+        self.change_below(caller, "mkdir", parent, name, Some(umask), |dir| {
+            sys::mkdir_child(dir.fd, name, mode)?;
+            let fd = sys::open_child(dir.fd, name)?;
+            self.new_node(&dir.node, name, fd)
+        })
+    }
+
+    pub fn mknod(
+        &self,
+        caller: Caller,
+        parent: u64,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        rdev: u32,
+    ) -> Result<Attr> {
+        let format = mode & libc::S_IFMT;
+        let device = format == libc::S_IFCHR || format == libc::S_IFBLK;
+        self.change_below(caller, "mknod", parent, name, Some(umask), |dir| {
+            // Device nodes only where the mount allows devices (`-o dev`); a nodev mount
+            // could not open them anyway, and they are a classic escalation path.
+            if device && !self.options.allow_devices {
+                return Err(Errno::EPERM);
+            }
+            sys::mknod_child(dir.fd, name, mode, u64::from(rdev))?;
+            let fd = sys::open_child(dir.fd, name)?;
+            self.new_node(&dir.node, name, fd)
+        })
+    }
+
+    pub fn symlink(
+        &self,
+        caller: Caller,
+        parent: u64,
+        name: &OsStr,
+        target: &OsStr,
+    ) -> Result<Attr> {
+        self.change_below(caller, "symlink", parent, name, None, |dir| {
+            sys::symlink_child(dir.fd, name, target)?;
+            let fd = sys::open_child(dir.fd, name)?;
+            self.new_node(&dir.node, name, fd)
+        })
+    }
+
+    pub fn unlink(&self, caller: Caller, parent: u64, name: &OsStr) -> Result<()> {
+        self.change_below(caller, "unlink", parent, name, None, |dir| {
+            Ok(sys::unlink_child(dir.fd, name, 0)?)
+        })
+    }
+
+    pub fn rmdir(&self, caller: Caller, parent: u64, name: &OsStr) -> Result<()> {
+        self.change_below(caller, "rmdir", parent, name, None, |dir| {
+            Ok(sys::unlink_child(dir.fd, name, libc::AT_REMOVEDIR)?)
+        })
+    }
+
+    pub fn link(&self, caller: Caller, id: u64, newparent: u64, newname: &OsStr) -> Result<Attr> {
+        let node = self.node(id)?;
+        let dir = self.node(newparent)?;
+        let result = self
+            .writable(&node)
+            .and_then(|()| self.change_dir(&dir, newname))
+            .and_then(|()| {
+                let (Some(obj), Some(dir_fd)) = (node.fd(), dir.fd()) else {
+                    return Err(Errno::EROFS);
+                };
+                {
+                    let _as_caller = self.as_caller(caller, None)?;
+                    sys::link_child(obj, dir_fd, newname)?;
+                }
+                let fd = sys::open_child(dir_fd, newname)?;
+                self.new_node(&dir, newname, fd)
+            });
+        self.record_change(
+            caller,
+            Audited {
+                op: "link",
+                node: &node,
+                name: None,
+                flags: None,
+                dest: Some((&dir, newname)),
+                detail: None,
+            },
+            result.as_ref().map(|_| ()),
+        );
+        result
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn rename(
+        &self,
+        caller: Caller,
+        parent: u64,
+        name: &OsStr,
+        newparent: u64,
+        newname: &OsStr,
+        flags: u32,
+    ) -> Result<()> {
+        let from = self.node(parent)?;
+        let to = self.node(newparent)?;
+        let result = self
+            .change_dir(&from, name)
+            .and_then(|()| self.change_dir(&to, newname))
+            .and_then(|()| {
+                let (Some(from_fd), Some(to_fd)) = (from.fd(), to.fd()) else {
+                    return Err(Errno::EROFS);
+                };
+                {
+                    let _as_caller = self.as_caller(caller, None)?;
+                    sys::rename_child(from_fd, name, to_fd, newname, flags)?;
+                }
+                // Keep the audit paths of moved nodes true: find them by identity.
+                self.relink(&from, &to, newname);
+                if flags & libc::RENAME_EXCHANGE != 0 {
+                    self.relink(&to, &from, name);
+                }
+                Ok(())
+            });
+        self.record_change(
+            caller,
+            Audited {
+                op: "rename",
+                node: &from,
+                name: Some(name),
+                flags: None,
+                dest: Some((&to, newname)),
+                detail: None,
+            },
+            result.as_ref().map(|_| ()),
+        );
+        result
+    }
+
+    /// The object now at `newparent/newname` came from `oldparent`: point its node there.
+    fn relink(&self, oldparent: &Arc<Node>, newparent: &Arc<Node>, newname: &OsStr) {
+        let (Some(rule), Some(fd)) = (oldparent.rule(), newparent.fd()) else {
+            return;
+        };
+        if let Ok(st) = sys::stat_child(fd, newname) {
+            self.nodes.relink(
+                (rule, st.st_dev, st.st_ino),
+                Link {
+                    parent: Some(Arc::clone(newparent)),
+                    name: newname.to_os_string(),
+                },
+            );
+        }
+    }
+
+    pub fn setattr(&self, caller: Caller, id: u64, change: SetAttr) -> Result<Attr> {
+        let node = self.node(id)?;
+        let result = self
+            .writable(&node)
+            .and_then(|()| self.apply(caller, &node, change));
+        self.record_change(
+            caller,
+            Audited {
+                op: "setattr",
+                node: &node,
+                name: None,
+                flags: None,
+                dest: None,
+                detail: Some(change.describe()),
+            },
+            result.as_ref().map(|_| ()),
+        );
+        result
+    }
+
+    /// Owner, then mode (chown may clear set-id bits), then size, then times; each as the
+    /// caller, so the real filesystem decides.
+    fn apply(&self, caller: Caller, node: &Arc<Node>, change: SetAttr) -> Result<Attr> {
+        let Kind::Real { ref fd, format, .. } = node.kind else {
+            return Err(Errno::EROFS);
+        };
+        let obj = fd.as_fd();
+        if change.uid.is_some() || change.gid.is_some() {
+            let _as_caller = self.as_caller(caller, None)?;
+            let (uid, gid) = (
+                change.uid.unwrap_or(u32::MAX),
+                change.gid.unwrap_or(u32::MAX),
+            );
+            sys::chown(obj, uid, gid)?;
+        }
+        if let Some(mode) = change.mode {
+            let mode = mode & 0o7777;
+            let result = {
+                let _as_caller = self.as_caller(caller, None)?;
+                sys::chmod(obj, mode)
+            };
+            if let Err(e) = result {
+                // After a write by someone other than the owner, the kernel clears set-id bits
+                // by sending exactly such a chmod. Taking privileges away is always safe, so
+                // that one is done with the daemon's own rights.
+                let current = sys::fstat(obj)?.st_mode & 0o7777;
+                let only_clears_setid =
+                    mode != current && mode == current & !(libc::S_ISUID | libc::S_ISGID);
+                if e.raw_os_error() != Some(libc::EPERM) || !only_clears_setid {
+                    return Err(e.into());
+                }
+                sys::chmod(obj, mode)?;
+            }
+        }
+        if let Some(size) = change.size {
+            let open = change.fh.and_then(|fh| self.handle(fh).ok());
+            let _as_caller = self.as_caller(caller, None)?;
+            match open.as_deref() {
+                Some(Handle::File(file)) => file.set_len(size)?,
+                _ if format == libc::S_IFREG => sys::truncate(obj, size)?,
+                _ if format == libc::S_IFDIR => return Err(Errno(libc::EISDIR)),
+                _ => return Err(Errno::EINVAL),
+            }
+        }
+        if change.atime.is_some() || change.mtime.is_some() {
+            let _as_caller = self.as_caller(caller, None)?;
+            if format == libc::S_IFLNK {
+                // The magic link would name the symlink's target: go through the parent.
+                let link = node.link();
+                let parent = link
+                    .parent
+                    .as_ref()
+                    .and_then(|p| p.fd())
+                    .ok_or(Errno::EINVAL)?;
+                sys::utimens_child(parent, &link.name, change.atime, change.mtime)?;
+            } else {
+                sys::utimens(obj, change.atime, change.mtime)?;
+            }
+        }
+        let stat = sys::fstat(obj)?;
+        Ok(self.attr_of(node, stat))
+    }
+
+    pub fn setxattr(
+        &self,
+        caller: Caller,
+        id: u64,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+    ) -> Result<()> {
+        self.xattr_change(caller, "setxattr", id, name, |obj| {
+            Ok(sys::setxattr(obj, name, value, flags)?)
+        })
+    }
+
+    pub fn removexattr(&self, caller: Caller, id: u64, name: &OsStr) -> Result<()> {
+        self.xattr_change(caller, "removexattr", id, name, |obj| {
+            Ok(sys::removexattr(obj, name)?)
+        })
+    }
+
+    fn xattr_change(
+        &self,
+        caller: Caller,
+        op: &'static str,
+        id: u64,
+        name: &OsStr,
+        f: impl FnOnce(std::os::fd::BorrowedFd<'_>) -> Result<()>,
+    ) -> Result<()> {
+        let node = self.node(id)?;
+        let result = self.writable(&node).and_then(|()| {
+            let obj = node.fd().ok_or(Errno::EROFS)?;
+            let _as_caller = self.as_caller(caller, None)?;
+            f(obj)
+        });
+        self.record_change(
+            caller,
+            Audited {
+                op,
+                node: &node,
+                name: None,
+                flags: None,
+                dest: None,
+                detail: Some(name.to_string_lossy().into_owned()),
+            },
+            result.as_ref().map(|_| ()),
+        );
+        result
+    }
+
+    // ---- I/O on open files: the open was the permission check ---------------------------
+
+    pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> Result<u32> {
+        use std::os::unix::fs::FileExt;
+        let handle = self.handle(fh)?;
+        let Handle::File(file) = &*handle else {
+            return Err(Errno::EBADF);
+        };
+        file.write_all_at(data, offset)?;
+        Ok(data.len() as u32)
+    }
+
+    pub fn fsync(&self, fh: u64, datasync: bool) -> Result<()> {
+        let handle = self.handle(fh)?;
+        let file = match &*handle {
+            Handle::File(file) => file,
+            Handle::Dir { file: Some(f), .. } => f,
+            Handle::Dir { file: None, .. } => return Ok(()),
+        };
+        if datasync {
+            file.sync_data()?;
+        } else {
+            file.sync_all()?;
+        }
+        Ok(())
+    }
+
+    pub fn fallocate(&self, fh: u64, offset: u64, length: u64, mode: i32) -> Result<()> {
+        let handle = self.handle(fh)?;
+        let Handle::File(file) = &*handle else {
+            return Err(Errno::EBADF);
+        };
+        Ok(sys::fallocate(file, mode, offset, length)?)
+    }
+
+    pub fn copy_file_range(
+        &self,
+        fh_in: u64,
+        offset_in: u64,
+        fh_out: u64,
+        offset_out: u64,
+        len: u64,
+        flags: u32,
+    ) -> Result<u32> {
+        let input = self.handle(fh_in)?;
+        let output = self.handle(fh_out)?;
+        let (Handle::File(from), Handle::File(to)) = (&*input, &*output) else {
+            return Err(Errno::EBADF);
+        };
+        // The reply carries a u32: copy at most that much per request, as the kernel expects.
+        let len = len.min(u64::from(!0xfff_u32));
+        let n = sys::copy_file_range(from, offset_in, to, offset_out, len, flags)?;
+        Ok(n as u32)
+    }
+}
+
+/// Creation flags passed on to the real `openat`; O_CREAT and O_NOFOLLOW are always added.
+const CREATE_FLAGS_KEPT: i32 = libc::O_ACCMODE
+    | libc::O_EXCL
+    | libc::O_TRUNC
+    | libc::O_APPEND
+    | libc::O_DIRECT
+    | libc::O_DSYNC
+    | libc::O_SYNC
+    | libc::O_NOATIME
+    | libc::O_LARGEFILE;
