@@ -81,6 +81,8 @@ struct Counters {
     dropped: AtomicU64,
     /// Events successfully flushed to the file (not counting "dropped" lines).
     written: AtomicU64,
+    /// Set by `reopen` (SIGHUP after logrotate moved the file); the writer acts on it.
+    reopen: AtomicBool,
 }
 
 /// Handle to the audit log. `Send + Sync`: share it by reference (or in an `Arc`) and call
@@ -117,19 +119,15 @@ impl AuditLog {
         // O_APPEND so concurrent writers (e.g. a second instance, logrotate copytruncate)
         // never overwrite each other's lines; O_CLOEXEC so children of the daemon don't
         // inherit the audit fd.
-        let file = OpenOptions::new()
-            .append(true)
-            .create(true)
-            .mode(0o640)
-            .custom_flags(libc::O_CLOEXEC)
-            .open(path)?;
+        let file = open_log_file(path)?;
 
         let (tx, rx) = mpsc::sync_channel(capacity.max(1));
         let counters = Arc::new(Counters::default());
         let writer_counters = Arc::clone(&counters);
+        let writer_path = path.to_path_buf();
         let writer = thread::Builder::new()
             .name("relocfs-audit".into())
-            .spawn(move || writer_loop(rx, file, writer_counters))?;
+            .spawn(move || writer_loop(rx, file, writer_path, writer_counters))?;
 
         Ok(AuditLog {
             tx: Some(tx),
@@ -138,6 +136,12 @@ impl AuditLog {
             comms: CommCache::default(),
             writer_gone_logged: AtomicBool::new(false),
         })
+    }
+
+    /// Asks the writer to reopen the log file by its path (after logrotate moved it away).
+    /// Events already queued go to the old file; the writer acts within a second.
+    pub fn reopen(&self) {
+        self.counters.reopen.store(true, Ordering::Relaxed);
     }
 
     /// A log that records nothing, for when no audit log is configured.
@@ -337,7 +341,19 @@ struct Writer {
     failing: bool,
 }
 
-fn writer_loop(rx: Receiver<Queued>, file: File, counters: Arc<Counters>) {
+/// Opens (or creates) the log for appending. O_APPEND so concurrent writers (e.g. a second
+/// instance, logrotate copytruncate) never overwrite each other's lines; O_CLOEXEC so children
+/// of the daemon don't inherit the audit fd.
+fn open_log_file(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o640)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(path)
+}
+
+fn writer_loop(rx: Receiver<Queued>, file: File, path: PathBuf, counters: Arc<Counters>) {
     let mut w = Writer {
         out: BufWriter::with_capacity(WRITE_BUFFER, file),
         counters,
@@ -347,6 +363,9 @@ fn writer_loop(rx: Receiver<Queued>, file: File, counters: Arc<Counters>) {
         failing: false,
     };
     loop {
+        if w.counters.reopen.swap(false, Ordering::Relaxed) {
+            w.reopen(&path);
+        }
         let first = match rx.recv_timeout(IDLE_WAKE) {
             Ok(q) => q,
             Err(RecvTimeoutError::Timeout) => {
@@ -387,6 +406,22 @@ fn writer_loop(rx: Receiver<Queued>, file: File, counters: Arc<Counters>) {
 }
 
 impl Writer {
+    /// Flushes what the old file still owes, then continues in a fresh file at `path`. If
+    /// the new file cannot be opened the old one is kept: better a rotated log than none.
+    fn reopen(&mut self, path: &Path) {
+        self.catch_up();
+        match open_log_file(path) {
+            Ok(file) => {
+                if let Err(e) = self.out.flush() {
+                    log::error!("audit log: flush before reopen failed: {e}");
+                }
+                self.out = BufWriter::with_capacity(WRITE_BUFFER, file);
+                log::info!("audit log reopened: {}", path.display());
+            }
+            Err(e) => log::error!("audit log: cannot reopen {}: {e}", path.display()),
+        }
+    }
+
     fn write_event(&mut self, q: &Queued) {
         let ts = format_rfc3339(q.ts);
         let ev = &q.event;
@@ -803,6 +838,44 @@ mod tests {
         let deadline = Instant::now() + Duration::from_secs(10);
         while log.written() < n {
             assert!(Instant::now() < deadline, "writer did not catch up");
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// logrotate moves the file away and sends SIGHUP: later events land in a new file at the
+    /// configured path, earlier ones stay in the moved file, none is lost.
+    #[test]
+    fn reopen_continues_in_a_new_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let rotated = dir.path().join("audit.jsonl.1");
+        let log = AuditLog::open(&path, 64).unwrap();
+        log.record(ev("open", "/legacy/before"));
+        wait_until(|| {
+            std::fs::read_to_string(&path)
+                .unwrap_or_default()
+                .lines()
+                .count()
+                == 1
+        });
+        std::fs::rename(&path, &rotated).unwrap();
+        log.reopen();
+        // The writer acts on the request at its next wake-up (at most IDLE_WAKE).
+        wait_until(|| path.exists());
+        log.record(ev("open", "/legacy/after"));
+        log.shutdown();
+        let old = std::fs::read_to_string(&rotated).unwrap();
+        let new = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(old.lines().count(), 1);
+        assert!(old.contains("/legacy/before"));
+        assert_eq!(new.lines().count(), 1);
+        assert!(new.contains("/legacy/after"));
+    }
+
+    fn wait_until(cond: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !cond() {
+            assert!(Instant::now() < deadline, "condition not reached in time");
             thread::sleep(Duration::from_millis(5));
         }
     }

@@ -12,6 +12,7 @@ use crate::config;
 use crate::daemon;
 use crate::demo;
 use crate::options::MountOptions;
+use crate::preflight;
 
 /// Serve a relocated installation at its legacy path, and log who still uses it.
 ///
@@ -70,7 +71,7 @@ enum Command {
 }
 
 pub fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info,fuser=warn"))
         .format_target(false)
         .init();
     let cli = Cli::parse();
@@ -104,7 +105,7 @@ fn run(cli: Cli) -> Result<(), String> {
 fn check(config_path: &Path, mountpoint: Option<&Path>) -> Result<(), String> {
     let config = config::load(config_path).map_err(|e| e.to_string())?;
     let mountpoint = mountpoint.map(absolute).transpose()?;
-    daemon::preflight(&config, mountpoint.as_deref())?;
+    preflight::preflight(&config, mountpoint.as_deref(), preflight::Stale::Report)?;
     println!(
         "{}: valid, {} rule{}",
         config_path.display(),

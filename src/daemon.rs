@@ -4,167 +4,21 @@
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::{Arc, Weak};
 
 use crate::audit::AuditLog;
-use crate::config::{Action, Config};
-use crate::fs::{Fs, FsOptions, RuleRoot};
+use crate::config::{self, Config};
+use crate::fs::{Fs, FsOptions};
 use crate::fuse::{Adapter, Timeouts};
-use crate::options::{Access, MountOptions};
+use crate::options::MountOptions;
 use crate::prefix::PrefixTable;
+use crate::preflight::{self, check_unprivileged, preflight, probe_audit_log, Prepared, Stale};
 use crate::sys;
 
 /// How many audit events may wait for the writer before new ones are counted as dropped.
 const AUDIT_QUEUE: usize = 64 * 1024;
-
-/// Everything the mount needs, checked and opened before anything is mounted.
-pub struct Prepared {
-    pub mountpoint: PathBuf,
-    pub roots: Vec<Option<RuleRoot>>,
-}
-
-/// Runs every check the mount would, without mounting. `mountpoint` may be absent for
-/// `relocfs check CONFIG`. Errors are one line for the operator.
-pub fn preflight(config: &Config, mountpoint: Option<&Path>) -> Result<Prepared, String> {
-    let source = config.source.display();
-    let mut roots = Vec::with_capacity(config.rules.len());
-    for (i, rule) in config.rules.iter().enumerate() {
-        let n = i + 1;
-        let Action::Map { to, mode } = &rule.action else {
-            roots.push(None);
-            continue;
-        };
-        let fd = sys::open_dir_path(to).map_err(|e| {
-            let why = match e.raw_os_error() {
-                Some(libc::ENOENT) => "does not exist".to_string(),
-                Some(libc::ENOTDIR) => "is not a directory".to_string(),
-                _ => format!("cannot be opened: {e}"),
-            };
-            format!(
-                "{source}: map #{n} (from = \"{}\"): target {} {why}",
-                rule.from,
-                to.display()
-            )
-        })?;
-        let stat = sys::fstat(fd.as_fd()).map_err(|e| format!("{}: {e}", to.display()))?;
-        roots.push(Some(RuleRoot {
-            fd,
-            to: to.clone(),
-            mode: *mode,
-            stat,
-        }));
-    }
-
-    let mountpoint = match mountpoint {
-        Some(mp) => check_mountpoint(mp)?,
-        None => {
-            return Ok(Prepared {
-                mountpoint: PathBuf::new(),
-                roots,
-            })
-        }
-    };
-    for (i, rule) in config.rules.iter().enumerate() {
-        if let Action::Map { to, .. } = &rule.action {
-            let real = to.canonicalize().unwrap_or_else(|_| to.clone());
-            let n = i + 1;
-            if mountpoint.starts_with(&real) {
-                return Err(format!(
-                    "{source}: map #{n}: target {} contains the mountpoint {}: the mount would \
-                     serve itself; point the rule at the real installation",
-                    to.display(),
-                    mountpoint.display()
-                ));
-            }
-            if real.starts_with(&mountpoint) {
-                return Err(format!(
-                    "{source}: map #{n}: target {} lies inside the mountpoint {}: it would be \
-                     hidden by the mount",
-                    to.display(),
-                    mountpoint.display()
-                ));
-            }
-        }
-    }
-    if let Some(log) = &config.audit.log {
-        let parent = log.parent().unwrap_or(Path::new("/"));
-        let real_parent = parent
-            .canonicalize()
-            .unwrap_or_else(|_| parent.to_path_buf());
-        if real_parent.starts_with(&mountpoint) {
-            return Err(format!(
-                "{source}: audit log {} lies inside the mountpoint {}",
-                log.display(),
-                mountpoint.display()
-            ));
-        }
-    }
-    Ok(Prepared { mountpoint, roots })
-}
-
-/// The mountpoint must be a real directory: mounting on a symlink would mount on its target,
-/// which on a migrated host is the real installation itself.
-fn check_mountpoint(mp: &Path) -> Result<PathBuf, String> {
-    let shown = mp.display();
-    let st = sys::lstat(mp).map_err(|e| match e.raw_os_error() {
-        Some(libc::ENOENT) => {
-            format!("mountpoint {shown} does not exist: create it with `mkdir -p {shown}`")
-        }
-        Some(libc::ENOTCONN) => format!(
-            "mountpoint {shown} is a dead FUSE mount (transport endpoint is not connected): \
-             unmount it first with `umount -l {shown}`"
-        ),
-        _ => format!("mountpoint {shown}: {e}"),
-    })?;
-    match st.st_mode & libc::S_IFMT {
-        libc::S_IFDIR => {}
-        libc::S_IFLNK => {
-            let to = std::fs::read_link(mp)
-                .map(|t| format!(" (to {})", t.display()))
-                .unwrap_or_default();
-            return Err(format!(
-                "mountpoint {shown} is a symlink{to}: relocfs replaces that symlink; remove it \
-                 and create an empty directory: `rm {shown} && mkdir {shown}`"
-            ));
-        }
-        _ => return Err(format!("mountpoint {shown} is not a directory")),
-    }
-    mp.canonicalize()
-        .map_err(|e| format!("mountpoint {shown}: {e}"))
-}
-
-/// What mounting without root privileges needs, checked up front so the error says which.
-fn check_unprivileged(options: &MountOptions) -> Result<(), String> {
-    if sys::geteuid() == 0 {
-        return Ok(());
-    }
-    let found = std::env::var_os("PATH")
-        .map(|paths| std::env::split_paths(&paths).any(|d| d.join("fusermount3").exists()))
-        .unwrap_or(false);
-    if !found {
-        return Err(
-            "cannot mount: not running as root and fusermount3 is not installed (install the \
-             fuse3 package, or run as root)"
-                .into(),
-        );
-    }
-    if options.access != Access::Owner {
-        let conf = std::fs::read_to_string("/etc/fuse.conf").unwrap_or_default();
-        let allowed = conf
-            .lines()
-            .any(|l| l.split('#').next().unwrap_or("").trim() == "user_allow_other");
-        if !allowed {
-            return Err(
-                "cannot mount with allow_other/allow_root as an ordinary user: add \
-                 `user_allow_other` to /etc/fuse.conf, or run as root"
-                    .into(),
-            );
-        }
-    }
-    Ok(())
-}
 
 /// The channel over which a detached daemon tells the waiting parent how mounting went.
 pub struct Readiness {
@@ -209,7 +63,7 @@ pub fn run(
     options: MountOptions,
     foreground: bool,
 ) -> Result<(), String> {
-    let prepared = preflight(&config, Some(mountpoint))?;
+    let prepared = preflight(&config, Some(mountpoint), Stale::Replace)?;
     check_unprivileged(&options)?;
     if let Some(log) = &config.audit.log {
         // Opened here (and closed) so a bad path is reported before forking.
@@ -252,25 +106,6 @@ pub fn run(
     }
 }
 
-fn probe_audit_log(log: &Path) -> Result<(), String> {
-    if let Some(parent) = log.parent() {
-        if !parent.exists() {
-            std::fs::create_dir_all(parent).map_err(|e| {
-                format!(
-                    "cannot create audit log directory {}: {e}",
-                    parent.display()
-                )
-            })?;
-        }
-    }
-    std::fs::OpenOptions::new()
-        .append(true)
-        .create(true)
-        .open(log)
-        .map(drop)
-        .map_err(|e| format!("cannot open audit log {}: {e}", log.display()))
-}
-
 /// Mounts, reports readiness, and serves until unmounted.
 fn serve(
     config: Config,
@@ -303,20 +138,27 @@ fn serve_inner(
     let signals = sys::block_signals(&[libc::SIGTERM, libc::SIGINT, libc::SIGHUP])
         .map_err(|e| format!("signal setup: {e}"))?;
 
-    let audit = match &config.audit.log {
+    let audit = Arc::new(match &config.audit.log {
         Some(path) => AuditLog::open(path, AUDIT_QUEUE)
             .map_err(|e| format!("cannot open audit log {}: {e}", path.display()))?,
         None => AuditLog::disabled(),
-    };
+    });
     let mountpoint = prepared.mountpoint.clone();
     let table = PrefixTable::new(&config.rules);
     let fs_options = FsOptions {
         allow_devices: options.allows_devices(),
     };
-    let fs = Fs::new(mountpoint.clone(), table, prepared.roots, audit, fs_options)
-        .map_err(|e| format!("cannot set up the filesystem: {e}"))?;
+    let fs = Fs::new(
+        mountpoint.clone(),
+        table,
+        prepared.roots,
+        Arc::clone(&audit),
+        fs_options,
+    )
+    .map(Arc::new)
+    .map_err(|e| format!("cannot set up the filesystem: {e}"))?;
     let adapter = Adapter::new(
-        fs,
+        Arc::clone(&fs),
         Timeouts {
             attr: config.fuse.attr_timeout,
             entry: config.fuse.entry_timeout,
@@ -331,23 +173,130 @@ fn serve_inner(
     let session = fuser::Session::new(adapter, &mountpoint, &fuser_config)
         .map_err(|e| format!("cannot mount {}: {}", mountpoint.display(), mount_error(&e)))?;
 
-    let signal_mountpoint = mountpoint.clone();
+    // The signal thread holds only weak references: when the session ends, the filesystem
+    // and its audit log are dropped (and flushed) by the session itself.
+    let control = Control {
+        fs: Arc::downgrade(&fs),
+        audit: Arc::downgrade(&audit),
+        notifier: session.notifier(),
+        config,
+        mountpoint: mountpoint.clone(),
+    };
+    drop(fs);
     std::thread::Builder::new()
         .name("signals".into())
-        .spawn(move || handle_signals(&signals, &signal_mountpoint))
+        .spawn(move || control.handle_signals(&signals))
         .map_err(|e| format!("cannot start the signal thread: {e}"))?;
 
     log::info!("serving {}", mountpoint.display());
     readiness.ready();
+    notify_systemd("READY=1");
     if readiness.detached {
         // Nobody reads the terminal of a daemon; diagnostics need -f (or the journal).
         let _ = sys::detach_stdio();
     }
-    session
-        .run()
-        .map_err(|e| format!("{}: session ended: {e}", mountpoint.display()))?;
+    let result = session.run();
+    // Every event recorded before the unmount is on disk before the process exits.
+    match Arc::try_unwrap(audit) {
+        Ok(audit) => audit.shutdown(),
+        Err(_) => log::warn!("audit log still in use at exit; it is flushed when dropped"),
+    }
+    result.map_err(|e| format!("{}: session ended: {e}", mountpoint.display()))?;
     log::info!("unmounted {}", mountpoint.display());
     Ok(())
+}
+
+/// What the signal thread needs to unmount and reload.
+struct Control {
+    fs: Weak<Fs>,
+    audit: Weak<AuditLog>,
+    notifier: fuser::Notifier,
+    config: Config,
+    mountpoint: PathBuf,
+}
+
+impl Control {
+    /// TERM and INT unmount (the session then ends by itself once the kernel lets go); HUP
+    /// reopens the audit log and reloads the configuration.
+    fn handle_signals(mut self, signals: &libc::sigset_t) {
+        loop {
+            match sys::wait_signal(signals) {
+                Ok(libc::SIGHUP) => {
+                    notify_systemd("RELOADING=1");
+                    if let Some(audit) = self.audit.upgrade() {
+                        audit.reopen();
+                    }
+                    match self.reload() {
+                        Ok(summary) => {
+                            log::info!("reloaded {}: {summary}", self.config.source.display())
+                        }
+                        Err(e) => log::error!("reload refused, keeping the old rules: {e}"),
+                    }
+                    notify_systemd("READY=1");
+                }
+                Ok(sig) => {
+                    log::info!("signal {sig}: unmounting {}", self.mountpoint.display());
+                    notify_systemd("STOPPING=1");
+                    unmount(&self.mountpoint);
+                    return;
+                }
+                Err(e) => {
+                    log::error!("waiting for signals: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Validates the new configuration completely before anything changes; on any error the
+    /// old rules stay. New rules apply to new lookups at once: the kernel's cached entries
+    /// below the root are dropped.
+    fn reload(&mut self) -> Result<String, String> {
+        let new = config::load(&self.config.source).map_err(|e| e.to_string())?;
+        let roots = preflight::open_roots(&new)?;
+        preflight::check_placement(&new, &self.mountpoint)?;
+        if new.audit.log != self.config.audit.log {
+            log::warn!("a new [audit] log path takes effect at the next mount");
+        }
+        if new.fuse.threads != self.config.fuse.threads
+            || new.fuse.attr_timeout != self.config.fuse.attr_timeout
+            || new.fuse.entry_timeout != self.config.fuse.entry_timeout
+        {
+            log::warn!("[fuse] settings take effect at the next mount");
+        }
+        let fs = self.fs.upgrade().ok_or("the filesystem is shutting down")?;
+        let names = fs
+            .reload(PrefixTable::new(&new.rules), roots)
+            .map_err(|e| format!("cannot list the root: {e}"))?;
+        drop(fs);
+        for name in &names {
+            match self
+                .notifier
+                .inval_entry(fuser::INodeNo(crate::node::ROOT_ID), name)
+            {
+                Ok(()) => {}
+                // Not in the kernel's cache: nothing to drop.
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+                Err(e) => log::warn!("cannot drop cached entry {name:?}: {e}"),
+            }
+        }
+        let _ = self
+            .notifier
+            .inval_inode(fuser::INodeNo(crate::node::ROOT_ID), 0, 0);
+        let summary = format!("{} rules", new.rules.len());
+        self.config = new;
+        Ok(summary)
+    }
+}
+
+/// Tells systemd (Type=notify) about the daemon's state, when started by it.
+fn notify_systemd(state: &str) {
+    let Some(socket) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    if let Err(e) = sys::notify_socket(&socket, state) {
+        log::warn!("cannot notify systemd ({state}): {e}");
+    }
 }
 
 fn mount_error(e: &io::Error) -> String {
@@ -359,25 +308,6 @@ fn mount_error(e: &io::Error) -> String {
             "/dev/fuse is missing: load the fuse module (`modprobe fuse`)".into()
         }
         _ => e.to_string(),
-    }
-}
-
-/// TERM and INT unmount; the session then ends by itself once the kernel lets go. A busy
-/// mountpoint is detached lazily: no new access enters, open files are served to the end.
-fn handle_signals(signals: &libc::sigset_t, mountpoint: &Path) {
-    loop {
-        match sys::wait_signal(signals) {
-            Ok(libc::SIGHUP) => log::warn!("SIGHUP: configuration reload is not implemented yet"),
-            Ok(sig) => {
-                log::info!("signal {sig}: unmounting {}", mountpoint.display());
-                unmount(mountpoint);
-                return;
-            }
-            Err(e) => {
-                log::error!("waiting for signals: {e}");
-                return;
-            }
-        }
     }
 }
 

@@ -4,6 +4,7 @@
 use std::ffi::OsStr;
 use std::io;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{
@@ -24,12 +25,12 @@ pub struct Timeouts {
 
 /// The filesystem as fuser sees it.
 pub struct Adapter {
-    fs: Fs,
+    fs: Arc<Fs>,
     timeouts: Timeouts,
 }
 
 impl Adapter {
-    pub fn new(fs: Fs, timeouts: Timeouts) -> Adapter {
+    pub fn new(fs: Arc<Fs>, timeouts: Timeouts) -> Adapter {
         Adapter { fs, timeouts }
     }
 
@@ -147,11 +148,6 @@ impl Filesystem for Adapter {
             log::warn!("kernel lacks FUSE_POSIX_ACL: ACLs of real files are not enforced");
         }
         Ok(())
-    }
-
-    /// The session has ended: every event recorded so far goes to disk before exit.
-    fn destroy(&mut self) {
-        self.fs.take_audit().shutdown();
     }
 
     fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {

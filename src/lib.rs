@@ -15,4 +15,6 @@ pub mod fuse;
 pub mod node;
 pub mod options;
 pub mod prefix;
+pub mod preflight;
+pub mod rules;
 pub mod sys;

@@ -18,11 +18,18 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::prefix::{RuleId, TrieId};
+use crate::rules::Rules;
 
 /// The kernel's fixed id for the mount root.
 pub const ROOT_ID: u64 = 1;
-/// Virtual directories get `VIRTUAL_BASE + trie id`: stable for the life of the mount.
+/// Virtual directories get `VIRTUAL_BASE + generation << 32 + trie id`: stable while a
+/// generation of rules lives, never shared between generations.
 pub const VIRTUAL_BASE: u64 = 1 << 62;
+
+/// The node id of a virtual directory.
+pub fn virtual_id(generation: u32, trie: TrieId) -> u64 {
+    VIRTUAL_BASE + (u64::from(generation) << 32) + u64::from(trie.0)
+}
 /// Real objects whose inode number is taken (or unusable) get ids from here upwards.
 const SYNTHETIC_BASE: u64 = 1 << 63;
 
@@ -53,6 +60,8 @@ pub struct Link {
 pub struct Node {
     pub id: u64,
     pub kind: Kind,
+    /// The rules this node was found under (see `rules.rs`).
+    pub rules: Arc<Rules>,
     /// The prefix-table position of this exact legacy path, if a rule lies at or below it.
     pub trie: Option<TrieId>,
     /// Behind a mutex because renames (read-write rules) move nodes.
@@ -60,10 +69,11 @@ pub struct Node {
 }
 
 impl Node {
-    pub fn new(id: u64, kind: Kind, trie: Option<TrieId>, link: Link) -> Node {
+    pub fn new(id: u64, kind: Kind, rules: Arc<Rules>, trie: Option<TrieId>, link: Link) -> Node {
         Node {
             id,
             kind,
+            rules,
             trie,
             link: Mutex::new(link),
         }
@@ -71,6 +81,14 @@ impl Node {
 
     pub fn link(&self) -> Link {
         lock(&self.link).clone()
+    }
+
+    /// What makes a real node unique (see `Identity`); `None` for virtual directories.
+    pub fn identity(&self) -> Option<Identity> {
+        match self.kind {
+            Kind::Real { rule, dev, ino, .. } => Some((self.rules.generation, rule, dev, ino)),
+            Kind::Virtual => None,
+        }
     }
 
     pub fn fd(&self) -> Option<BorrowedFd<'_>> {
@@ -120,6 +138,9 @@ pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// A real object: generation of rules, rule, `st_dev`, `st_ino`.
+pub type Identity = (u32, RuleId, u64, u64);
+
 struct Entry {
     node: Arc<Node>,
     lookups: u64,
@@ -129,7 +150,7 @@ struct Entry {
 #[derive(Default)]
 struct Maps {
     by_id: HashMap<u64, Entry>,
-    by_identity: HashMap<(RuleId, u64, u64), u64>,
+    by_identity: HashMap<Identity, u64>,
     next_synthetic: u64,
 }
 
@@ -140,6 +161,7 @@ pub struct NodeTable {
 
 /// A real object found by a lookup, before it has a node.
 pub struct Found {
+    pub rules: Arc<Rules>,
     pub rule: RuleId,
     pub fd: OwnedFd,
     pub stat: libc::stat,
@@ -157,15 +179,15 @@ impl NodeTable {
         }
     }
 
-    /// Adds a node the kernel can reach without a lookup (root) or that costs nothing to keep
-    /// (virtual directories). Pinned nodes are never removed.
-    pub fn insert_pinned(&self, node: Node) -> Arc<Node> {
+    /// Sets the root, which the kernel reaches without a lookup and never forgets; a reload
+    /// replaces it.
+    pub fn set_root(&self, node: Node) -> Arc<Node> {
         let mut maps = lock(&self.maps);
         let node = Arc::new(node);
-        if let Kind::Real { rule, dev, ino, .. } = node.kind {
-            maps.by_identity.insert((rule, dev, ino), node.id);
+        if let Some(identity) = node.identity() {
+            maps.by_identity.insert(identity, node.id);
         }
-        maps.by_id.insert(
+        let old = maps.by_id.insert(
             node.id,
             Entry {
                 node: Arc::clone(&node),
@@ -173,6 +195,13 @@ impl NodeTable {
                 pinned: true,
             },
         );
+        if let Some(identity) = old.and_then(|e| e.node.identity()) {
+            if maps.by_identity.get(&identity) == Some(&node.id)
+                && node.identity() != Some(identity)
+            {
+                maps.by_identity.remove(&identity);
+            }
+        }
         node
     }
 
@@ -180,18 +209,28 @@ impl NodeTable {
         lock(&self.maps).by_id.get(&id).map(|e| Arc::clone(&e.node))
     }
 
-    /// Counts one more kernel lookup on an existing node (a virtual directory or the root).
-    pub fn add_lookup(&self, id: u64) -> Option<Arc<Node>> {
+    /// Counts one kernel lookup on the virtual directory `id`, creating it with `make` first
+    /// if the kernel does not know it yet.
+    pub fn virtual_node(&self, id: u64, make: impl FnOnce() -> Node) -> Arc<Node> {
         let mut maps = lock(&self.maps);
-        let entry = maps.by_id.get_mut(&id)?;
+        let entry = maps.by_id.entry(id).or_insert_with(|| Entry {
+            node: Arc::new(make()),
+            lookups: 0,
+            pinned: false,
+        });
         entry.lookups += 1;
-        Some(Arc::clone(&entry.node))
+        Arc::clone(&entry.node)
     }
 
     /// Returns the node for a real object, creating it if the kernel does not know it yet, and
     /// counts one kernel lookup on it. A duplicate fd from a racing lookup is simply dropped.
     pub fn found(&self, found: Found) -> Arc<Node> {
-        let identity = (found.rule, found.stat.st_dev, found.stat.st_ino);
+        let identity = (
+            found.rules.generation,
+            found.rule,
+            found.stat.st_dev,
+            found.stat.st_ino,
+        );
         let mut maps = lock(&self.maps);
         if let Some(id) = maps.by_identity.get(&identity).copied() {
             if let Some(entry) = maps.by_id.get_mut(&id) {
@@ -220,6 +259,7 @@ impl NodeTable {
                 ino,
                 format: found.stat.st_mode & libc::S_IFMT,
             },
+            found.rules,
             found.trie,
             found.link,
         ));
@@ -245,17 +285,15 @@ impl NodeTable {
         if entry.lookups > 0 || entry.pinned {
             return;
         }
-        if let Some(entry) = maps.by_id.remove(&id) {
-            if let Kind::Real { rule, dev, ino, .. } = entry.node.kind {
-                if maps.by_identity.get(&(rule, dev, ino)) == Some(&id) {
-                    maps.by_identity.remove(&(rule, dev, ino));
-                }
+        if let Some(identity) = maps.by_id.remove(&id).and_then(|e| e.node.identity()) {
+            if maps.by_identity.get(&identity) == Some(&id) {
+                maps.by_identity.remove(&identity);
             }
         }
     }
 
     /// A rename moved the object `identity` to a new parent and name.
-    pub fn relink(&self, identity: (RuleId, u64, u64), link: Link) {
+    pub fn relink(&self, identity: Identity, link: Link) {
         let maps = lock(&self.maps);
         let node = maps
             .by_identity

@@ -615,3 +615,18 @@ pub fn copy_file_range(
         )
     })
 }
+
+/// Sends one datagram to systemd's notification socket (`NOTIFY_SOCKET`, a path or an
+/// abstract name starting with '@').
+pub fn notify_socket(socket: &OsStr, state: &str) -> io::Result<()> {
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::net::{SocketAddr, UnixDatagram};
+    let bytes = socket.as_bytes();
+    let addr = match bytes.strip_prefix(b"@") {
+        Some(name) => SocketAddr::from_abstract_name(name)?,
+        None => SocketAddr::from_pathname(Path::new(socket))?,
+    };
+    let sock = UnixDatagram::unbound()?;
+    sock.send_to_addr(state.as_bytes(), &addr)?;
+    Ok(())
+}

@@ -6,11 +6,11 @@ use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::AsFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::SystemTime;
 
 mod write;
@@ -21,9 +21,11 @@ use crate::audit::{self, AuditLog, Event};
 use crate::config::{Action, Mode};
 use crate::creds::{AsCaller, GroupsCache};
 use crate::node::{
-    is_bad_name, join, lock, Found, Kind, Link, Node, NodeTable, ROOT_ID, VIRTUAL_BASE,
+    is_bad_name, join, lock, virtual_id, Found, Kind, Link, Node, NodeTable, ROOT_ID,
 };
-use crate::prefix::{PrefixTable, RuleId, TrieId};
+use crate::prefix::{PrefixTable, TrieId};
+pub use crate::rules::RuleRoot;
+use crate::rules::Rules;
 use crate::sys;
 
 /// An errno for the caller. The OS errno passes through untouched.
@@ -56,14 +58,6 @@ pub struct Caller {
     pub pid: u32,
     pub uid: u32,
     pub gid: u32,
-}
-
-/// A rule's real directory, pinned by an `O_PATH` fd opened at start.
-pub struct RuleRoot {
-    pub fd: OwnedFd,
-    pub to: PathBuf,
-    pub mode: Mode,
-    pub stat: libc::stat,
 }
 
 /// Attributes of a node as the kernel should see them.
@@ -106,13 +100,12 @@ pub struct Fs {
     /// daemon serves only its own user and acts as itself.
     groups: Option<GroupsCache>,
     mountpoint: PathBuf,
-    table: PrefixTable,
-    /// Indexed by `RuleId`; `None` for deny rules.
-    roots: Vec<Option<RuleRoot>>,
+    /// The current rules: new lookups from the root use them; other nodes keep theirs.
+    rules: RwLock<Arc<Rules>>,
     nodes: NodeTable,
     handles: Mutex<HashMap<u64, Arc<Handle>>>,
     next_fh: AtomicU64,
-    audit: AuditLog,
+    audit: Arc<AuditLog>,
     started: SystemTime,
 }
 
@@ -123,56 +116,67 @@ impl Fs {
         mountpoint: PathBuf,
         table: PrefixTable,
         roots: Vec<Option<RuleRoot>>,
-        audit: AuditLog,
+        audit: Arc<AuditLog>,
         options: FsOptions,
     ) -> io::Result<Fs> {
+        let rules = Arc::new(Rules {
+            generation: 0,
+            table,
+            roots,
+        });
         let fs = Fs {
             options,
             groups: (sys::geteuid() == 0).then(GroupsCache::default),
             mountpoint,
-            table,
-            roots,
+            rules: RwLock::new(Arc::clone(&rules)),
             nodes: NodeTable::new(),
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             audit,
             started: SystemTime::now(),
         };
-        let root_link = Link {
-            parent: None,
-            name: OsString::new(),
-        };
-        let root = match fs.table.rule_at(PrefixTable::ROOT) {
-            Some(rule) => match fs.roots.get(rule.0 as usize) {
-                Some(Some(root)) => Node::new(
-                    ROOT_ID,
-                    Kind::Real {
-                        rule,
-                        fd: root.fd.try_clone()?,
-                        dev: root.stat.st_dev,
-                        ino: root.stat.st_ino,
-                        format: libc::S_IFDIR,
-                    },
-                    Some(PrefixTable::ROOT),
-                    root_link,
-                ),
-                // A deny rule on "/" leaves an empty, unreadable root: refuse it at config time
-                // would be kinder, but serving an empty virtual root is safe too.
-                _ => Node::new(ROOT_ID, Kind::Virtual, Some(PrefixTable::ROOT), root_link),
-            },
-            None => Node::new(ROOT_ID, Kind::Virtual, Some(PrefixTable::ROOT), root_link),
-        };
-        fs.nodes.insert_pinned(root);
+        fs.nodes.set_root(root_node(rules)?);
         Ok(fs)
     }
 
-    pub fn audit(&self) -> &AuditLog {
-        &self.audit
+    /// Puts a new generation of rules in place: the root is replaced at once, so every path
+    /// walked from the root sees the new rules; nodes found earlier (open files, working
+    /// directories) keep the rules they were found under. Returns the names directly below the
+    /// root whose cached kernel entries must be dropped (old and new alike).
+    pub fn reload(
+        &self,
+        table: PrefixTable,
+        roots: Vec<Option<RuleRoot>>,
+    ) -> io::Result<Vec<OsString>> {
+        let old = self.current_rules();
+        let rules = Arc::new(Rules {
+            generation: old.generation.wrapping_add(1),
+            table,
+            roots,
+        });
+        let mut names = std::collections::BTreeSet::new();
+        for generation in [&old, &rules] {
+            names.extend(
+                generation
+                    .table
+                    .children(PrefixTable::ROOT)
+                    .map(|(n, _)| n.to_os_string()),
+            );
+            let root_rule = generation.table.rule_at(PrefixTable::ROOT);
+            if let Some(root) = root_rule.and_then(|r| generation.root_of(r)) {
+                if let Ok(dir) = sys::reopen(root.fd.as_fd(), libc::O_RDONLY | libc::O_DIRECTORY) {
+                    names.extend(sys::read_dir_all(&dir)?.into_iter().map(|e| e.name));
+                }
+            }
+        }
+        let root = root_node(Arc::clone(&rules))?;
+        *self.rules.write().unwrap_or_else(|p| p.into_inner()) = rules;
+        self.nodes.set_root(root);
+        Ok(names.into_iter().collect())
     }
 
-    /// Hands the audit log over for a final flush at unmount.
-    pub fn take_audit(&mut self) -> AuditLog {
-        std::mem::replace(&mut self.audit, AuditLog::disabled())
+    fn current_rules(&self) -> Arc<Rules> {
+        Arc::clone(&self.rules.read().unwrap_or_else(|p| p.into_inner()))
     }
 
     pub fn node_count(&self) -> usize {
@@ -181,10 +185,6 @@ impl Fs {
 
     fn node(&self, id: u64) -> Result<Arc<Node>> {
         self.nodes.get(id).ok_or(Errno::EBADF)
-    }
-
-    fn root_of(&self, rule: RuleId) -> Option<&RuleRoot> {
-        self.roots.get(rule.0 as usize).and_then(Option::as_ref)
     }
 
     // ---- lookups ------------------------------------------------------------------------
@@ -211,7 +211,7 @@ impl Fs {
             parent: Some(Arc::clone(parent)),
             name: name.to_os_string(),
         };
-        if let Some(child) = parent.trie.and_then(|t| self.table.child(t, name)) {
+        if let Some(child) = parent.trie.and_then(|t| parent.rules.table.child(t, name)) {
             return self.lookup_trie_child(parent, child, link());
         }
         match parent.kind {
@@ -223,6 +223,7 @@ impl Fs {
                 let fd = sys::open_child(fd.as_fd(), name)?;
                 let stat = sys::fstat(fd.as_fd())?;
                 let node = self.nodes.found(Found {
+                    rules: Arc::clone(&parent.rules),
                     rule,
                     fd,
                     stat,
@@ -235,13 +236,15 @@ impl Fs {
     }
 
     fn lookup_trie_child(&self, parent: &Arc<Node>, child: TrieId, link: Link) -> Result<Attr> {
-        match self.table.rule_at(child) {
-            Some(rule) => match self.root_of(rule) {
+        let rules = &parent.rules;
+        match rules.table.rule_at(child) {
+            Some(rule) => match rules.root_of(rule) {
                 None => Err(Errno::EACCES), // a deny rule
                 Some(root) => {
                     let fd = root.fd.try_clone()?;
                     let stat = sys::fstat(fd.as_fd())?;
                     let node = self.nodes.found(Found {
+                        rules: Arc::clone(rules),
                         rule,
                         fd,
                         stat,
@@ -259,6 +262,7 @@ impl Fs {
                         let stat = sys::fstat(fd.as_fd())?;
                         if stat.st_mode & libc::S_IFMT == libc::S_IFDIR {
                             let node = self.nodes.found(Found {
+                                rules: Arc::clone(rules),
                                 rule,
                                 fd,
                                 stat,
@@ -269,15 +273,10 @@ impl Fs {
                         }
                     }
                 }
-                let id = VIRTUAL_BASE + u64::from(child.0);
-                let node = match self.nodes.add_lookup(id) {
-                    Some(node) => node,
-                    None => {
-                        let node = Node::new(id, Kind::Virtual, Some(child), link);
-                        self.nodes.insert_pinned(node);
-                        self.nodes.add_lookup(id).ok_or(Errno::ENOENT)?
-                    }
-                };
+                let id = virtual_id(rules.generation, child);
+                let node = self.nodes.virtual_node(id, || {
+                    Node::new(id, Kind::Virtual, Arc::clone(rules), Some(child), link)
+                });
                 Ok(self.attr_of(&node, self.virtual_stat()))
             }
         }
@@ -348,7 +347,7 @@ impl Fs {
         match node.fd() {
             Some(fd) => Ok(sys::fstatvfs(fd)?),
             // A virtual directory has no filesystem of its own: report the first target's.
-            None => match self.roots.iter().flatten().next() {
+            None => match node.rules.first_root() {
                 Some(root) => Ok(sys::fstatvfs(root.fd.as_fd())?),
                 None => Err(Errno::ENOENT),
             },
@@ -530,9 +529,10 @@ impl Fs {
             },
         ];
         let trie = node.trie;
+        let table = &node.rules.table;
         if let Some(file) = file {
             for e in sys::read_dir_all(file)? {
-                if trie.is_some_and(|t| self.table.child(t, &e.name).is_some()) {
+                if trie.is_some_and(|t| table.child(t, &e.name).is_some()) {
                     continue;
                 }
                 let format = match dtype_to_format(e.kind) {
@@ -551,10 +551,10 @@ impl Fs {
             }
         }
         if let Some(t) = trie {
-            for (name, child) in self.table.children(t) {
-                let ino = match self.table.rule_at(child).and_then(|r| self.root_of(r)) {
+            for (name, child) in table.children(t) {
+                let ino = match table.rule_at(child).and_then(|r| node.rules.root_of(r)) {
                     Some(root) => root.stat.st_ino,
-                    None => VIRTUAL_BASE + u64::from(child.0),
+                    None => virtual_id(node.rules.generation, child),
                 };
                 entries.push(ListEntry {
                     ino,
@@ -574,7 +574,7 @@ impl Fs {
 
     /// Whether a node's rule lets changes through.
     fn writable(&self, node: &Node) -> Result<()> {
-        match node.rule().and_then(|r| self.root_of(r)) {
+        match node.rule().and_then(|r| node.rules.root_of(r)) {
             Some(root) if root.mode == Mode::ReadWrite => Ok(()),
             _ => Err(Errno::EROFS),
         }
@@ -617,7 +617,9 @@ impl Fs {
         if let Some(name) = name {
             names.push(name.to_os_string());
         }
-        let trie_path = base.trie.map_or("/", |t| self.table.path(t));
+        let rules = &base.rules;
+        let table = &rules.table;
+        let trie_path = base.trie.map_or("/", |t| table.path(t));
         let below_root = trie_path.trim_start_matches('/');
         let base_path = if below_root.is_empty() {
             self.mountpoint.clone()
@@ -628,10 +630,10 @@ impl Fs {
         // A lookup below a trie node may hit a deny rule or a deeper rule: name it.
         if let (Some(t), Some(name)) = (base.trie, name) {
             if node.trie.is_some() {
-                if let Some(child) = self.table.child(t, name) {
-                    if let Some(rule) = self.table.rule_at(child) {
-                        let from = self.table.rule(rule).from.clone();
-                        let target = self.root_of(rule).map(|r| r.to.clone());
+                if let Some(child) = table.child(t, name) {
+                    if let Some(rule) = table.rule_at(child) {
+                        let from = table.rule(rule).from.clone();
+                        let target = rules.root_of(rule).map(|r| r.to.clone());
                         return (legacy, target, Some(from));
                     }
                 }
@@ -640,8 +642,8 @@ impl Fs {
         let Some(rule) = base.rule() else {
             return (legacy, None, None);
         };
-        let from = &self.table.rule(rule).from;
-        let target = match &self.table.rule(rule).action {
+        let from = &table.rule(rule).from;
+        let target = match &table.rule(rule).action {
             Action::Map { to, .. } => {
                 let below = trie_path
                     .strip_prefix(from.as_str())
@@ -752,4 +754,32 @@ fn dtype_to_format(dtype: u8) -> Option<u32> {
         libc::DT_BLK => libc::S_IFBLK,
         _ => return None,
     })
+}
+
+/// The root node of a generation of rules: the real directory of a rule on "/", or a virtual
+/// directory listing the top-level rules.
+fn root_node(rules: Arc<Rules>) -> io::Result<Node> {
+    let link = Link {
+        parent: None,
+        name: OsString::new(),
+    };
+    let rule = rules.table.rule_at(PrefixTable::ROOT);
+    let kind = match rule.and_then(|r| rules.root_of(r).map(|root| (r, root))) {
+        Some((rule, root)) => Kind::Real {
+            rule,
+            fd: root.fd.try_clone()?,
+            dev: root.stat.st_dev,
+            ino: root.stat.st_ino,
+            format: libc::S_IFDIR,
+        },
+        // No rule on "/", or a deny rule there: a virtual root (empty for a deny rule).
+        None => Kind::Virtual,
+    };
+    Ok(Node::new(
+        ROOT_ID,
+        kind,
+        rules,
+        Some(PrefixTable::ROOT),
+        link,
+    ))
 }

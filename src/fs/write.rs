@@ -68,7 +68,7 @@ impl Fs {
         // removed or renamed from here.
         if parent
             .trie
-            .and_then(|t| self.table.child(t, name))
+            .and_then(|t| parent.rules.table.child(t, name))
             .is_some()
         {
             return Err(Errno(libc::EBUSY));
@@ -86,6 +86,7 @@ impl Fs {
         };
         let stat = sys::fstat(fd.as_fd())?;
         let node = self.nodes.found(Found {
+            rules: Arc::clone(&parent.rules),
             rule,
             fd,
             stat,
@@ -315,7 +316,7 @@ impl Fs {
         };
         if let Ok(st) = sys::stat_child(fd, newname) {
             self.nodes.relink(
-                (rule, st.st_dev, st.st_ino),
+                (oldparent.rules.generation, rule, st.st_dev, st.st_ino),
                 Link {
                     parent: Some(Arc::clone(newparent)),
                     name: newname.to_os_string(),

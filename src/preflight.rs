@@ -1,0 +1,287 @@
+//! Everything checked before anything is mounted (and again before a reload is accepted): the
+//! rule targets, the mountpoint, the audit log's place, and what an unprivileged mount needs.
+//! Each refusal is one line for the operator that names the problem and the fix.
+
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+
+use crate::config::{Action, Config};
+use crate::options::{Access, MountOptions};
+use crate::rules::RuleRoot;
+use crate::sys;
+
+/// Everything the mount needs, checked and opened before anything is mounted.
+pub struct Prepared {
+    /// Canonical mountpoint (empty when none was given, for `relocfs check CONFIG`).
+    pub mountpoint: PathBuf,
+    pub roots: Vec<Option<RuleRoot>>,
+}
+
+/// What to do about a dead relocfs mount (ENOTCONN) found at the mountpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stale {
+    /// Detach it and mount in its place (mounting).
+    Replace,
+    /// Only report it (`relocfs check`).
+    Report,
+}
+
+/// Runs every check the mount would. Errors are one line for the operator.
+pub fn preflight(
+    config: &Config,
+    mountpoint: Option<&Path>,
+    stale: Stale,
+) -> Result<Prepared, String> {
+    let roots = open_roots(config)?;
+    let Some(mp) = mountpoint else {
+        return Ok(Prepared {
+            mountpoint: PathBuf::new(),
+            roots,
+        });
+    };
+    let mountpoint = check_mountpoint(mp, stale)?;
+    check_placement(config, &mountpoint)?;
+    Ok(Prepared { mountpoint, roots })
+}
+
+/// Opens every rule's target as an `O_PATH` directory handle.
+pub fn open_roots(config: &Config) -> Result<Vec<Option<RuleRoot>>, String> {
+    let source = config.source.display();
+    let mut roots = Vec::with_capacity(config.rules.len());
+    for (i, rule) in config.rules.iter().enumerate() {
+        let Action::Map { to, mode } = &rule.action else {
+            roots.push(None);
+            continue;
+        };
+        let n = i + 1;
+        let fd = sys::open_dir_path(to).map_err(|e| {
+            let why = match e.raw_os_error() {
+                Some(libc::ENOENT) => "does not exist".to_string(),
+                Some(libc::ENOTDIR) => "is not a directory".to_string(),
+                _ => format!("cannot be opened: {e}"),
+            };
+            format!(
+                "{source}: map #{n} (from = \"{}\"): target {} {why}",
+                rule.from,
+                to.display()
+            )
+        })?;
+        let stat = sys::fstat(fd.as_fd()).map_err(|e| format!("{}: {e}", to.display()))?;
+        roots.push(Some(RuleRoot {
+            fd,
+            to: to.clone(),
+            mode: *mode,
+            stat,
+        }));
+    }
+    Ok(roots)
+}
+
+/// Targets must neither contain the mountpoint (the mount would serve itself) nor lie inside
+/// it (hidden by the mount); the audit log must not lie inside it either.
+pub fn check_placement(config: &Config, mountpoint: &Path) -> Result<(), String> {
+    let source = config.source.display();
+    for (i, rule) in config.rules.iter().enumerate() {
+        let Action::Map { to, .. } = &rule.action else {
+            continue;
+        };
+        let real = to.canonicalize().unwrap_or_else(|_| to.clone());
+        let n = i + 1;
+        if mountpoint.starts_with(&real) {
+            return Err(format!(
+                "{source}: map #{n}: target {} contains the mountpoint {}: the mount would \
+                 serve itself; point the rule at the real installation",
+                to.display(),
+                mountpoint.display()
+            ));
+        }
+        if real.starts_with(mountpoint) {
+            return Err(format!(
+                "{source}: map #{n}: target {} lies inside the mountpoint {}: it would be \
+                 hidden by the mount",
+                to.display(),
+                mountpoint.display()
+            ));
+        }
+    }
+    if let Some(log) = &config.audit.log {
+        let parent = log.parent().unwrap_or(Path::new("/"));
+        let real_parent = parent
+            .canonicalize()
+            .unwrap_or_else(|_| parent.to_path_buf());
+        if real_parent.starts_with(mountpoint) {
+            return Err(format!(
+                "{source}: audit log {} lies inside the mountpoint {}",
+                log.display(),
+                mountpoint.display()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The mountpoint must be a real directory: mounting on a symlink would mount on its target,
+/// which on a migrated host is the real installation itself. A dead relocfs mount there (the
+/// daemon was killed) is replaced; any other mount is left alone and refused.
+fn check_mountpoint(mp: &Path, stale: Stale) -> Result<PathBuf, String> {
+    let shown = mp.display();
+    let st = match sys::lstat(mp) {
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
+            let fstype = mount_type(mp).unwrap_or_else(|| "unknown".into());
+            if fstype != "fuse.relocfs" {
+                return Err(format!(
+                    "mountpoint {shown} is a dead FUSE mount of another filesystem ({fstype}): \
+                     relocfs replaces only its own; unmount it with `umount -l {shown}`"
+                ));
+            }
+            if stale == Stale::Report {
+                return Err(format!(
+                    "mountpoint {shown} is a dead relocfs mount (its daemon died): mounting \
+                     relocfs there again replaces it"
+                ));
+            }
+            log::warn!("{shown}: replacing a dead relocfs mount");
+            sys::umount(mp, libc::MNT_DETACH)
+                .map_err(|e| format!("cannot detach the dead relocfs mount at {shown}: {e}"))?;
+            sys::lstat(mp).map_err(|e| format!("mountpoint {shown}: {e}"))?
+        }
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+            return Err(format!(
+                "mountpoint {shown} does not exist: create it with `mkdir -p {shown}`"
+            ))
+        }
+        Err(e) => return Err(format!("mountpoint {shown}: {e}")),
+        Ok(st) => st,
+    };
+    match st.st_mode & libc::S_IFMT {
+        libc::S_IFDIR => {}
+        libc::S_IFLNK => {
+            let to = std::fs::read_link(mp)
+                .map(|t| format!(" (to {})", t.display()))
+                .unwrap_or_default();
+            return Err(format!(
+                "mountpoint {shown} is a symlink{to}: relocfs replaces that symlink; remove it \
+                 and create an empty directory: `rm {shown} && mkdir {shown}`"
+            ));
+        }
+        _ => return Err(format!("mountpoint {shown} is not a directory")),
+    }
+    let canonical = mp
+        .canonicalize()
+        .map_err(|e| format!("mountpoint {shown}: {e}"))?;
+    if let Some(fstype) = mount_type(&canonical) {
+        return Err(format!(
+            "{shown} is already a mount point ({fstype}): unmount it first (`umount {shown}`)"
+        ));
+    }
+    Ok(canonical)
+}
+
+/// The filesystem type of the topmost mount exactly at `path`, from /proc/self/mountinfo.
+pub fn mount_type(path: &Path) -> Option<String> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let wanted = path.as_os_str().to_string_lossy();
+    info.lines().rev().find_map(|line| {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let mountpoint = unescape_mountinfo(fields.get(4)?);
+        let dash = fields.iter().position(|f| *f == "-")?;
+        let fstype = fields.get(dash + 1)?;
+        (mountpoint == wanted).then(|| fstype.to_string())
+    })
+}
+
+/// mountinfo writes space, tab, newline and backslash as `\040`-style octal escapes.
+fn unescape_mountinfo(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\' && i + 4 <= bytes.len() {
+            let digits = &bytes[i + 1..i + 4];
+            let octal = digits.iter().all(|d| (b'0'..=b'7').contains(d));
+            let value = std::str::from_utf8(digits)
+                .ok()
+                .and_then(|d| u8::from_str_radix(d, 8).ok());
+            if let (true, Some(v)) = (octal, value) {
+                out.push(v);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// What mounting without root privileges needs, checked up front so the error says which.
+pub fn check_unprivileged(options: &MountOptions) -> Result<(), String> {
+    if sys::geteuid() == 0 {
+        return Ok(());
+    }
+    let found = std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).any(|d| d.join("fusermount3").exists()))
+        .unwrap_or(false);
+    if !found {
+        return Err(
+            "cannot mount: not running as root and fusermount3 is not installed (install the \
+             fuse3 package, or run as root)"
+                .into(),
+        );
+    }
+    if options.access != Access::Owner {
+        let conf = std::fs::read_to_string("/etc/fuse.conf").unwrap_or_default();
+        let allowed = conf
+            .lines()
+            .any(|l| l.split('#').next().unwrap_or("").trim() == "user_allow_other");
+        if !allowed {
+            return Err(
+                "cannot mount with allow_other/allow_root as an ordinary user: add \
+                 `user_allow_other` to /etc/fuse.conf, or run as root"
+                    .into(),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Checks that the audit log can be opened for appending, creating its directory if needed,
+/// so a bad path is reported before anything is mounted.
+pub fn probe_audit_log(log: &Path) -> Result<(), String> {
+    if let Some(parent) = log.parent() {
+        if !parent.exists() {
+            std::fs::create_dir_all(parent).map_err(|e| {
+                format!(
+                    "cannot create audit log directory {}: {e}",
+                    parent.display()
+                )
+            })?;
+        }
+    }
+    std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(log)
+        .map(drop)
+        .map_err(|e| format!("cannot open audit log {}: {e}", log.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_escapes_are_decoded() {
+        assert_eq!(unescape_mountinfo(r"/mnt/a\040b"), "/mnt/a b");
+        assert_eq!(unescape_mountinfo(r"/mnt/tab\011x\134"), "/mnt/tab\tx\\");
+        assert_eq!(unescape_mountinfo("/plain"), "/plain");
+        assert_eq!(unescape_mountinfo(r"/trailing\04"), r"/trailing\04");
+    }
+
+    #[test]
+    fn root_mount_type_is_found() {
+        // "/" is always a mount point.
+        assert!(mount_type(Path::new("/")).is_some());
+        assert!(mount_type(Path::new("/definitely/not/a/mount")).is_none());
+    }
+}
