@@ -117,7 +117,7 @@ pub fn parse(text: &str, source: &Path) -> Result<Config, ConfigError> {
             return Err(file.error(
                 span,
                 format!(
-                    "map #{number} (from = {:?}) repeats the `from` of map #{first}: remove or merge one of them",
+                    "map #{number} (from = {:?}) is a duplicate: it repeats the `from` of map #{first}: remove or merge one of them",
                     rule.from
                 ),
             ));
