@@ -71,9 +71,12 @@ enum Command {
 }
 
 pub fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info,fuser=warn"))
-        .format_target(false)
-        .init();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(
+        // fuser warns about a second unmount attempt after every clean `umount`: noise.
+        "info,fuser=warn,fuser::session=error",
+    ))
+    .format_target(false)
+    .init();
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,

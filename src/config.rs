@@ -42,6 +42,11 @@ pub struct AuditConfig {
 #[derive(Debug, Clone)]
 pub struct FuseConfig {
     pub threads: usize,
+    /// Kernel passthrough of regular-file I/O (`passthrough = "auto"`), used where the kernel
+    /// and the daemon's privileges allow it.
+    pub passthrough: bool,
+    /// Directory reads carry attributes (`readdirplus = true`).
+    pub readdirplus: bool,
     pub attr_timeout: Duration,
     pub entry_timeout: Duration,
 }
@@ -50,6 +55,8 @@ impl Default for FuseConfig {
     fn default() -> Self {
         FuseConfig {
             threads: DEFAULT_THREADS,
+            passthrough: true,
+            readdirplus: true,
             attr_timeout: DEFAULT_TIMEOUT,
             entry_timeout: DEFAULT_TIMEOUT,
         }
@@ -165,6 +172,8 @@ struct RawAudit {
 struct RawFuse {
     // Signed so that a negative count gets our message rather than serde's.
     threads: Option<Spanned<i64>>,
+    passthrough: Option<Spanned<String>>,
+    readdirplus: Option<bool>,
     attr_timeout: Option<Spanned<f64>>,
     entry_timeout: Option<Spanned<f64>>,
 }
@@ -276,8 +285,25 @@ impl File<'_> {
                     )
                 })?,
         };
+        let passthrough = match raw.passthrough {
+            None => true,
+            Some(p) => match p.get_ref().as_str() {
+                "auto" => true,
+                "off" => false,
+                other => {
+                    return Err(self.error(
+                        Some(p.span()),
+                        format!(
+                        "[fuse] passthrough = {other:?} is not valid: write \"auto\" or \"off\""
+                    ),
+                    ))
+                }
+            },
+        };
         Ok(FuseConfig {
             threads,
+            passthrough,
+            readdirplus: raw.readdirplus.unwrap_or(true),
             attr_timeout: self.timeout("attr_timeout", raw.attr_timeout)?,
             entry_timeout: self.timeout("entry_timeout", raw.entry_timeout)?,
         })
@@ -466,7 +492,7 @@ entry_timeout = 1.0
     fn accepted_variants() {
         let config = parse_ok(
             "[[map]]\nfrom = \"/a\"\nto = \"/\"\nmode = \"rw\"\ndeny = false\n\
-             [fuse]\nthreads = 64\nattr_timeout = 0\nentry_timeout = 3600\n",
+             [fuse]\nthreads = 64\npassthrough = \"off\"\nreaddirplus = false\nattr_timeout = 0\nentry_timeout = 3600\n",
         );
         assert_eq!(
             config.rules[0].action,
@@ -476,6 +502,8 @@ entry_timeout = 1.0
             }
         );
         assert_eq!(config.fuse.threads, 64);
+        assert!(!config.fuse.passthrough);
+        assert!(!config.fuse.readdirplus);
         assert_eq!(config.fuse.attr_timeout, Duration::ZERO);
         assert_eq!(config.fuse.entry_timeout, Duration::from_secs(3600));
 
@@ -484,6 +512,7 @@ entry_timeout = 1.0
         );
         assert_eq!(config.rules[0].action, Action::Deny);
         assert_eq!(config.fuse.threads, 1);
+        assert!(config.fuse.passthrough);
         assert_eq!(config.fuse.attr_timeout, Duration::from_millis(250));
     }
 
@@ -534,6 +563,7 @@ entry_timeout = 1.0
             ("relative audit log", format!("{MAP}[audit]\nlog = \"audit.jsonl\"\n"), Some(5), &["[audit] log = \"audit.jsonl\" is not absolute"]),
             ("unnormalised audit log", format!("{MAP}[audit]\nlog = \"/var//log/a\"\n"), Some(5), &["[audit] log", "write \"/var/log/a\""]),
             ("zero threads", format!("{MAP}[fuse]\nthreads = 0\n"), Some(5), &["[fuse] threads = 0 is out of range", "1 to 64"]),
+            ("bad passthrough", format!("{MAP}[fuse]\npassthrough = \"on\"\n"), Some(5), &["[fuse] passthrough = \"on\" is not valid", "\"auto\" or \"off\""]),
             ("too many threads", format!("{MAP}[fuse]\nthreads = 65\n"), Some(5), &["threads = 65", "1 to 64"]),
             ("negative threads", format!("{MAP}[fuse]\nthreads = -1\n"), Some(5), &["threads = -1", "1 to 64"]),
             ("negative attr_timeout", format!("{MAP}[fuse]\nattr_timeout = -0.5\n"), Some(5), &["[fuse] attr_timeout = -0.5 is out of range", "0 to 3600"]),

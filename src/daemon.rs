@@ -11,7 +11,7 @@ use std::sync::{Arc, Weak};
 use crate::audit::AuditLog;
 use crate::config::{self, Config};
 use crate::fs::{Fs, FsOptions};
-use crate::fuse::{Adapter, Timeouts};
+use crate::fuse::{Adapter, Tuning};
 use crate::options::MountOptions;
 use crate::prefix::PrefixTable;
 use crate::preflight::{self, check_unprivileged, preflight, probe_audit_log, Prepared, Stale};
@@ -159,9 +159,11 @@ fn serve_inner(
     .map_err(|e| format!("cannot set up the filesystem: {e}"))?;
     let adapter = Adapter::new(
         Arc::clone(&fs),
-        Timeouts {
-            attr: config.fuse.attr_timeout,
-            entry: config.fuse.entry_timeout,
+        Tuning {
+            attr_timeout: config.fuse.attr_timeout,
+            entry_timeout: config.fuse.entry_timeout,
+            passthrough: config.fuse.passthrough,
+            readdirplus: config.fuse.readdirplus,
         },
     );
 
@@ -188,13 +190,14 @@ fn serve_inner(
         .spawn(move || control.handle_signals(&signals))
         .map_err(|e| format!("cannot start the signal thread: {e}"))?;
 
-    log::info!("serving {}", mountpoint.display());
     readiness.ready();
     notify_systemd("READY=1");
     if readiness.detached {
-        // Nobody reads the terminal of a daemon; diagnostics need -f (or the journal).
+        // Nobody reads the terminal of a daemon (and a successful mount prints nothing);
+        // diagnostics need -f (or the journal).
         let _ = sys::detach_stdio();
     }
+    log::info!("serving {}", mountpoint.display());
     let result = session.run();
     // Every event recorded before the unmount is on disk before the process exits.
     match Arc::try_unwrap(audit) {

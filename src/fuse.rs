@@ -1,44 +1,119 @@
 //! The fuser adapter: unpacks each kernel request, calls the core in `fs.rs`, and replies.
 //! Nothing here decides anything; errors go back as the core's errno.
 
+use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::io;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{
-    AccessFlags, BsdFileFlags, CopyFileRangeFlags, Errno, FileAttr, FileHandle, FileType,
-    Filesystem, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags,
-    RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry,
-    ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    AccessFlags, BackingId, BsdFileFlags, CopyFileRangeFlags, Errno, FileAttr, FileHandle,
+    FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig, LockOwner,
+    OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus,
+    ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request,
+    TimeOrNow, WriteFlags,
 };
 
 use crate::fs::{self, Attr, Caller, Fs, SetAttr};
+use crate::node::lock;
 
-/// Kernel cache lifetimes, from the config.
+/// How the kernel side is used, from the config's [fuse] section.
 #[derive(Debug, Clone, Copy)]
-pub struct Timeouts {
-    pub attr: Duration,
-    pub entry: Duration,
+pub struct Tuning {
+    pub attr_timeout: Duration,
+    pub entry_timeout: Duration,
+    /// Ask for kernel passthrough of regular-file I/O.
+    pub passthrough: bool,
+    /// Let the kernel read directories with attributes (fewer lookups for `ls -l`, `find`).
+    pub readdirplus: bool,
 }
 
 /// The filesystem as fuser sees it.
 pub struct Adapter {
     fs: Arc<Fs>,
-    timeouts: Timeouts,
+    tuning: Tuning,
+    passthrough: Passthrough,
+}
+
+/// Kernel passthrough state. The kernel allows one backing file per inode at a time, so one
+/// backing id serves every open of an inode while any is open.
+#[derive(Default)]
+struct Passthrough {
+    /// Whether passthrough is in use: negotiated at init, dropped for good when the kernel
+    /// refuses to register a backing file for lack of privilege.
+    enabled: AtomicBool,
+    /// Lock order: `by_node` before `by_handle`.
+    by_node: Mutex<HashMap<u64, Weak<BackingId>>>,
+    by_handle: Mutex<HashMap<u64, Arc<BackingId>>>,
+}
+
+impl Passthrough {
+    /// The backing id for an open of node `ino` as handle `fh`: the inode's current one, or a
+    /// new one registered by `register`. `None`: serve this open from the daemon.
+    fn attach(
+        &self,
+        ino: u64,
+        fh: u64,
+        register: impl FnOnce() -> Option<io::Result<BackingId>>,
+    ) -> Option<Arc<BackingId>> {
+        if !self.enabled.load(Ordering::Relaxed) {
+            return None;
+        }
+        // Held while registering, so two racing opens of one inode share one backing id.
+        let mut by_node = lock(&self.by_node);
+        let id = match by_node.get(&ino).and_then(Weak::upgrade) {
+            Some(id) => id,
+            None => match register()? {
+                Ok(id) => {
+                    let id = Arc::new(id);
+                    by_node.insert(ino, Arc::downgrade(&id));
+                    id
+                }
+                Err(e) => {
+                    if e.raw_os_error() == Some(libc::EPERM) {
+                        log::warn!(
+                            "kernel passthrough needs CAP_SYS_ADMIN: serving I/O in the daemon"
+                        );
+                        self.enabled.store(false, Ordering::Relaxed);
+                    } else {
+                        log::debug!("no passthrough for inode {ino}: {e}");
+                    }
+                    return None;
+                }
+            },
+        };
+        if by_node.len() > 1024 && by_node.len() % 1024 == 0 {
+            by_node.retain(|_, w| w.strong_count() > 0);
+        }
+        lock(&self.by_handle).insert(fh, Arc::clone(&id));
+        Some(id)
+    }
+
+    /// The handle closed; the backing id goes with its last handle.
+    fn release(&self, fh: u64) {
+        if self.enabled.load(Ordering::Relaxed) {
+            lock(&self.by_handle).remove(&fh);
+        }
+    }
 }
 
 impl Adapter {
-    pub fn new(fs: Arc<Fs>, timeouts: Timeouts) -> Adapter {
-        Adapter { fs, timeouts }
+    pub fn new(fs: Arc<Fs>, tuning: Tuning) -> Adapter {
+        Adapter {
+            fs,
+            tuning,
+            passthrough: Passthrough::default(),
+        }
     }
 
     fn entry(&self, reply: ReplyEntry, result: fs::Result<Attr>) {
         match result {
             Ok(attr) => reply.entry_with_ttls(
-                &self.timeouts.attr,
-                &self.timeouts.entry,
+                &self.tuning.attr_timeout,
+                &self.tuning.entry_timeout,
                 &file_attr(&attr),
                 Generation(0),
             ),
@@ -136,16 +211,37 @@ impl Filesystem for Adapter {
         // (an ACL entry can deny a user whom the mode bits would let in), and leaves the umask
         // to us, so a default ACL of the real directory applies to new files as it would.
         // ATOMIC_O_TRUNC: O_TRUNC arrives with open, so a truncating open is one event.
-        let wanted = InitFlags::FUSE_POSIX_ACL
+        // PARALLEL_DIROPS: lookups and readdirs in one directory need not queue behind each
+        // other. AUTO_INVAL_DATA: cached pages go when the real file's mtime or size changes.
+        let mut wanted = InitFlags::FUSE_POSIX_ACL
             | InitFlags::FUSE_ATOMIC_O_TRUNC
             | InitFlags::FUSE_AUTO_INVAL_DATA
             | InitFlags::FUSE_PARALLEL_DIROPS;
+        if self.tuning.readdirplus {
+            // AUTO: the kernel asks for attributes only while it is also looking entries up,
+            // so a plain `ls -f` of a huge directory stays a plain readdir.
+            wanted |= InitFlags::FUSE_DO_READDIRPLUS | InitFlags::FUSE_READDIRPLUS_AUTO;
+        }
+        if self.tuning.passthrough {
+            // Never together with writeback cache, which would disable it.
+            wanted |= InitFlags::FUSE_PASSTHROUGH;
+        }
         let available = wanted & config.capabilities();
         if let Err(missing) = config.add_capabilities(available) {
             log::warn!("kernel refused FUSE capabilities {missing:?}");
         }
         if !available.contains(InitFlags::FUSE_POSIX_ACL) {
             log::warn!("kernel lacks FUSE_POSIX_ACL: ACLs of real files are not enforced");
+        }
+        if available.contains(InitFlags::FUSE_PASSTHROUGH) {
+            // Depth 1: backing files on a plain filesystem; a target on overlayfs falls back
+            // to daemon I/O for its files, and relocfs itself can still be stacked under one.
+            match config.set_max_stack_depth(1) {
+                Ok(_) => self.passthrough.enabled.store(true, Ordering::Relaxed),
+                Err(e) => log::warn!("kernel passthrough unavailable (stack depth {e})"),
+            }
+        } else if self.tuning.passthrough {
+            log::info!("kernel has no FUSE passthrough: serving file I/O in the daemon");
         }
         Ok(())
     }
@@ -161,7 +257,7 @@ impl Filesystem for Adapter {
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         match self.fs.getattr(ino.0) {
-            Ok(attr) => reply.attr(&self.timeouts.attr, &file_attr(&attr)),
+            Ok(attr) => reply.attr(&self.tuning.attr_timeout, &file_attr(&attr)),
             Err(e) => reply.error(errno(e)),
         }
     }
@@ -194,7 +290,7 @@ impl Filesystem for Adapter {
             fh: fh.map(|f| f.0),
         };
         match self.fs.setattr(caller(req), ino.0, change) {
-            Ok(attr) => reply.attr(&self.timeouts.attr, &file_attr(&attr)),
+            Ok(attr) => reply.attr(&self.tuning.attr_timeout, &file_attr(&attr)),
             Err(e) => reply.error(errno(e)),
         }
     }
@@ -291,9 +387,18 @@ impl Filesystem for Adapter {
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        match self.fs.open(caller(req), ino.0, flags.0) {
-            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
-            Err(e) => reply.error(errno(e)),
+        let fh = match self.fs.open(caller(req), ino.0, flags.0) {
+            Ok(fh) => fh,
+            Err(e) => return reply.error(errno(e)),
+        };
+        let backing = self.passthrough.attach(ino.0, fh, || {
+            self.fs.with_open_file(fh, |file| reply.open_backing(file))
+        });
+        match backing {
+            Some(id) => reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &id),
+            // KEEP_CACHE: pages read earlier stay valid across opens; AUTO_INVAL_DATA drops
+            // them when the real file changes.
+            None => reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE),
         }
     }
 
@@ -354,6 +459,7 @@ impl Filesystem for Adapter {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        self.passthrough.release(fh.0);
         self.fs.release(fh.0);
         reply.ok();
     }
@@ -390,6 +496,31 @@ impl Filesystem for Adapter {
                 next,
                 file_type(entry.format),
                 &entry.name,
+            )
+        });
+        match result {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        let ttl = self.tuning.entry_timeout.min(self.tuning.attr_timeout);
+        let result = self.fs.readdirplus(fh.0, offset, |entry, next, attr| {
+            reply.add(
+                INodeNo(attr.id),
+                next,
+                &entry.name,
+                &ttl,
+                &file_attr(attr),
+                Generation(0),
             )
         });
         match result {
@@ -487,18 +618,34 @@ impl Filesystem for Adapter {
         flags: i32,
         reply: ReplyCreate,
     ) {
-        match self
+        let (attr, fh) = match self
             .fs
             .create(caller(req), parent.0, name, mode, umask, flags)
         {
-            Ok((attr, fh)) => reply.created(
-                &self.timeouts.entry,
-                &file_attr(&attr),
+            Ok(created) => created,
+            Err(e) => return reply.error(errno(e)),
+        };
+        let ttl = &self.tuning.entry_timeout;
+        let backing = self.passthrough.attach(attr.id, fh, || {
+            self.fs.with_open_file(fh, |file| reply.open_backing(file))
+        });
+        let (fattr, handle) = (file_attr(&attr), FileHandle(fh));
+        match backing {
+            Some(id) => reply.created_passthrough(
+                ttl,
+                &fattr,
                 Generation(0),
-                FileHandle(fh),
+                handle,
                 FopenFlags::empty(),
+                &id,
             ),
-            Err(e) => reply.error(errno(e)),
+            None => reply.created(
+                ttl,
+                &fattr,
+                Generation(0),
+                handle,
+                FopenFlags::FOPEN_KEEP_CACHE,
+            ),
         }
     }
 

@@ -488,6 +488,68 @@ impl Fs {
         offset: u64,
         mut add: impl FnMut(&ListEntry, u64) -> bool,
     ) -> Result<()> {
+        let (_, entries) = self.listing(fh, offset)?;
+        for (i, entry) in entries.iter().enumerate().skip(offset as usize) {
+            if add(entry, i as u64 + 1) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Like `readdir`, with each entry's attributes: every entry but `.` and `..` becomes a
+    /// node with one kernel lookup, as the kernel counts it. An entry that does not fit the
+    /// kernel's buffer is not sent, so its lookup is taken back. A denied entry is sent
+    /// without attributes (id 0), so the name is listed but every access still comes here.
+    pub fn readdirplus(
+        &self,
+        fh: u64,
+        offset: u64,
+        mut add: impl FnMut(&ListEntry, u64, &Attr) -> bool,
+    ) -> Result<()> {
+        let (node, entries) = self.listing(fh, offset)?;
+        for (i, entry) in entries.iter().enumerate().skip(offset as usize) {
+            let next = i as u64 + 1;
+            if entry.name == "." || entry.name == ".." {
+                let mut stat = sys::zeroed_stat();
+                stat.st_ino = entry.ino;
+                stat.st_mode = libc::S_IFDIR;
+                if add(
+                    entry,
+                    next,
+                    &Attr {
+                        id: entry.ino,
+                        stat,
+                    },
+                ) {
+                    break;
+                }
+                continue;
+            }
+            match self.lookup_inner(&node, &entry.name) {
+                Ok(attr) => {
+                    if add(entry, next, &attr) {
+                        self.nodes.forget(attr.id, 1);
+                        break;
+                    }
+                }
+                Err(Errno::EACCES) => {
+                    let mut stat = sys::zeroed_stat();
+                    stat.st_mode = entry.format;
+                    if add(entry, next, &Attr { id: 0, stat }) {
+                        break;
+                    }
+                }
+                // Gone since the listing was taken: leave it out.
+                Err(_) => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// The directory node and listing of an open directory handle; taken afresh when the
+    /// kernel reads from offset 0, so a listing stays consistent while it is read.
+    fn listing(&self, fh: u64, offset: u64) -> Result<(Arc<Node>, Arc<Vec<ListEntry>>)> {
         let handle = self.handle(fh)?;
         let Handle::Dir {
             node,
@@ -504,12 +566,15 @@ impl Fs {
         } else {
             Arc::clone(&lock(listing))
         };
-        for (i, entry) in entries.iter().enumerate().skip(offset as usize) {
-            if add(entry, i as u64 + 1) {
-                break;
-            }
+        Ok((Arc::clone(node), entries))
+    }
+
+    /// Runs `f` on the real file behind an open handle (for kernel passthrough).
+    pub fn with_open_file<R>(&self, fh: u64, f: impl FnOnce(&File) -> R) -> Option<R> {
+        match &*self.handle(fh).ok()? {
+            Handle::File(file) => Some(f(file)),
+            Handle::Dir { .. } => None,
         }
-        Ok(())
     }
 
     /// The full listing of a directory: `.`, `..`, the real entries not shadowed by the
