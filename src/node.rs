@@ -9,13 +9,20 @@
 //!   id as `st_ino` and tools like git compare inode numbers; otherwise an id from a range that
 //!   real inode numbers do not reach.
 //!
-//! Lock order: the table mutex is a leaf lock, never held across I/O.
+//! - every real node holds an `O_PATH` fd while the number of open node fds stays within a
+//!   budget (a share of RLIMIT_NOFILE); past it, fds of ordinary nodes are closed oldest-first
+//!   and reopened on demand from the parent's fd by name, checked to be the same object
+//!   (ESTALE otherwise). Rule roots and their parents always keep theirs.
+//!
+//! Lock order: maps, then the fd queue, then one node's fd slot; none is held across I/O.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::ffi::{OsStr, OsString};
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use crate::prefix::{RuleId, TrieId};
 use crate::rules::Rules;
@@ -30,6 +37,12 @@ pub const VIRTUAL_BASE: u64 = 1 << 62;
 pub fn virtual_id(generation: u32, trie: TrieId) -> u64 {
     VIRTUAL_BASE + (u64::from(generation) << 32) + u64::from(trie.0)
 }
+/// Entries the fd queue may hold beyond twice the open fds before it drops dead ones.
+const QUEUE_SLACK: usize = 1024;
+/// Freed nodes between two hand-backs of free memory (a trim costs about a millisecond).
+const TRIM_EVERY: usize = 8192;
+/// Below this many slots the node maps are not worth shrinking.
+const SHRINK_MIN: usize = 4096;
 /// Real objects whose inode number is taken (or unusable) get ids from here upwards.
 const SYNTHETIC_BASE: u64 = 1 << 63;
 
@@ -41,12 +54,64 @@ pub enum Kind {
     /// A real object below (or at) a rule's target, held by an `O_PATH | O_NOFOLLOW` fd.
     Real {
         rule: RuleId,
-        fd: OwnedFd,
+        fd: FdSlot,
         dev: u64,
         ino: u64,
         /// `S_IFMT` bits of the object: only regular files and directories are reopened.
         format: u32,
     },
+}
+
+/// A node's fd, shared with the operations using it, so closing it under fd pressure never
+/// pulls it from under a running call.
+pub type NodeFd = Arc<OwnedFd>;
+
+/// The fd a real node holds, or none after eviction; counted in the table's open-fd total.
+#[derive(Debug)]
+pub struct FdSlot {
+    fd: Mutex<Option<NodeFd>>,
+    open: Arc<AtomicUsize>,
+}
+
+impl FdSlot {
+    fn new(fd: OwnedFd, open: &Arc<AtomicUsize>) -> FdSlot {
+        open.fetch_add(1, Ordering::Relaxed);
+        FdSlot {
+            fd: Mutex::new(Some(Arc::new(fd))),
+            open: Arc::clone(open),
+        }
+    }
+
+    fn get(&self) -> Option<NodeFd> {
+        lock(&self.fd).clone()
+    }
+
+    /// Puts a reopened fd in an empty slot; returns the slot's fd (ours or a racing one's).
+    fn fill(&self, fd: OwnedFd) -> NodeFd {
+        let mut slot = lock(&self.fd);
+        if let Some(existing) = &*slot {
+            return Arc::clone(existing);
+        }
+        self.open.fetch_add(1, Ordering::Relaxed);
+        let fd = Arc::new(fd);
+        *slot = Some(Arc::clone(&fd));
+        fd
+    }
+
+    /// Closes the fd (once its current users are done).
+    fn evict(&self) {
+        if lock(&self.fd).take().is_some() {
+            self.open.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Drop for FdSlot {
+    fn drop(&mut self) {
+        if lock(&self.fd).is_some() {
+            self.open.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
 }
 
 /// Where a node was found: its parent and name, for the audit log's paths.
@@ -91,11 +156,10 @@ impl Node {
         }
     }
 
-    pub fn fd(&self) -> Option<BorrowedFd<'_>> {
-        match &self.kind {
-            Kind::Real { fd, .. } => Some(fd.as_fd()),
-            Kind::Virtual => None,
-        }
+    /// Whether the node's fd may be closed under fd pressure: not for rule roots and the
+    /// real directories the prefix table passes through (they cannot be found by name).
+    fn evictable(&self) -> bool {
+        self.trie.is_none() && matches!(self.kind, Kind::Real { .. })
     }
 
     pub fn rule(&self) -> Option<RuleId> {
@@ -133,6 +197,12 @@ impl Node {
     }
 }
 
+/// Drops queue entries of nodes that are gone: a `Weak` keeps its node's memory allocated.
+fn compact(queue: &mut VecDeque<Weak<Node>>) {
+    queue.retain(|w| w.strong_count() > 0);
+    queue.shrink_to_fit();
+}
+
 /// Locks a mutex, recovering from poisoning: a panicked thread must not take the mount down.
 pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -152,11 +222,18 @@ struct Maps {
     by_id: HashMap<u64, Entry>,
     by_identity: HashMap<Identity, u64>,
     next_synthetic: u64,
+    /// Nodes freed since memory was last handed back to the system.
+    freed_since_trim: usize,
 }
 
-/// All nodes the kernel knows, by id and by real identity.
+/// All nodes the kernel knows, by id and by real identity, and their fds.
 pub struct NodeTable {
     maps: Mutex<Maps>,
+    /// Node fds open now, against `fd_budget`.
+    open_fds: Arc<AtomicUsize>,
+    fd_budget: usize,
+    /// Evictable nodes in the order they got their fd: the oldest go first.
+    fd_queue: Mutex<VecDeque<Weak<Node>>>,
 }
 
 /// A real object found by a lookup, before it has a node.
@@ -170,12 +247,87 @@ pub struct Found {
 }
 
 impl NodeTable {
-    pub fn new() -> NodeTable {
+    /// A table that keeps at most `fd_budget` node fds open (at least a few).
+    pub fn new(fd_budget: usize) -> NodeTable {
         NodeTable {
             maps: Mutex::new(Maps {
                 next_synthetic: SYNTHETIC_BASE,
                 ..Maps::default()
             }),
+            open_fds: Arc::new(AtomicUsize::new(0)),
+            fd_budget: fd_budget.max(64),
+            fd_queue: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    /// Wraps an fd for a node of this table (counted against the budget).
+    pub fn slot(&self, fd: OwnedFd) -> FdSlot {
+        FdSlot::new(fd, &self.open_fds)
+    }
+
+    /// Node fds open now.
+    pub fn open_fds(&self) -> usize {
+        self.open_fds.load(Ordering::Relaxed)
+    }
+
+    /// The fd of a real node (`None` for a virtual directory), reopened from its parent by
+    /// name if it was closed under fd pressure. A name that now leads to another object (or
+    /// to nothing) means the node is stale: ESTALE, and the kernel looks the name up again.
+    pub fn fd(&self, node: &Arc<Node>) -> io::Result<Option<NodeFd>> {
+        let Kind::Real {
+            fd: slot, dev, ino, ..
+        } = &node.kind
+        else {
+            return Ok(None);
+        };
+        if let Some(fd) = slot.get() {
+            return Ok(Some(fd));
+        }
+        let stale = || io::Error::from_raw_os_error(libc::ESTALE);
+        let link = node.link();
+        let parent = link.parent.ok_or_else(stale)?;
+        let parent_fd = self.fd(&parent)?.ok_or_else(stale)?;
+        let fd = crate::sys::open_child(parent_fd.as_fd(), &link.name).map_err(|e| {
+            match e.raw_os_error() {
+                Some(libc::ENOENT) | Some(libc::ENOTDIR) => stale(),
+                _ => e,
+            }
+        })?;
+        let st = crate::sys::fstat(fd.as_fd())?;
+        if (st.st_dev, st.st_ino) != (*dev, *ino) {
+            return Err(stale());
+        }
+        let fd = slot.fill(fd);
+        self.remember(node);
+        Ok(Some(fd))
+    }
+
+    /// Queues a node that just got an fd for eviction, and evicts if over budget.
+    fn remember(&self, node: &Arc<Node>) {
+        if !node.evictable() {
+            return;
+        }
+        let mut queue = lock(&self.fd_queue);
+        queue.push_back(Arc::downgrade(node));
+        let open = self.open_fds.load(Ordering::Relaxed);
+        if queue.len() > 2 * open + QUEUE_SLACK {
+            compact(&mut queue);
+        }
+        if open <= self.fd_budget {
+            return;
+        }
+        // Evict a batch, so the scan is rare; gone or already-closed entries cost nothing.
+        let mut to_close = open - self.fd_budget + self.fd_budget / 8;
+        while to_close > 0 {
+            let Some(weak) = queue.pop_front() else {
+                break;
+            };
+            if let Some(node) = weak.upgrade() {
+                if let Kind::Real { fd, .. } = &node.kind {
+                    fd.evict();
+                    to_close -= 1;
+                }
+            }
         }
     }
 
@@ -254,7 +406,7 @@ impl NodeTable {
             id,
             Kind::Real {
                 rule: found.rule,
-                fd: found.fd,
+                fd: self.slot(found.fd),
                 dev: found.stat.st_dev,
                 ino,
                 format: found.stat.st_mode & libc::S_IFMT,
@@ -272,6 +424,8 @@ impl NodeTable {
                 pinned: false,
             },
         );
+        drop(maps);
+        self.remember(&node);
         node
     }
 
@@ -289,6 +443,20 @@ impl NodeTable {
             if maps.by_identity.get(&identity) == Some(&id) {
                 maps.by_identity.remove(&identity);
             }
+        }
+        // After the kernel forgets a big walk (e.g. drop_caches), give the memory back: hash
+        // maps never shrink by themselves, and freed nodes stay in malloc's arenas.
+        let len = maps.by_id.len();
+        if maps.by_id.capacity() > SHRINK_MIN && len < maps.by_id.capacity() / 4 {
+            maps.by_id.shrink_to(len * 2);
+            maps.by_identity.shrink_to(len * 2);
+        }
+        maps.freed_since_trim += 1;
+        if maps.freed_since_trim >= TRIM_EVERY {
+            maps.freed_since_trim = 0;
+            drop(maps);
+            compact(&mut lock(&self.fd_queue));
+            crate::sys::release_free_memory();
         }
     }
 
@@ -309,12 +477,6 @@ impl NodeTable {
     /// Number of nodes in memory (for status and tests).
     pub fn count(&self) -> usize {
         lock(&self.maps).by_id.len()
-    }
-}
-
-impl Default for NodeTable {
-    fn default() -> Self {
-        NodeTable::new()
     }
 }
 

@@ -252,16 +252,41 @@ pub fn read_dir_all(dir: &File) -> io::Result<Vec<DirEntry>> {
     }
 }
 
-/// Raises the soft limit on open files to the hard limit: every cached node holds an fd.
+/// Raises the limit on open files as far as allowed: every node the kernel caches holds an
+/// fd. Root may go up to the system's `fs.nr_open`; others to their hard limit.
 pub fn raise_nofile_limit() -> io::Result<u64> {
     // SAFETY: an all-zero rlimit is valid; getrlimit/setrlimit only read/write that struct.
     let mut lim: libc::rlimit = unsafe { std::mem::zeroed() };
     // SAFETY: `lim` is writable.
     check(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) })?;
+    let system_max = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|s| s.trim().parse::<libc::rlim_t>().ok());
+    if let Some(max) = system_max.filter(|&m| m > lim.rlim_max) {
+        let raised = libc::rlimit {
+            rlim_cur: max,
+            rlim_max: max,
+        };
+        // SAFETY: `raised` is a valid rlimit; failing (not root) leaves the old one.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            return Ok(max);
+        }
+    }
     lim.rlim_cur = lim.rlim_max;
     // SAFETY: `lim` is a valid rlimit with cur <= max.
     check(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) })?;
     Ok(lim.rlim_cur)
+}
+
+/// The current soft limit on open files.
+pub fn nofile_limit() -> usize {
+    // SAFETY: an all-zero rlimit is valid; getrlimit only writes it.
+    let mut lim: libc::rlimit = unsafe { std::mem::zeroed() };
+    // SAFETY: `lim` is writable.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return 1024;
+    }
+    usize::try_from(lim.rlim_cur).unwrap_or(usize::MAX)
 }
 
 pub fn geteuid() -> u32 {
@@ -629,4 +654,12 @@ pub fn notify_socket(socket: &OsStr, state: &str) -> io::Result<()> {
     let sock = UnixDatagram::unbound()?;
     sock.send_to_addr(state.as_bytes(), &addr)?;
     Ok(())
+}
+
+/// Returns malloc's free pages to the system (after the kernel forgot many nodes).
+pub fn release_free_memory() {
+    // SAFETY: malloc_trim only walks malloc's own free lists.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }

@@ -21,7 +21,7 @@ use crate::audit::{self, AuditLog, Event};
 use crate::config::{Action, Mode};
 use crate::creds::{AsCaller, GroupsCache};
 use crate::node::{
-    is_bad_name, join, lock, virtual_id, Found, Kind, Link, Node, NodeTable, ROOT_ID,
+    is_bad_name, join, lock, virtual_id, Found, Kind, Link, Node, NodeFd, NodeTable, ROOT_ID,
 };
 use crate::prefix::{PrefixTable, TrieId};
 pub use crate::rules::RuleRoot;
@@ -129,13 +129,14 @@ impl Fs {
             groups: (sys::geteuid() == 0).then(GroupsCache::default),
             mountpoint,
             rules: RwLock::new(Arc::clone(&rules)),
-            nodes: NodeTable::new(),
+            // Half the fds the process may open: the rest is for open files and the kernel.
+            nodes: NodeTable::new(sys::nofile_limit() / 2),
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             audit,
             started: SystemTime::now(),
         };
-        fs.nodes.set_root(root_node(rules)?);
+        fs.nodes.set_root(root_node(&fs.nodes, rules)?);
         Ok(fs)
     }
 
@@ -169,7 +170,7 @@ impl Fs {
                 }
             }
         }
-        let root = root_node(Arc::clone(&rules))?;
+        let root = root_node(&self.nodes, Arc::clone(&rules))?;
         *self.rules.write().unwrap_or_else(|p| p.into_inner()) = rules;
         self.nodes.set_root(root);
         Ok(names.into_iter().collect())
@@ -181,6 +182,11 @@ impl Fs {
 
     pub fn node_count(&self) -> usize {
         self.nodes.count()
+    }
+
+    /// A real node's fd (reopened if it was closed under fd pressure); `None` when virtual.
+    fn fd(&self, node: &Arc<Node>) -> Result<Option<NodeFd>> {
+        Ok(self.nodes.fd(node)?)
     }
 
     fn node(&self, id: u64) -> Result<Arc<Node>> {
@@ -216,11 +222,12 @@ impl Fs {
         }
         match parent.kind {
             Kind::Virtual => Err(Errno::ENOENT),
-            Kind::Real { rule, ref fd, .. } => {
+            Kind::Real { rule, .. } => {
                 if !parent.is_dir() {
                     return Err(Errno::ENOTDIR);
                 }
-                let fd = sys::open_child(fd.as_fd(), name)?;
+                let dir = self.fd(parent)?.ok_or(Errno::ENOENT)?;
+                let fd = sys::open_child(dir.as_fd(), name)?;
                 let stat = sys::fstat(fd.as_fd())?;
                 let node = self.nodes.found(Found {
                     rules: Arc::clone(&parent.rules),
@@ -257,8 +264,9 @@ impl Fs {
             None => {
                 // A parent of a deeper rule: the real directory when the covering rule has one,
                 // otherwise a virtual directory, so the deeper rule stays reachable.
-                if let Kind::Real { rule, ref fd, .. } = parent.kind {
-                    if let Ok(fd) = sys::open_child(fd.as_fd(), &link.name) {
+                if let (Kind::Real { rule, .. }, Some(dir)) = (&parent.kind, self.fd(parent)?) {
+                    let rule = *rule;
+                    if let Ok(fd) = sys::open_child(dir.as_fd(), &link.name) {
                         let stat = sys::fstat(fd.as_fd())?;
                         if stat.st_mode & libc::S_IFMT == libc::S_IFDIR {
                             let node = self.nodes.found(Found {
@@ -290,8 +298,8 @@ impl Fs {
 
     pub fn getattr(&self, id: u64) -> Result<Attr> {
         let node = self.node(id)?;
-        let stat = match node.fd() {
-            Some(fd) => sys::fstat(fd)?,
+        let stat = match self.fd(&node)? {
+            Some(fd) => sys::fstat(fd.as_fd())?,
             None => self.virtual_stat(),
         };
         Ok(self.attr_of(&node, stat))
@@ -327,9 +335,10 @@ impl Fs {
 
     pub fn readlink(&self, caller: Caller, id: u64) -> Result<Vec<u8>> {
         let node = self.node(id)?;
-        let result = match node.fd() {
-            Some(fd) => sys::readlink(fd).map_err(Errno::from),
-            None => Err(Errno::EINVAL),
+        let result = match self.fd(&node) {
+            Ok(Some(fd)) => sys::readlink(fd.as_fd()).map_err(Errno::from),
+            Ok(None) => Err(Errno::EINVAL),
+            Err(e) => Err(e),
         };
         self.record(
             caller,
@@ -344,8 +353,8 @@ impl Fs {
 
     pub fn statfs(&self, id: u64) -> Result<libc::statvfs> {
         let node = self.node(id)?;
-        match node.fd() {
-            Some(fd) => Ok(sys::fstatvfs(fd)?),
+        match self.fd(&node)? {
+            Some(fd) => Ok(sys::fstatvfs(fd.as_fd())?),
             // A virtual directory has no filesystem of its own: report the first target's.
             None => match node.rules.first_root() {
                 Some(root) => Ok(sys::fstatvfs(root.fd.as_fd())?),
@@ -356,16 +365,16 @@ impl Fs {
 
     pub fn getxattr(&self, id: u64, name: &OsStr, size: u32) -> Result<Vec<u8>> {
         let node = self.node(id)?;
-        match node.fd() {
-            Some(fd) => Ok(sys::getxattr(fd, name, size as usize)?),
+        match self.fd(&node)? {
+            Some(fd) => Ok(sys::getxattr(fd.as_fd(), name, size as usize)?),
             None => Err(Errno::ENODATA),
         }
     }
 
     pub fn listxattr(&self, id: u64, size: u32) -> Result<Vec<u8>> {
         let node = self.node(id)?;
-        match node.fd() {
-            Some(fd) => Ok(sys::listxattr(fd, size as usize)?),
+        match self.fd(&node)? {
+            Some(fd) => Ok(sys::listxattr(fd.as_fd(), size as usize)?),
             None => Ok(Vec::new()),
         }
     }
@@ -400,13 +409,14 @@ impl Fs {
         if wants_write(flags) {
             self.writable(node)?;
         }
-        let Kind::Real { ref fd, format, .. } = node.kind else {
+        let Kind::Real { format, .. } = node.kind else {
             return Err(Errno(libc::EISDIR));
         };
         if format != libc::S_IFREG {
             // Devices and fifos are opened by the kernel itself; never through the daemon.
             return Err(Errno::EPERM);
         }
+        let fd = self.fd(node)?.ok_or(Errno::EPERM)?;
         let file = {
             let _as_caller = self.as_caller(caller, None)?;
             sys::reopen(fd.as_fd(), flags & OPEN_FLAGS_KEPT)?
@@ -466,9 +476,9 @@ impl Fs {
         if !node.is_dir() {
             return Err(Errno::ENOTDIR);
         }
-        let file = match node.fd() {
+        let file = match self.fd(node)? {
             Some(fd) => Some(sys::reopen(
-                fd,
+                fd.as_fd(),
                 libc::O_RDONLY | libc::O_DIRECTORY | (flags & libc::O_NOATIME),
             )?),
             None => None,
@@ -602,9 +612,11 @@ impl Fs {
                 }
                 let format = match dtype_to_format(e.kind) {
                     Some(f) => f,
-                    None => node
-                        .fd()
-                        .and_then(|fd| sys::open_child(fd, &e.name).ok())
+                    None => self
+                        .fd(node)
+                        .ok()
+                        .flatten()
+                        .and_then(|fd| sys::open_child(fd.as_fd(), &e.name).ok())
                         .and_then(|fd| sys::fstat(fd.as_fd()).ok())
                         .map_or(libc::S_IFREG, |st| st.st_mode & libc::S_IFMT),
                 };
@@ -823,7 +835,7 @@ fn dtype_to_format(dtype: u8) -> Option<u32> {
 
 /// The root node of a generation of rules: the real directory of a rule on "/", or a virtual
 /// directory listing the top-level rules.
-fn root_node(rules: Arc<Rules>) -> io::Result<Node> {
+fn root_node(nodes: &NodeTable, rules: Arc<Rules>) -> io::Result<Node> {
     let link = Link {
         parent: None,
         name: OsString::new(),
@@ -832,7 +844,7 @@ fn root_node(rules: Arc<Rules>) -> io::Result<Node> {
     let kind = match rule.and_then(|r| rules.root_of(r).map(|root| (r, root))) {
         Some((rule, root)) => Kind::Real {
             rule,
-            fd: root.fd.try_clone()?,
+            fd: nodes.slot(root.fd.try_clone()?),
             dev: root.stat.st_dev,
             ino: root.stat.st_ino,
             format: libc::S_IFDIR,

@@ -111,10 +111,10 @@ impl Fs {
     ) -> Result<T> {
         let parent = self.node(parent)?;
         let result = self.change_dir(&parent, name).and_then(|()| {
-            let fd = parent.fd().ok_or(Errno::EROFS)?;
+            let fd = self.fd(&parent)?.ok_or(Errno::EROFS)?;
             let dir = Dir {
                 node: Arc::clone(&parent),
-                fd,
+                fd: fd.as_fd(),
             };
             let _as_caller = self.as_caller(caller, umask)?;
             f(&dir)
@@ -145,10 +145,10 @@ impl Fs {
     ) -> Result<(Attr, u64)> {
         let parent_node = self.node(parent)?;
         let result = self.change_dir(&parent_node, name).and_then(|()| {
-            let fd = parent_node.fd().ok_or(Errno::EROFS)?;
+            let fd = self.fd(&parent_node)?.ok_or(Errno::EROFS)?;
             let file = {
                 let _as_caller = self.as_caller(caller, Some(umask))?;
-                sys::create_child(fd, name, flags & CREATE_FLAGS_KEPT, mode)?
+                sys::create_child(fd.as_fd(), name, flags & CREATE_FLAGS_KEPT, mode)?
             };
             let attr = self.new_node(&parent_node, name, sys::path_fd_of(&file)?)?;
             Ok((attr, self.add_handle(Handle::File(file))))
@@ -239,14 +239,14 @@ impl Fs {
             .writable(&node)
             .and_then(|()| self.change_dir(&dir, newname))
             .and_then(|()| {
-                let (Some(obj), Some(dir_fd)) = (node.fd(), dir.fd()) else {
+                let (Some(obj), Some(dir_fd)) = (self.fd(&node)?, self.fd(&dir)?) else {
                     return Err(Errno::EROFS);
                 };
                 {
                     let _as_caller = self.as_caller(caller, None)?;
-                    sys::link_child(obj, dir_fd, newname)?;
+                    sys::link_child(obj.as_fd(), dir_fd.as_fd(), newname)?;
                 }
-                let fd = sys::open_child(dir_fd, newname)?;
+                let fd = sys::open_child(dir_fd.as_fd(), newname)?;
                 self.new_node(&dir, newname, fd)
             });
         self.record_change(
@@ -280,12 +280,12 @@ impl Fs {
             .change_dir(&from, name)
             .and_then(|()| self.change_dir(&to, newname))
             .and_then(|()| {
-                let (Some(from_fd), Some(to_fd)) = (from.fd(), to.fd()) else {
+                let (Some(from_fd), Some(to_fd)) = (self.fd(&from)?, self.fd(&to)?) else {
                     return Err(Errno::EROFS);
                 };
                 {
                     let _as_caller = self.as_caller(caller, None)?;
-                    sys::rename_child(from_fd, name, to_fd, newname, flags)?;
+                    sys::rename_child(from_fd.as_fd(), name, to_fd.as_fd(), newname, flags)?;
                 }
                 // Keep the audit paths of moved nodes true: find them by identity.
                 self.relink(&from, &to, newname);
@@ -311,10 +311,10 @@ impl Fs {
 
     /// The object now at `newparent/newname` came from `oldparent`: point its node there.
     fn relink(&self, oldparent: &Arc<Node>, newparent: &Arc<Node>, newname: &OsStr) {
-        let (Some(rule), Some(fd)) = (oldparent.rule(), newparent.fd()) else {
+        let (Some(rule), Ok(Some(fd))) = (oldparent.rule(), self.fd(newparent)) else {
             return;
         };
-        if let Ok(st) = sys::stat_child(fd, newname) {
+        if let Ok(st) = sys::stat_child(fd.as_fd(), newname) {
             self.nodes.relink(
                 (oldparent.rules.generation, rule, st.st_dev, st.st_ino),
                 Link {
@@ -348,9 +348,10 @@ impl Fs {
     /// Owner, then mode (chown may clear set-id bits), then size, then times; each as the
     /// caller, so the real filesystem decides.
     fn apply(&self, caller: Caller, node: &Arc<Node>, change: SetAttr) -> Result<Attr> {
-        let Kind::Real { ref fd, format, .. } = node.kind else {
+        let Kind::Real { format, .. } = node.kind else {
             return Err(Errno::EROFS);
         };
+        let fd = self.fd(node)?.ok_or(Errno::EROFS)?;
         let obj = fd.as_fd();
         if change.uid.is_some() || change.gid.is_some() {
             let _as_caller = self.as_caller(caller, None)?;
@@ -394,12 +395,9 @@ impl Fs {
             if format == libc::S_IFLNK {
                 // The magic link would name the symlink's target: go through the parent.
                 let link = node.link();
-                let parent = link
-                    .parent
-                    .as_ref()
-                    .and_then(|p| p.fd())
-                    .ok_or(Errno::EINVAL)?;
-                sys::utimens_child(parent, &link.name, change.atime, change.mtime)?;
+                let parent = link.parent.as_ref().ok_or(Errno::EINVAL)?;
+                let parent_fd = self.fd(parent)?.ok_or(Errno::EINVAL)?;
+                sys::utimens_child(parent_fd.as_fd(), &link.name, change.atime, change.mtime)?;
             } else {
                 sys::utimens(obj, change.atime, change.mtime)?;
             }
@@ -437,9 +435,9 @@ impl Fs {
     ) -> Result<()> {
         let node = self.node(id)?;
         let result = self.writable(&node).and_then(|()| {
-            let obj = node.fd().ok_or(Errno::EROFS)?;
+            let obj = self.fd(&node)?.ok_or(Errno::EROFS)?;
             let _as_caller = self.as_caller(caller, None)?;
-            f(obj)
+            f(obj.as_fd())
         });
         self.record_change(
             caller,

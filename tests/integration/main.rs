@@ -7,6 +7,7 @@
 mod common;
 
 mod audit;
+mod fdlimit;
 mod lifecycle;
 mod prefix;
 mod preflight;
