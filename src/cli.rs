@@ -13,6 +13,7 @@ use crate::daemon;
 use crate::demo;
 use crate::options::MountOptions;
 use crate::preflight;
+use crate::report;
 
 /// Serve a relocated installation at its legacy path, and log who still uses it.
 ///
@@ -28,7 +29,8 @@ use crate::preflight;
     args_conflicts_with_subcommands = true,
     subcommand_negates_reqs = true,
     after_help = "Examples:\n  relocfs demo\n  relocfs check /etc/relocfs/app.toml /home/optdir/app\n  \
-                  relocfs /etc/relocfs/app.toml /home/optdir/app -o allow_other\n\n\
+                  relocfs /etc/relocfs/app.toml /home/optdir/app -o allow_other\n  \
+                  relocfs report /var/log/relocfs/app.jsonl*\n\n\
                   fstab:\n  /etc/relocfs/app.toml /home/optdir/app fuse.relocfs defaults,allow_other 0 0\n\n\
                   Unmount with `umount MOUNTPOINT` or SIGTERM. Diagnostics: RUST_LOG=debug with -f."
 )]
@@ -68,6 +70,28 @@ enum Command {
     /// Show relocfs at work on a built-in example: a temporary moved installation, mounted at
     /// a temporary legacy path, read through it, with the audit lines it writes
     Demo,
+    /// Summarise audit logs: who still uses the legacy path, what the migration missed, what
+    /// was refused, and when the legacy path was last used
+    Report {
+        /// Audit logs (JSON lines); rotated and gzip-compressed ones too, in any order
+        #[arg(value_name = "AUDITLOG", required = true)]
+        logs: Vec<PathBuf>,
+        /// Only events at or after: RFC 3339 time, a date (2026-11-01, UTC) or an age (7d, 12h)
+        #[arg(long, value_name = "WHEN")]
+        since: Option<String>,
+        /// Only events before: same forms as --since
+        #[arg(long, value_name = "WHEN")]
+        until: Option<String>,
+        /// How to group the main section
+        #[arg(long, value_enum, default_value_t = report::GroupBy::Path)]
+        by: report::GroupBy,
+        /// Output format
+        #[arg(long, value_enum, default_value_t = report::Format::Table)]
+        format: report::Format,
+        /// Rows per section (0: all)
+        #[arg(long, default_value_t = 10)]
+        limit: usize,
+    },
 }
 
 pub fn main() -> ExitCode {
@@ -93,6 +117,25 @@ fn run(cli: Cli) -> Result<(), String> {
     match cli.command {
         Some(Command::Demo) => demo::run(),
         Some(Command::Check { config, mountpoint }) => check(&config, mountpoint.as_deref()),
+        Some(Command::Report {
+            logs,
+            since,
+            until,
+            by,
+            format,
+            limit,
+        }) => {
+            let args = report::ReportArgs {
+                logs,
+                since,
+                until,
+                by,
+                format,
+                limit,
+                now: None,
+            };
+            report::run(&args, &mut std::io::stdout().lock())
+        }
         None => {
             let (Some(config), Some(mountpoint)) = (cli.config, cli.mountpoint) else {
                 return Err("usage: relocfs [-f] [-o OPTS] CONFIG MOUNTPOINT".into());

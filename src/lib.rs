@@ -16,5 +16,6 @@ pub mod node;
 pub mod options;
 pub mod prefix;
 pub mod preflight;
+pub mod report;
 pub mod rules;
 pub mod sys;
