@@ -71,7 +71,7 @@ pub struct Event {
 struct Queued {
     ts: SystemTime,
     event: Event,
-    comm: Arc<str>,
+    proc: Arc<ProcInfo>,
 }
 
 /// Counters shared between the recording side and the writer thread.
@@ -108,6 +108,11 @@ impl AuditLog {
     /// A missing parent directory is created with mode 0750. `capacity` is the queue length;
     /// 0 is treated as 1 because a zero-capacity channel would drop whenever the writer is busy.
     pub fn open(path: &Path, capacity: usize) -> io::Result<AuditLog> {
+        AuditLog::open_with(path, capacity, AuditOptions::default())
+    }
+
+    /// Like `open`, with command lines and collapsing as `options` say.
+    pub fn open_with(path: &Path, capacity: usize, options: AuditOptions) -> io::Result<AuditLog> {
         if let Some(parent) = path.parent() {
             if !parent.as_os_str().is_empty() && !parent.exists() {
                 DirBuilder::new()
@@ -127,13 +132,16 @@ impl AuditLog {
         let writer_path = path.to_path_buf();
         let writer = thread::Builder::new()
             .name("relocfs-audit".into())
-            .spawn(move || writer_loop(rx, file, writer_path, writer_counters))?;
+            .spawn(move || writer_loop(rx, file, writer_path, writer_counters, options.collapse))?;
 
         Ok(AuditLog {
             tx: Some(tx),
             writer: Some(writer),
             counters,
-            comms: CommCache::default(),
+            comms: CommCache {
+                cmdline: options.cmdline,
+                ..CommCache::default()
+            },
             writer_gone_logged: AtomicBool::new(false),
         })
     }
@@ -165,8 +173,8 @@ impl AuditLog {
     pub fn record(&self, event: Event) {
         let Some(tx) = &self.tx else { return };
         let ts = SystemTime::now();
-        let comm = self.comms.lookup(event.pid);
-        match tx.try_send(Queued { ts, event, comm }) {
+        let proc = self.comms.lookup(event.pid);
+        match tx.try_send(Queued { ts, event, proc }) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
                 self.counters.dropped.fetch_add(1, Ordering::Relaxed);
@@ -236,29 +244,58 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 struct CommEntry {
     at: Instant,
+    info: Arc<ProcInfo>,
+}
+
+/// What the log says about the calling process.
+#[derive(Debug)]
+struct ProcInfo {
+    /// `/proc/PID/comm`, "?" when unreadable.
     comm: Arc<str>,
+    /// `/proc/PID/exe`, when readable.
+    exe: Option<String>,
+    /// `/proc/PID/cmdline` with NULs as spaces, only when enabled (it can hold secrets).
+    cmdline: Option<String>,
+}
+
+/// Options of the log beyond its path.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AuditOptions {
+    /// Log each caller's full command line.
+    pub cmdline: bool,
+    /// Events identical in pid, op, path, flags and result within this window become one
+    /// line with a `count`; zero writes every event.
+    pub collapse: Duration,
 }
 
 /// pid → process name, so a burst of operations from one thread costs one `/proc` read.
 #[derive(Default)]
 struct CommCache {
     map: Mutex<HashMap<u32, CommEntry>>,
+    /// Whether command lines are read too.
+    cmdline: bool,
 }
 
 impl CommCache {
-    fn lookup(&self, pid: u32) -> Arc<str> {
+    fn lookup(&self, pid: u32) -> Arc<ProcInfo> {
         let now = Instant::now();
         {
             let map = lock(&self.map);
             if let Some(entry) = map.get(&pid) {
                 // duration_since saturates, so an entry stamped later by another thread is fresh.
                 if now.duration_since(entry.at) < COMM_TTL {
-                    return Arc::clone(&entry.comm);
+                    return Arc::clone(&entry.info);
                 }
             }
         }
         // Read outside the lock: other threads shouldn't wait on our /proc access.
-        let comm = read_comm(pid);
+        let info = Arc::new(ProcInfo {
+            comm: read_comm(pid),
+            exe: std::fs::read_link(format!("/proc/{pid}/exe"))
+                .ok()
+                .map(|p| p.to_string_lossy().into_owned()),
+            cmdline: self.cmdline.then(|| read_cmdline(pid)).flatten(),
+        });
         let mut map = lock(&self.map);
         if map.len() >= COMM_CACHE_MAX {
             map.retain(|_, e| now.duration_since(e.at) < COMM_TTL);
@@ -271,11 +308,23 @@ impl CommCache {
             pid,
             CommEntry {
                 at: now,
-                comm: Arc::clone(&comm),
+                info: Arc::clone(&info),
             },
         );
-        comm
+        info
     }
+}
+
+/// The command line of `pid`, arguments separated by spaces; `None` if unreadable or empty
+/// (kernel threads).
+fn read_cmdline(pid: u32) -> Option<String> {
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let args: Vec<String> = raw
+        .split(|&b| b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    (!args.is_empty()).then(|| args.join(" "))
 }
 
 /// Process (thread) name from `/proc/<pid>/comm`; works for thread ids too. "?" if unreadable
@@ -315,7 +364,14 @@ struct EventLine<'a> {
     uid: u32,
     gid: u32,
     comm: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    exe: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cmdline: Option<&'a str>,
     result: &'a str,
+    /// How many identical events this line stands for, when collapsed (more than one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    count: Option<u64>,
 }
 
 /// The explicit record of events that could not be written.
@@ -327,10 +383,38 @@ struct DroppedLine<'a> {
     count: u64,
 }
 
+/// What makes two events the same for collapsing.
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct CollapseKey {
+    pid: u32,
+    op: &'static str,
+    path: PathBuf,
+    flags: Option<&'static str>,
+    result: Result<(), i32>,
+}
+
+impl CollapseKey {
+    fn of(q: &Queued) -> CollapseKey {
+        CollapseKey {
+            pid: q.event.pid,
+            op: q.event.op,
+            path: q.event.path.clone(),
+            flags: q.event.flags,
+            result: q.event.result,
+        }
+    }
+}
+
+/// Distinct events held for collapsing before all are written anyway (bounds memory).
+const COLLAPSE_MAX: usize = 16 * 1024;
+
 /// State of the writer thread.
 struct Writer {
     out: BufWriter<File>,
     counters: Arc<Counters>,
+    /// Collapse window (zero: off) and the events held in it: event, count, first seen.
+    collapse: Duration,
+    pending: HashMap<CollapseKey, (Queued, u64, Instant)>,
     /// Drops already reported in a "dropped" line; the counter minus this is still owed.
     reported_drops: u64,
     /// Events in the buffer but not yet flushed; counted as written only after a flush.
@@ -353,10 +437,18 @@ fn open_log_file(path: &Path) -> io::Result<File> {
         .open(path)
 }
 
-fn writer_loop(rx: Receiver<Queued>, file: File, path: PathBuf, counters: Arc<Counters>) {
+fn writer_loop(
+    rx: Receiver<Queued>,
+    file: File,
+    path: PathBuf,
+    counters: Arc<Counters>,
+    collapse: Duration,
+) {
     let mut w = Writer {
         out: BufWriter::with_capacity(WRITE_BUFFER, file),
         counters,
+        collapse,
+        pending: HashMap::new(),
         reported_drops: 0,
         unflushed: 0,
         line: Vec::with_capacity(512),
@@ -370,19 +462,20 @@ fn writer_loop(rx: Receiver<Queued>, file: File, path: PathBuf, counters: Arc<Co
             Ok(q) => q,
             Err(RecvTimeoutError::Timeout) => {
                 // A drop counted just after our last catch-up would otherwise wait for the
-                // next event; report it now.
+                // next event; report it now, with collapsed events whose window has passed.
+                w.flush_pending(false);
                 w.catch_up();
                 continue;
             }
             Err(RecvTimeoutError::Disconnected) => break,
         };
-        w.write_event(&first);
+        w.write_event(first);
         let mut batch = 1;
         let mut disconnected = false;
         while batch < BATCH_MAX {
             match rx.try_recv() {
                 Ok(q) => {
-                    w.write_event(&q);
+                    w.write_event(q);
                     batch += 1;
                 }
                 Err(TryRecvError::Empty) => break,
@@ -392,12 +485,14 @@ fn writer_loop(rx: Receiver<Queued>, file: File, path: PathBuf, counters: Arc<Co
                 }
             }
         }
+        w.flush_pending(false);
         w.catch_up();
         if disconnected {
             break;
         }
     }
     // All senders are gone, so every drop has been counted: this report is final.
+    w.flush_pending(true);
     w.catch_up();
     if let Err(e) = w.out.get_ref().sync_data() {
         // Expected for pipes and some special files; the data is flushed regardless.
@@ -422,7 +517,47 @@ impl Writer {
         }
     }
 
-    fn write_event(&mut self, q: &Queued) {
+    /// Writes an event, or folds it into an identical one seen within the collapse window.
+    fn write_event(&mut self, q: Queued) {
+        if self.collapse.is_zero() {
+            return self.write_queued(&q, 1);
+        }
+        let key = CollapseKey::of(&q);
+        if let Some(pending) = self.pending.get_mut(&key) {
+            pending.1 += 1;
+            return;
+        }
+        if self.pending.len() >= COLLAPSE_MAX {
+            self.flush_pending(true);
+        }
+        self.pending.insert(key, (q, 1, Instant::now()));
+    }
+
+    /// Writes collapsed events whose window has passed (all of them with `all`).
+    fn flush_pending(&mut self, all: bool) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let window = self.collapse;
+        let due: Vec<CollapseKey> = self
+            .pending
+            .iter()
+            .filter(|(_, (_, _, first))| all || first.elapsed() >= window)
+            .map(|(k, _)| k.clone())
+            .collect();
+        let mut due: Vec<(Queued, u64)> = due
+            .into_iter()
+            .filter_map(|key| self.pending.remove(&key))
+            .map(|(q, count, _)| (q, count))
+            .collect();
+        // In the order they happened, as without collapsing.
+        due.sort_by_key(|(q, _)| q.ts);
+        for (q, count) in due {
+            self.write_queued(&q, count);
+        }
+    }
+
+    fn write_queued(&mut self, q: &Queued, count: u64) {
         let ts = format_rfc3339(q.ts);
         let ev = &q.event;
         let line = EventLine {
@@ -438,17 +573,20 @@ impl Writer {
             pid: ev.pid,
             uid: ev.uid,
             gid: ev.gid,
-            comm: &q.comm,
+            comm: &q.proc.comm,
+            exe: q.proc.exe.as_deref(),
+            cmdline: q.proc.cmdline.as_deref(),
             result: match ev.result {
                 Ok(()) => "ok",
                 Err(errno) => errno_name(errno),
             },
+            count: (count > 1).then_some(count),
         };
         if self.write_line(&line) {
-            self.unflushed += 1;
+            self.unflushed += count;
         } else {
-            // Lost to an I/O error: count it so a later "dropped" line accounts for it.
-            self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+            // Lost to an I/O error: count them so a later "dropped" line accounts for them.
+            self.counters.dropped.fetch_add(count, Ordering::Relaxed);
         }
     }
 
@@ -842,6 +980,54 @@ mod tests {
         }
     }
 
+    /// Identical events within the window become one line with their count; different ones
+    /// (another op, path, pid or result) stay apart; nothing is lost.
+    #[test]
+    fn repeated_events_collapse_into_counted_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let options = AuditOptions {
+            cmdline: true,
+            collapse: Duration::from_secs(60),
+        };
+        let log = AuditLog::open_with(&path, 1024, options).unwrap();
+        for _ in 0..5 {
+            log.record(ev("open", "/legacy/a"));
+        }
+        let mut miss = ev("open", "/legacy/a");
+        miss.result = Err(libc::ENOENT);
+        log.record(miss);
+        log.record(ev("open", "/legacy/b"));
+        log.record(ev("opendir", "/legacy/a"));
+        log.shutdown();
+        let lines = read_lines(&path);
+        assert_eq!(
+            lines.len(),
+            4,
+            "{:?}",
+            lines.iter().map(|l| &l.value).collect::<Vec<_>>()
+        );
+        let find = |op: &str, p: &str, result: &str| {
+            lines
+                .iter()
+                .find(|l| l["op"] == op && l["path"] == p && l["result"] == result)
+                .unwrap_or_else(|| panic!("no {op} {p} {result}"))
+        };
+        assert_eq!(find("open", "/legacy/a", "ok")["count"], 5);
+        assert!(find("open", "/legacy/a", "ENOENT")
+            .value
+            .get("count")
+            .is_none());
+        assert!(find("open", "/legacy/b", "ok").value.get("count").is_none());
+        assert!(find("opendir", "/legacy/a", "ok")
+            .value
+            .get("count")
+            .is_none());
+        // Command lines when enabled: this test binary's own.
+        let own = read_cmdline(std::process::id()).unwrap();
+        assert_eq!(find("open", "/legacy/b", "ok")["cmdline"], own.as_str());
+    }
+
     /// logrotate moves the file away and sends SIGHUP: later events land in a new file at the
     /// configured path, earlier ones stay in the moved file, none is lost.
     #[test]
@@ -931,9 +1117,11 @@ mod tests {
             keys(l),
             [
                 "v", "ts", "op", "path", "target", "map", "flags", "pid", "uid", "gid", "comm",
-                "result"
+                "exe", "result"
             ]
         );
+        let exe = std::fs::read_link("/proc/self/exe").unwrap();
+        assert_eq!(l["exe"], exe.to_string_lossy().as_ref());
         assert_eq!(l["v"], 1);
         assert_ts_between(l["ts"].as_str().unwrap(), &before, &after);
         assert_eq!(l["op"], "open");
@@ -950,7 +1138,7 @@ mod tests {
         let l = &lines[1];
         assert_eq!(
             keys(l),
-            ["v", "ts", "op", "path", "pid", "uid", "gid", "comm", "result"]
+            ["v", "ts", "op", "path", "pid", "uid", "gid", "comm", "exe", "result"]
         );
         assert_eq!(l["op"], "lookup");
         assert_eq!(l["path"], "/opt/legacy/missing");
@@ -961,7 +1149,7 @@ mod tests {
         let l = &lines[2];
         assert_eq!(
             keys(l),
-            ["v", "ts", "op", "path", "target", "pid", "uid", "gid", "comm", "result"]
+            ["v", "ts", "op", "path", "target", "pid", "uid", "gid", "comm", "exe", "result"]
         );
         assert_eq!(l["op"], "unlink");
         assert_eq!(l["target"], "/srv/new/x");
@@ -992,10 +1180,10 @@ mod tests {
 
         // Unreadable → "?", and the cache returns the same shared string.
         let cache = CommCache::default();
-        assert_eq!(&*cache.lookup(u32::MAX), "?");
+        assert_eq!(&*cache.lookup(u32::MAX).comm, "?");
         let a = cache.lookup(std::process::id());
         let b = cache.lookup(std::process::id());
-        assert_eq!(&*a, expected.as_str());
+        assert_eq!(&*a.comm, expected.as_str());
         assert!(Arc::ptr_eq(&a, &b), "second lookup should hit the cache");
     }
 

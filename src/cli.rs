@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::config;
+use crate::control;
 use crate::daemon;
 use crate::demo;
 use crate::options::MountOptions;
@@ -70,6 +71,15 @@ enum Command {
     /// Show relocfs at work on a built-in example: a temporary moved installation, mounted at
     /// a temporary legacy path, read through it, with the audit lines it writes
     Demo,
+    /// Show the live state of a running mount: rules, uptime, nodes, audit counters and
+    /// operations by result (root or the mounting user only)
+    Status {
+        /// The mountpoint of a running relocfs
+        mountpoint: PathBuf,
+        /// Print the raw JSON answer
+        #[arg(long)]
+        json: bool,
+    },
     /// Summarise audit logs: who still uses the legacy path, what the migration missed, what
     /// was refused, and when the legacy path was last used
     Report {
@@ -117,6 +127,10 @@ fn run(cli: Cli) -> Result<(), String> {
     match cli.command {
         Some(Command::Demo) => demo::run(),
         Some(Command::Check { config, mountpoint }) => check(&config, mountpoint.as_deref()),
+        Some(Command::Status { mountpoint, json }) => {
+            print!("{}", control::query(&mountpoint, json)?);
+            Ok(())
+        }
         Some(Command::Report {
             logs,
             since,
@@ -141,7 +155,9 @@ fn run(cli: Cli) -> Result<(), String> {
                 return Err("usage: relocfs [-f] [-o OPTS] CONFIG MOUNTPOINT".into());
             };
             let options = MountOptions::parse(&cli.options)?;
-            let config = config::load(&config).map_err(|e| e.to_string())?;
+            // Absolute, so reloads, `mount` output and `relocfs status` name it wherever the
+            // daemon's working directory is.
+            let config = config::load(&absolute(&config)?).map_err(|e| e.to_string())?;
             let mountpoint = absolute(&mountpoint)?;
             daemon::run(config, &mountpoint, options, cli.foreground)
         }

@@ -37,6 +37,10 @@ impl Rule {
 #[derive(Debug, Clone, Default)]
 pub struct AuditConfig {
     pub log: Option<PathBuf>,
+    /// Log each caller's full command line (off: it can hold secrets).
+    pub cmdline: bool,
+    /// Identical events within this window are written once with a count (zero: off).
+    pub collapse_window: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -165,6 +169,8 @@ struct RawMap {
 #[serde(deny_unknown_fields)]
 struct RawAudit {
     log: Option<Spanned<String>>,
+    cmdline: Option<bool>,
+    collapse_window: Option<Spanned<f64>>,
 }
 
 #[derive(Deserialize)]
@@ -256,13 +262,25 @@ impl File<'_> {
     }
 
     fn audit(&self, raw: Option<RawAudit>) -> Result<AuditConfig, ConfigError> {
-        let Some(log) = raw.and_then(|a| a.log) else {
+        let Some(raw) = raw else {
             return Ok(AuditConfig::default());
         };
-        check_path("log", log.get_ref())
-            .map_err(|why| self.error(Some(log.span()), format!("[audit] {why}")))?;
+        let log = match raw.log {
+            Some(log) => {
+                check_path("log", log.get_ref())
+                    .map_err(|why| self.error(Some(log.span()), format!("[audit] {why}")))?;
+                Some(PathBuf::from(log.into_inner()))
+            }
+            None => None,
+        };
+        let collapse_window = match raw.collapse_window {
+            None => Duration::ZERO,
+            Some(w) => self.seconds("[audit] collapse_window", w)?,
+        };
         Ok(AuditConfig {
-            log: Some(PathBuf::from(log.into_inner())),
+            log,
+            cmdline: raw.cmdline.unwrap_or(false),
+            collapse_window,
         })
     }
 
@@ -310,9 +328,14 @@ impl File<'_> {
     }
 
     fn timeout(&self, key: &str, raw: Option<Spanned<f64>>) -> Result<Duration, ConfigError> {
-        let Some(raw) = raw else {
-            return Ok(DEFAULT_TIMEOUT);
-        };
+        match raw {
+            None => Ok(DEFAULT_TIMEOUT),
+            Some(raw) => self.seconds(&format!("[fuse] {key}"), raw),
+        }
+    }
+
+    /// A number of seconds from 0 to MAX_TIMEOUT_SECS.
+    fn seconds(&self, key: &str, raw: Spanned<f64>) -> Result<Duration, ConfigError> {
         let secs = *raw.get_ref();
         // TOML admits nan and inf, and Duration cannot hold them.
         let in_range = secs.is_finite() && (0.0..=MAX_TIMEOUT_SECS).contains(&secs);
@@ -322,7 +345,7 @@ impl File<'_> {
             .ok_or_else(|| {
                 self.error(
                     Some(raw.span()),
-                    format!("[fuse] {key} = {secs} is out of range: write seconds from 0 to {MAX_TIMEOUT_SECS}"),
+                    format!("{key} = {secs} is out of range: write seconds from 0 to {MAX_TIMEOUT_SECS}"),
                 )
             })
     }
@@ -405,6 +428,20 @@ mod tests {
         assert_eq!(config.fuse.threads, defaults.threads);
         assert_eq!(config.fuse.attr_timeout, defaults.attr_timeout);
         assert_eq!(config.fuse.entry_timeout, defaults.entry_timeout);
+        assert_eq!(config.fuse.passthrough, defaults.passthrough);
+        assert_eq!(config.fuse.readdirplus, defaults.readdirplus);
+        assert!(!config.audit.cmdline);
+        assert_eq!(config.audit.collapse_window, Duration::ZERO);
+    }
+
+    #[test]
+    fn audit_options_parse() {
+        let config = parse_ok(
+            "[[map]]\nfrom = \"/\"\nto = \"/opt\"\n[audit]\ncmdline = true\ncollapse_window = 2.5\n",
+        );
+        assert!(config.audit.cmdline);
+        assert_eq!(config.audit.collapse_window, Duration::from_millis(2500));
+        assert_eq!(config.audit.log, None);
     }
 
     const EXAMPLE: &str = r#"
@@ -563,6 +600,7 @@ entry_timeout = 1.0
             ("relative audit log", format!("{MAP}[audit]\nlog = \"audit.jsonl\"\n"), Some(5), &["[audit] log = \"audit.jsonl\" is not absolute"]),
             ("unnormalised audit log", format!("{MAP}[audit]\nlog = \"/var//log/a\"\n"), Some(5), &["[audit] log", "write \"/var/log/a\""]),
             ("zero threads", format!("{MAP}[fuse]\nthreads = 0\n"), Some(5), &["[fuse] threads = 0 is out of range", "1 to 64"]),
+            ("negative collapse", format!("{MAP}[audit]\ncollapse_window = -1.0\n"), Some(5), &["[audit] collapse_window = -1 is out of range", "0 to 3600"]),
             ("bad passthrough", format!("{MAP}[fuse]\npassthrough = \"on\"\n"), Some(5), &["[fuse] passthrough = \"on\" is not valid", "\"auto\" or \"off\""]),
             ("too many threads", format!("{MAP}[fuse]\nthreads = 65\n"), Some(5), &["threads = 65", "1 to 64"]),
             ("negative threads", format!("{MAP}[fuse]\nthreads = -1\n"), Some(5), &["threads = -1", "1 to 64"]),

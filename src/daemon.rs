@@ -8,8 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Weak};
 
-use crate::audit::AuditLog;
+use crate::audit::{AuditLog, AuditOptions};
 use crate::config::{self, Config};
+use crate::control;
 use crate::fs::{Fs, FsOptions};
 use crate::fuse::{Adapter, Tuning};
 use crate::options::MountOptions;
@@ -139,8 +140,15 @@ fn serve_inner(
         .map_err(|e| format!("signal setup: {e}"))?;
 
     let audit = Arc::new(match &config.audit.log {
-        Some(path) => AuditLog::open(path, AUDIT_QUEUE)
-            .map_err(|e| format!("cannot open audit log {}: {e}", path.display()))?,
+        Some(path) => AuditLog::open_with(
+            path,
+            AUDIT_QUEUE,
+            AuditOptions {
+                cmdline: config.audit.cmdline,
+                collapse: config.audit.collapse_window,
+            },
+        )
+        .map_err(|e| format!("cannot open audit log {}: {e}", path.display()))?,
         None => AuditLog::disabled(),
     });
     let mountpoint = prepared.mountpoint.clone();
@@ -174,6 +182,18 @@ fn serve_inner(
     fuser_config.clone_fd = true;
     let session = fuser::Session::new(adapter, &mountpoint, &fuser_config)
         .map_err(|e| format!("cannot mount {}: {}", mountpoint.display(), mount_error(&e)))?;
+
+    // Held until the session ends; the socket goes with it.
+    let _control = control::serve(control::Source {
+        fs: Arc::downgrade(&fs),
+        audit: Arc::downgrade(&audit),
+        mountpoint: mountpoint.clone(),
+        config: config.source.clone(),
+        audit_log: config.audit.log.clone(),
+        started: std::time::Instant::now(),
+    })
+    .map_err(|e| log::warn!("no control socket (relocfs status will not answer): {e}"))
+    .ok();
 
     // The signal thread holds only weak references: when the session ends, the filesystem
     // and its audit log are dropped (and flushed) by the session itself.

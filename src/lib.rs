@@ -7,6 +7,7 @@
 pub mod audit;
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod creds;
 pub mod daemon;
 pub mod demo;

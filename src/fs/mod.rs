@@ -106,6 +106,8 @@ pub struct Fs {
     handles: Mutex<HashMap<u64, Arc<Handle>>>,
     next_fh: AtomicU64,
     audit: Arc<AuditLog>,
+    /// Audited operations by op and result name, for `relocfs status`.
+    counts: Mutex<HashMap<(&'static str, &'static str), u64>>,
     started: SystemTime,
 }
 
@@ -134,6 +136,7 @@ impl Fs {
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             audit,
+            counts: Mutex::new(HashMap::new()),
             started: SystemTime::now(),
         };
         fs.nodes.set_root(root_node(&fs.nodes, rules)?);
@@ -182,6 +185,39 @@ impl Fs {
 
     pub fn node_count(&self) -> usize {
         self.nodes.count()
+    }
+
+    pub fn node_fds(&self) -> usize {
+        self.nodes.open_fds()
+    }
+
+    /// Audited operations so far, by op and result, sorted.
+    pub fn operation_counts(&self) -> Vec<(String, String, u64)> {
+        let mut rows: Vec<_> = lock(&self.counts)
+            .iter()
+            .map(|(&(op, result), &n)| (op.to_string(), result.to_string(), n))
+            .collect();
+        rows.sort();
+        rows
+    }
+
+    /// The current rules, one line each ("/keys -> /srv/keys (rw)", "/keys/admin denied").
+    pub fn describe_rules(&self) -> Vec<String> {
+        let rules = self.current_rules();
+        rules
+            .table
+            .rules()
+            .iter()
+            .map(|rule| match &rule.action {
+                Action::Map { to, mode } => format!(
+                    "{} -> {} ({})",
+                    rule.from,
+                    to.display(),
+                    if *mode == Mode::ReadWrite { "rw" } else { "ro" }
+                ),
+                Action::Deny => format!("{} denied", rule.from),
+            })
+            .collect()
     }
 
     /// A real node's fd (reopened if it was closed under fd pressure); `None` when virtual.
@@ -767,6 +803,11 @@ impl Fs {
         what: Audited<'_>,
         result: std::result::Result<(), &Errno>,
     ) {
+        let outcome = match result {
+            Ok(()) => "ok",
+            Err(e) => audit::errno_name(e.0),
+        };
+        *lock(&self.counts).entry((what.op, outcome)).or_insert(0) += 1;
         if !self.audit.is_enabled() {
             return;
         }

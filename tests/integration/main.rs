@@ -12,6 +12,7 @@ mod lifecycle;
 mod prefix;
 mod preflight;
 mod readonly;
+mod report;
 mod reads;
 mod readwrite;
 mod security;
