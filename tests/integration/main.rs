@@ -8,6 +8,7 @@ mod common;
 
 mod audit;
 mod fdlimit;
+mod fstab;
 mod lifecycle;
 mod prefix;
 mod preflight;
