@@ -12,6 +12,7 @@ use crate::config;
 use crate::control;
 use crate::daemon;
 use crate::demo;
+use crate::generate;
 use crate::options::MountOptions;
 use crate::preflight;
 use crate::report;
@@ -20,9 +21,9 @@ use crate::report;
 ///
 /// relocfs is mounted at the old path of an application that moved. Through a prefix table
 /// (see relocfs.toml(5) and config.example.toml) it redirects every access to the real
-/// installation, read-only, refuses or denies what the rules say, and writes an audit log of
-/// every open, miss, denial and refused change: which process, user and path still depend on
-/// the old layout.
+/// installation, read-only or read-write per rule, denies what the rules deny, and writes an
+/// audit log of every open, miss, denial and change: which process, user and path still
+/// depend on the old layout. `relocfs report` summarises that log.
 #[derive(Debug, Parser)]
 #[command(
     name = "relocfs",
@@ -80,6 +81,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Write the man pages or shell completions (for packagers)
+    #[command(hide = true, subcommand)]
+    Generate(generate::Generate),
     /// Summarise audit logs: who still uses the legacy path, what the migration missed, what
     /// was refused, and when the legacy path was last used
     Report {
@@ -105,12 +109,7 @@ enum Command {
 }
 
 pub fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(
-        // fuser warns about a second unmount attempt after every clean `umount`: noise.
-        "info,fuser=warn,fuser::session=error",
-    ))
-    .format_target(false)
-    .init();
+    crate::logging::init();
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
@@ -127,6 +126,7 @@ fn run(cli: Cli) -> Result<(), String> {
     match cli.command {
         Some(Command::Demo) => demo::run(),
         Some(Command::Check { config, mountpoint }) => check(&config, mountpoint.as_deref()),
+        Some(Command::Generate(what)) => generate::run(what),
         Some(Command::Status { mountpoint, json }) => {
             print!("{}", control::query(&mountpoint, json)?);
             Ok(())

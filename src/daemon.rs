@@ -214,8 +214,9 @@ fn serve_inner(
     notify_systemd("READY=1");
     if readiness.detached {
         // Nobody reads the terminal of a daemon (and a successful mount prints nothing);
-        // diagnostics need -f (or the journal).
+        // diagnostics go to syslog from here on.
         let _ = sys::detach_stdio();
+        crate::logging::to_syslog();
     }
     log::info!("serving {}", mountpoint.display());
     let result = session.run();

@@ -91,23 +91,17 @@ fn write(path: &Path, contents: &[u8]) -> io::Result<PathBuf> {
     Ok(path.to_path_buf())
 }
 
-/// A copy of `cmd` without its hidden subcommands (`generate`), which clap_complete would
-/// otherwise offer. Arguments are copied whole; hidden arguments stay hidden.
+/// A copy of the top-level `cmd` without its hidden subcommands (`generate`), which
+/// clap_complete would otherwise offer. Arguments and visible subcommands are copied whole.
 fn visible(cmd: &Command) -> Command {
-    let mut out = Command::new(cmd.get_name().to_string())
+    let mut out = Command::new(BIN)
+        .version(env!("CARGO_PKG_VERSION"))
         .args_conflicts_with_subcommands(cmd.is_args_conflicts_with_subcommands_set())
         .subcommand_negates_reqs(cmd.is_subcommand_negates_reqs_set())
         .args(cmd.get_arguments().cloned())
-        .subcommands(
-            cmd.get_subcommands()
-                .filter(|s| !s.is_hide_set())
-                .map(visible),
-        );
+        .subcommands(cmd.get_subcommands().filter(|s| !s.is_hide_set()).cloned());
     if let Some(about) = cmd.get_about() {
         out = out.about(about.clone());
-    }
-    if let Some(version) = cmd.get_version() {
-        out = out.version(version.to_string());
     }
     out
 }
@@ -121,21 +115,22 @@ fn relocfs_8() -> io::Result<Vec<u8>> {
     let man = Man::new(cmd.clone())
         .title("RELOCFS")
         .section("8")
+        .date(page_date())
         .manual("System Administration");
 
-    let mut parts: Vec<Vec<u8>> = Vec::new();
-    let mut part = Vec::new();
-    man.render_title(&mut part)?;
-    man.render_name_section(&mut part)?;
-    parts.push(std::mem::take(&mut part));
-    parts.push(to_bytes(&synopsis(&cmd))?);
-    man.render_description_section(&mut part)?;
-    man.render_options_section(&mut part)?;
-    parts.push(std::mem::take(&mut part));
-    parts.push(to_bytes(&commands(&cmd))?);
-    parts.push(to_bytes(&extra_sections())?);
-    man.render_version_section(&mut part)?;
-    parts.push(part);
+    let mut no_hyphenation = Roff::new();
+    no_hyphenation.control("nh", []);
+    let parts = [
+        render(|w| man.render_title(w))?,
+        to_bytes(&no_hyphenation)?,
+        render(|w| man.render_name_section(w))?,
+        to_bytes(&synopsis(&cmd))?,
+        render(|w| man.render_description_section(w))?,
+        render(|w| man.render_options_section(w))?,
+        to_bytes(&commands(&cmd))?,
+        to_bytes(&extra_sections())?,
+        render(|w| man.render_version_section(w))?,
+    ];
 
     // Each render writes roff's preamble (apostrophe handling); keep only the first.
     let preamble = Roff::new().render().into_bytes();
@@ -149,10 +144,42 @@ fn relocfs_8() -> io::Result<Vec<u8>> {
     Ok(page)
 }
 
-fn to_bytes(roff: &Roff) -> io::Result<Vec<u8>> {
+fn render(section: impl FnOnce(&mut Vec<u8>) -> io::Result<()>) -> io::Result<Vec<u8>> {
     let mut out = Vec::new();
-    roff.to_writer(&mut out)?;
+    section(&mut out)?;
     Ok(out)
+}
+
+fn to_bytes(roff: &Roff) -> io::Result<Vec<u8>> {
+    render(|w| roff.to_writer(w))
+}
+
+/// The page date, YYYY-MM-DD: SOURCE_DATE_EPOCH when set (reproducible builds), else today.
+fn page_date() -> String {
+    let secs = std::env::var("SOURCE_DATE_EPOCH")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs())
+        });
+    let (y, m, d) = civil_from_days(secs / 86_400);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (H. Hinnant's algorithm).
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z % 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + u64::from(m <= 2);
+    (y, m, d)
 }
 
 /// The subcommands a reader should see, in declaration order.
@@ -221,6 +248,64 @@ fn arg_inlines(arg: &Arg) -> Vec<Inline> {
     out
 }
 
+/// An argument as the term of its `.TP` item: `-x, --long VALUE`, `--long VALUE`, `NAME...`.
+fn arg_term(arg: &Arg) -> Vec<Inline> {
+    let value = arg
+        .get_value_names()
+        .and_then(|names| names.first())
+        .map(|name| name.to_string())
+        .unwrap_or_else(|| arg.get_id().to_string().to_uppercase());
+    let many = arg.get_num_args().is_some_and(|n| n.max_values() > 1);
+    if arg.is_positional() {
+        let mut term = vec![italic(value)];
+        if many {
+            term.push(roman("..."));
+        }
+        return term;
+    }
+    let mut term = Vec::new();
+    if let Some(short) = arg.get_short() {
+        term.push(bold(format!("-{short}")));
+    }
+    if let Some(long) = arg.get_long() {
+        if !term.is_empty() {
+            term.push(roman(", "));
+        }
+        term.push(bold(format!("--{long}")));
+    }
+    if arg.get_num_args().is_some_and(|n| n.takes_values()) {
+        term.push(roman(" "));
+        term.push(italic(value));
+    }
+    term
+}
+
+/// "One of: a, b" and "Default: a" for an argument that takes a value.
+fn arg_values(arg: &Arg) -> Vec<String> {
+    if !arg.get_num_args().is_some_and(|n| n.takes_values()) {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    let possible: Vec<String> = arg
+        .get_possible_values()
+        .iter()
+        .filter(|v| !v.is_hide_set())
+        .map(|v| v.get_name().to_string())
+        .collect();
+    if !possible.is_empty() {
+        out.push(format!("One of: {}", possible.join(", ")));
+    }
+    let defaults: Vec<String> = arg
+        .get_default_values()
+        .iter()
+        .map(|v| v.to_string_lossy().into_owned())
+        .collect();
+    if !defaults.is_empty() {
+        out.push(format!("Default: {}", defaults.join(", ")));
+    }
+    out
+}
+
 fn synopsis(cmd: &Command) -> Roff {
     let mut roff = Roff::new();
     roff.control("SH", ["SYNOPSIS"]);
@@ -269,15 +354,19 @@ fn commands(cmd: &Command) -> Roff {
         roff.control("RS", []);
         for arg in args {
             roff.control("TP", []);
-            let mut header = arg_inlines(arg);
-            if let Some(long) = arg.get_long().filter(|_| arg.get_short().is_some()) {
-                header.push(roman(", "));
-                header.push(bold(format!("--{long}")));
+            roff.text(arg_term(arg));
+            let mut help = arg
+                .get_long_help()
+                .or_else(|| arg.get_help())
+                .map(|h| h.to_string())
+                .unwrap_or_default();
+            for extra in arg_values(arg) {
+                if !help.is_empty() {
+                    help.push_str(". ");
+                }
+                help.push_str(&extra);
             }
-            roff.text(header);
-            if let Some(help) = arg.get_long_help().or_else(|| arg.get_help()) {
-                paragraphs(&mut roff, &help.to_string());
-            }
+            paragraphs(&mut roff, &help);
         }
         roff.control("RE", []);
     }
@@ -335,11 +424,12 @@ fn extra_sections() -> Roff {
     roff.control("PP", []);
     roff.text([roman(
         "Mount at boot from /etc/fstab: mount(8) runs mount.fuse3(8), which runs relocfs \
-         found on PATH for the type fuse.relocfs:",
+         found on PATH for the type fuse.relocfs. mount.fuse3 passes dev,suid unless the \
+         line says nodev,nosuid, so say it:",
     )]);
     literal(
         &mut roff,
-        &["/etc/relocfs/app.toml /home/optdir/app fuse.relocfs defaults,allow_other 0 0"],
+        &["/etc/relocfs/app.toml /home/optdir/app fuse.relocfs defaults,allow_other,nodev,nosuid 0 0"],
     );
     roff.control("PP", []);
     roff.text([roman(
@@ -348,7 +438,7 @@ fn extra_sections() -> Roff {
     )]);
     literal(
         &mut roff,
-        &["/etc/relocfs/app.toml /home/optdir/app fuse.relocfs defaults,allow_other,x-systemd.requires-mounts-for=/opt/app 0 0"],
+        &["/etc/relocfs/app.toml /home/optdir/app fuse.relocfs defaults,allow_other,nodev,nosuid,x-systemd.requires-mounts-for=/opt/app 0 0"],
     );
     roff.control("PP", []);
     roff.text([roman(
@@ -382,8 +472,12 @@ fn extra_sections() -> Roff {
     item(
         &mut roff,
         "SIGHUP",
-        "Reread the configuration file and reopen the audit log, as after log rotation \
-         (logrotate(8) sends it; so does systemctl reload for the relocfs@.service template).",
+        "Reopen the audit log (after logrotate(8) moved it away) and reread the \
+         configuration file: the rules apply to new lookups at once; changed [audit] and \
+         [fuse] settings take effect at the next mount; a file that fails \
+         validation is refused (the error goes to standard error: the journal under \
+         systemd, nowhere without -f) and the old rules stay. \
+         systemctl reload sends it to a relocfs@.service instance.",
     );
 
     roff.control("SH", ["EXIT STATUS"]);

@@ -13,6 +13,8 @@ pub mod daemon;
 pub mod demo;
 pub mod fs;
 pub mod fuse;
+pub mod generate;
+pub mod logging;
 pub mod node;
 pub mod options;
 pub mod prefix;

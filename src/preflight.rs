@@ -248,19 +248,26 @@ pub fn check_unprivileged(options: &MountOptions) -> Result<(), String> {
 /// Checks that the audit log can be opened for appending, creating its directory if needed,
 /// so a bad path is reported before anything is mounted.
 pub fn probe_audit_log(log: &Path) -> Result<(), String> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
     if let Some(parent) = log.parent() {
         if !parent.exists() {
-            std::fs::create_dir_all(parent).map_err(|e| {
-                format!(
-                    "cannot create audit log directory {}: {e}",
-                    parent.display()
-                )
-            })?;
+            // The same modes the audit writer uses: the log says who did what.
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o750)
+                .create(parent)
+                .map_err(|e| {
+                    format!(
+                        "cannot create audit log directory {}: {e}",
+                        parent.display()
+                    )
+                })?;
         }
     }
     std::fs::OpenOptions::new()
         .append(true)
         .create(true)
+        .mode(0o640)
         .open(log)
         .map(drop)
         .map_err(|e| format!("cannot open audit log {}: {e}", log.display()))
