@@ -219,6 +219,15 @@ pub fn check_unprivileged(options: &MountOptions) -> Result<(), String> {
     if sys::geteuid() == 0 {
         return Ok(());
     }
+    // fuser opens /dev/fuse itself before it falls back to fusermount3, so an ordinary user
+    // needs it readable and writable (mode 0666 is the usual default).
+    if let Err(e) = sys::access(Path::new("/dev/fuse"), libc::R_OK | libc::W_OK) {
+        return Err(format!(
+            "cannot mount as uid {}: /dev/fuse is not usable by this user ({e}); mount as root, \
+             or give /dev/fuse mode 0666 (the usual default)",
+            sys::geteuid()
+        ));
+    }
     let found = std::env::var_os("PATH")
         .map(|paths| std::env::split_paths(&paths).any(|d| d.join("fusermount3").exists()))
         .unwrap_or(false);

@@ -84,6 +84,14 @@ pub fn fstat(fd: BorrowedFd<'_>) -> io::Result<libc::stat> {
     Ok(st)
 }
 
+/// `access(2)` with the real uid: may this user read/write `path`?
+pub fn access(path: &Path, mode: libc::c_int) -> io::Result<()> {
+    let c = cstring(path.as_os_str().as_bytes())?;
+    // SAFETY: `c` is NUL-terminated.
+    check(unsafe { libc::access(c.as_ptr(), mode) })?;
+    Ok(())
+}
+
 /// An all-zero `stat`, to fill in by hand (virtual directories).
 pub fn zeroed_stat() -> libc::stat {
     // SAFETY: an all-zero `stat` is a valid value of this plain C struct.

@@ -699,6 +699,11 @@ impl Fs {
         let Some(groups) = &self.groups else {
             return Ok(None);
         };
+        // Root acting as root: nothing to switch (root's rights do not depend on its groups);
+        // a create still needs the caller's umask.
+        if caller.uid == 0 && caller.gid == 0 && umask.is_none() {
+            return Ok(None);
+        }
         let groups = groups.groups(caller.pid);
         AsCaller::new(caller.uid, caller.gid, &groups, umask)
             .map(Some)

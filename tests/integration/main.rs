@@ -18,3 +18,4 @@ mod reads;
 mod readwrite;
 mod security;
 mod story;
+mod unprivileged;
