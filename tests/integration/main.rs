@@ -18,4 +18,5 @@ mod reads;
 mod readwrite;
 mod security;
 mod story;
+mod syslog;
 mod unprivileged;
