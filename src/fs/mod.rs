@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,7 +23,7 @@ use crate::creds::{AsCaller, GroupsCache};
 use crate::node::{
     is_bad_name, join, lock, virtual_id, Found, Kind, Link, Node, NodeFd, NodeTable, ROOT_ID,
 };
-use crate::prefix::{PrefixTable, TrieId};
+use crate::prefix::{PrefixTable, RuleId, TrieId};
 pub use crate::rules::RuleRoot;
 use crate::rules::Rules;
 use crate::sys;
@@ -265,15 +265,7 @@ impl Fs {
                 let dir = self.fd(parent)?.ok_or(Errno::ENOENT)?;
                 let fd = sys::open_child(dir.as_fd(), name)?;
                 let stat = sys::fstat(fd.as_fd())?;
-                let node = self.nodes.found(Found {
-                    rules: Arc::clone(&parent.rules),
-                    rule,
-                    fd,
-                    stat,
-                    trie: None,
-                    link: link(),
-                });
-                Ok(self.attr_of(&node, stat))
+                Ok(self.register(parent, rule, fd, stat, None, link()))
             }
         }
     }
@@ -286,15 +278,7 @@ impl Fs {
                 Some(root) => {
                     let fd = root.fd.try_clone()?;
                     let stat = sys::fstat(fd.as_fd())?;
-                    let node = self.nodes.found(Found {
-                        rules: Arc::clone(rules),
-                        rule,
-                        fd,
-                        stat,
-                        trie: Some(child),
-                        link,
-                    });
-                    Ok(self.attr_of(&node, stat))
+                    Ok(self.register(parent, rule, fd, stat, Some(child), link))
                 }
             },
             None => {
@@ -305,15 +289,7 @@ impl Fs {
                     if let Ok(fd) = sys::open_child(dir.as_fd(), &link.name) {
                         let stat = sys::fstat(fd.as_fd())?;
                         if stat.st_mode & libc::S_IFMT == libc::S_IFDIR {
-                            let node = self.nodes.found(Found {
-                                rules: Arc::clone(rules),
-                                rule,
-                                fd,
-                                stat,
-                                trie: Some(child),
-                                link,
-                            });
-                            return Ok(self.attr_of(&node, stat));
+                            return Ok(self.register(parent, rule, fd, stat, Some(child), link));
                         }
                     }
                 }
@@ -324,6 +300,28 @@ impl Fs {
                 Ok(self.attr_of(&node, self.virtual_stat()))
             }
         }
+    }
+
+    /// Registers a real object found below `parent`, under `parent`'s rules, as a node with
+    /// one more kernel lookup, and returns its attributes.
+    fn register(
+        &self,
+        parent: &Arc<Node>,
+        rule: RuleId,
+        fd: OwnedFd,
+        stat: libc::stat,
+        trie: Option<TrieId>,
+        link: Link,
+    ) -> Attr {
+        let node = self.nodes.found(Found {
+            rules: Arc::clone(&parent.rules),
+            rule,
+            fd,
+            stat,
+            trie,
+            link,
+        });
+        self.attr_of(&node, stat)
     }
 
     pub fn forget(&self, id: u64, n: u64) {

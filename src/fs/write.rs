@@ -8,7 +8,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 
 use super::{Attr, Audited, Caller, Errno, Fs, Handle, Result};
-use crate::node::{is_bad_name, Found, Kind, Link, Node};
+use crate::node::{is_bad_name, Kind, Link, Node};
 use crate::sys;
 
 /// What a setattr changes; `None` leaves a field as it is.
@@ -85,18 +85,11 @@ impl Fs {
             return Err(Errno::EROFS);
         };
         let stat = sys::fstat(fd.as_fd())?;
-        let node = self.nodes.found(Found {
-            rules: Arc::clone(&parent.rules),
-            rule,
-            fd,
-            stat,
-            trie: None,
-            link: Link {
-                parent: Some(Arc::clone(parent)),
-                name: name.to_os_string(),
-            },
-        });
-        Ok(self.attr_of(&node, stat))
+        let link = Link {
+            parent: Some(Arc::clone(parent)),
+            name: name.to_os_string(),
+        };
+        Ok(self.register(parent, rule, fd, stat, None, link))
     }
 
     /// Runs `f` with the parent's fd, as the caller, and audits the result as `op`.
