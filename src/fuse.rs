@@ -148,15 +148,12 @@ fn set_time(t: Option<TimeOrNow>) -> crate::sys::SetTime {
         TimeOrNow::SpecificTime(at) => Some(match at.duration_since(UNIX_EPOCH) {
             Ok(d) => (d.as_secs() as i64, i64::from(d.subsec_nanos())),
             Err(before) => {
-                // Before 1970: whole seconds down, nanoseconds up, as timespec wants.
+                // Before 1970. fuser 0.18 builds this SystemTime from the kernel's (seconds,
+                // nanoseconds) as "epoch minus |seconds| minus nanoseconds" instead of "plus
+                // nanoseconds", so taking the distance apart again gives the kernel's values
+                // back exactly (checked against the real filesystem by the tests).
                 let d = before.duration();
-                let mut secs = -(d.as_secs() as i64);
-                let mut nanos = i64::from(d.subsec_nanos());
-                if nanos > 0 {
-                    secs -= 1;
-                    nanos = 1_000_000_000 - nanos;
-                }
-                (secs, nanos)
+                (-(d.as_secs() as i64), i64::from(d.subsec_nanos()))
             }
         }),
     })
@@ -592,8 +589,8 @@ impl Filesystem for Adapter {
         }
     }
 
-    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        match self.fs.listxattr(ino.0, size) {
+    fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        match self.fs.listxattr(caller(req), ino.0, size) {
             Ok(names) if size == 0 => reply.size(names.len() as u32),
             Ok(names) => reply.data(&names),
             Err(e) => reply.error(errno(e)),

@@ -559,33 +559,20 @@ fn timespec(t: SetTime) -> libc::timespec {
     }
 }
 
-/// Sets atime/mtime of `name` in `dir` without following a symlink.
-pub fn utimens_child(
-    dir: BorrowedFd<'_>,
-    name: &OsStr,
-    atime: SetTime,
-    mtime: SetTime,
-) -> io::Result<()> {
-    let c = c_name(name)?;
+/// Sets atime/mtime of the object behind an `O_PATH` fd itself (a symlink's own times for a
+/// symlink; `AT_EMPTY_PATH` on utimensat needs Linux >= 5.8).
+pub fn utimens(obj: BorrowedFd<'_>, atime: SetTime, mtime: SetTime) -> io::Result<()> {
     let times = [timespec(atime), timespec(mtime)];
-    // SAFETY: `dir` is live, `c` NUL-terminated, `times` holds the two entries read.
+    // SAFETY: the empty path with AT_EMPTY_PATH names `obj` itself; `times` holds the two
+    // entries read.
     check(unsafe {
         libc::utimensat(
-            dir.as_raw_fd(),
-            c.as_ptr(),
+            obj.as_raw_fd(),
+            c"".as_ptr(),
             times.as_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW,
+            libc::AT_EMPTY_PATH | libc::AT_SYMLINK_NOFOLLOW,
         )
     })?;
-    Ok(())
-}
-
-/// Sets atime/mtime of the object behind an `O_PATH` fd (not a symlink).
-pub fn utimens(obj: BorrowedFd<'_>, atime: SetTime, mtime: SetTime) -> io::Result<()> {
-    let path = proc_fd_path(obj);
-    let times = [timespec(atime), timespec(mtime)];
-    // SAFETY: `path` is NUL-terminated; `times` holds the two entries read.
-    check(unsafe { libc::utimensat(libc::AT_FDCWD, path.as_ptr(), times.as_ptr(), 0) })?;
     Ok(())
 }
 

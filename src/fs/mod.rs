@@ -405,12 +405,29 @@ impl Fs {
         }
     }
 
-    pub fn listxattr(&self, id: u64, size: u32) -> Result<Vec<u8>> {
+    /// The names of a node's extended attributes, as the caller would see them natively:
+    /// `trusted.*` names only for root. The daemon lists as root, and the kernel passes the
+    /// list on unfiltered, so the filtering is ours. With `size` 0, only the length counts.
+    pub fn listxattr(&self, caller: Caller, id: u64, size: u32) -> Result<Vec<u8>> {
         let node = self.node(id)?;
-        match self.fd(&node)? {
-            Some(fd) => Ok(sys::listxattr(fd.as_fd(), size as usize)?),
-            None => Ok(Vec::new()),
+        let Some(fd) = self.fd(&node)? else {
+            return Ok(Vec::new());
+        };
+        if caller.uid == 0 {
+            return Ok(sys::listxattr(fd.as_fd(), size as usize)?);
         }
+        let needed = sys::listxattr(fd.as_fd(), 0)?.len();
+        let all = sys::listxattr(fd.as_fd(), needed)?;
+        let visible: Vec<u8> = all
+            .split_inclusive(|&b| b == 0)
+            .filter(|name| !name.starts_with(b"trusted."))
+            .flatten()
+            .copied()
+            .collect();
+        if size != 0 && visible.len() > size as usize {
+            return Err(Errno::ERANGE);
+        }
+        Ok(visible)
     }
 
     /// `access(2)`: the kernel already checked the mode bits (`default_permissions`); what is

@@ -385,15 +385,8 @@ impl Fs {
         }
         if change.atime.is_some() || change.mtime.is_some() {
             let _as_caller = self.as_caller(caller, None)?;
-            if format == libc::S_IFLNK {
-                // The magic link would name the symlink's target: go through the parent.
-                let link = node.link();
-                let parent = link.parent.as_ref().ok_or(Errno::EINVAL)?;
-                let parent_fd = self.fd(parent)?.ok_or(Errno::EINVAL)?;
-                sys::utimens_child(parent_fd.as_fd(), &link.name, change.atime, change.mtime)?;
-            } else {
-                sys::utimens(obj, change.atime, change.mtime)?;
-            }
+            // On the object's own fd: a symlink's remembered name may lead elsewhere by now.
+            sys::utimens(obj, change.atime, change.mtime)?;
         }
         let stat = sys::fstat(obj)?;
         Ok(self.attr_of(node, stat))
