@@ -13,10 +13,22 @@ mod lifecycle;
 mod prefix;
 mod preflight;
 mod readonly;
-mod report;
 mod reads;
 mod readwrite;
+mod report;
 mod security;
 mod story;
 mod syslog;
 mod unprivileged;
+
+// Read-write rules: the proof (conformance, concurrency, races, differential).
+mod coherence;
+mod crossrule;
+mod differential;
+mod locks;
+mod posix;
+mod race;
+mod rwaudit;
+mod rwops;
+mod setid;
+mod sqlite;

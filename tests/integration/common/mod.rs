@@ -1265,3 +1265,288 @@ pub fn assert_refusal(out: &Output, needles: &[&str]) {
         );
     }
 }
+
+// ---------------------------------------------------------------------------
+// Read-write proof helpers: external programs, unprivileged threads, raw calls
+// ---------------------------------------------------------------------------
+
+/// `CI=true`: missing prerequisites fail instead of skipping.
+pub fn on_ci() -> bool {
+    std::env::var("CI").as_deref() == Ok("true")
+}
+
+/// A missing prerequisite other than FUSE itself: panics on CI, otherwise
+/// prints a visible skip message. Always returns `false` (for `return`).
+pub fn skip_or_fail(why: &str) -> bool {
+    if on_ci() {
+        panic!("prerequisite missing on CI: {why}");
+    }
+    let _ = writeln!(
+        io::stderr(),
+        "SKIP: {}: {why}",
+        std::thread::current().name().unwrap_or("?")
+    );
+    false
+}
+
+/// Finds an executable by name on `PATH`, then in `$CARGO_HOME/bin` and
+/// `~/.cargo/bin` (where `cargo install` puts it).
+pub fn find_program(name: &str) -> Option<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect())
+        .unwrap_or_default();
+    if let Some(ch) = std::env::var_os("CARGO_HOME") {
+        dirs.push(PathBuf::from(ch).join("bin"));
+    }
+    if let Some(home) = std::env::var_os("HOME") {
+        dirs.push(PathBuf::from(home).join(".cargo/bin"));
+    }
+    dirs.into_iter()
+        .map(|d| d.join(name))
+        .find(|p| fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
+}
+
+/// The distribution's python3 (`/usr/bin/python3`, usable by every uid,
+/// unlike a pyenv shim below /root) if it can `import sqlite3`.
+pub fn system_python() -> Option<PathBuf> {
+    let p = PathBuf::from("/usr/bin/python3");
+    let ok = Command::new(&p)
+        .args(["-c", "import sqlite3, json, os"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    ok.then_some(p)
+}
+
+/// The errno of the last failed libc call.
+pub fn last_errno() -> i32 {
+    io::Error::last_os_error().raw_os_error().unwrap_or(-1)
+}
+
+/// `rc == -1` → `Err(errno)`, else `Ok(rc)`.
+pub fn rc_result(rc: i64) -> Result<i64, i32> {
+    if rc == -1 {
+        Err(last_errno())
+    } else {
+        Ok(rc)
+    }
+}
+
+/// Errno name for messages (`EFOO (text)`), any errno.
+pub fn errno_text(e: i32) -> String {
+    format!("{} ({})", errno_name(e), io::Error::from_raw_os_error(e))
+}
+
+/// Switches the CALLING THREAD ONLY to `uid`/`gid` with supplementary `groups`,
+/// for good: raw syscalls, not glibc's wrappers (which would change every
+/// thread of the test process). With all uids non-zero the thread loses every
+/// capability, like a real unprivileged process. Use only in a thread that
+/// ends afterwards (see [`spawn_as_user`]).
+pub fn become_user_in_this_thread(uid: u32, gid: u32, groups: &[u32]) {
+    let gs: Vec<libc::gid_t> = groups.to_vec();
+    unsafe {
+        assert_eq!(
+            libc::syscall(libc::SYS_setgroups, gs.len(), gs.as_ptr()),
+            0,
+            "setgroups: {}",
+            io::Error::last_os_error()
+        );
+        assert_eq!(
+            libc::syscall(libc::SYS_setresgid, gid, gid, gid),
+            0,
+            "setresgid: {}",
+            io::Error::last_os_error()
+        );
+        assert_eq!(
+            libc::syscall(libc::SYS_setresuid, uid, uid, uid),
+            0,
+            "setresuid: {}",
+            io::Error::last_os_error()
+        );
+    }
+}
+
+/// Runs `f` on a new thread that is `uid`/`gid` with `groups` (and no
+/// capabilities); the rest of the test process stays root.
+pub fn spawn_as_user<T, F>(uid: u32, gid: u32, groups: &[u32], f: F) -> std::thread::JoinHandle<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
+{
+    let groups = groups.to_vec();
+    std::thread::Builder::new()
+        .name(format!("uid-{uid}"))
+        .spawn(move || {
+            become_user_in_this_thread(uid, gid, &groups);
+            f()
+        })
+        .expect("spawn thread")
+}
+
+/// A long-lived unprivileged worker thread: jobs sent to it run as its user.
+pub struct UserWorker {
+    tx: Option<mpsc::Sender<Box<dyn FnOnce() + Send>>>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl UserWorker {
+    pub fn new(uid: u32, gid: u32, groups: &[u32]) -> UserWorker {
+        let (tx, rx) = mpsc::channel::<Box<dyn FnOnce() + Send>>();
+        let handle = spawn_as_user(uid, gid, groups, move || {
+            for job in rx {
+                job();
+            }
+        });
+        UserWorker {
+            tx: Some(tx),
+            handle: Some(handle),
+        }
+    }
+
+    /// Runs `f` on the worker and returns its result (panics propagate as a
+    /// panic here, naming the worker).
+    pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let (rtx, rrx) = mpsc::channel();
+        let job: Box<dyn FnOnce() + Send> = Box::new(move || {
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+            let _ = rtx.send(r);
+        });
+        self.tx
+            .as_ref()
+            .unwrap()
+            .send(job)
+            .expect("worker thread gone");
+        match rrx.recv().expect("worker thread gone") {
+            Ok(v) => v,
+            Err(p) => std::panic::resume_unwind(p),
+        }
+    }
+}
+
+impl Drop for UserWorker {
+    fn drop(&mut self) {
+        drop(self.tx.take());
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// `openat2(dirfd, path, flags | O_CLOEXEC, mode, resolve)`.
+pub fn openat2(
+    dirfd: libc::c_int,
+    path: &Path,
+    flags: libc::c_int,
+    mode: u32,
+    resolve: u64,
+) -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    let c = cpath(path);
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = (flags | libc::O_CLOEXEC) as u64;
+    how.mode = u64::from(mode);
+    how.resolve = resolve;
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            dirfd,
+            c.as_ptr(),
+            &how as *const libc::open_how,
+            std::mem::size_of::<libc::open_how>(),
+        )
+    };
+    if fd < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as libc::c_int) })
+    }
+}
+
+/// renameat2(2) on two paths.
+pub fn rename2(from: &Path, to: &Path, flags: u32) -> io::Result<()> {
+    let (f, t) = (cpath(from), cpath(to));
+    cvt(unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            f.as_ptr(),
+            libc::AT_FDCWD,
+            t.as_ptr(),
+            flags,
+        )
+    })
+}
+
+/// mknod(2).
+pub fn mknod(p: &Path, mode: u32, dev: libc::dev_t) -> io::Result<()> {
+    let c = cpath(p);
+    cvt(unsafe { libc::mknod(c.as_ptr(), mode as libc::mode_t, dev) })
+}
+
+/// `utimensat(AT_FDCWD, p, [atime, mtime], flags)`; each time is a raw
+/// timespec (use `libc::UTIME_NOW` / `libc::UTIME_OMIT` in `tv_nsec`).
+pub fn utimensat(p: &Path, atime: (i64, i64), mtime: (i64, i64), flags: i32) -> io::Result<()> {
+    let ts = [
+        libc::timespec {
+            tv_sec: atime.0 as libc::time_t,
+            tv_nsec: atime.1 as _,
+        },
+        libc::timespec {
+            tv_sec: mtime.0 as libc::time_t,
+            tv_nsec: mtime.1 as _,
+        },
+    ];
+    let c = cpath(p);
+    cvt(unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), ts.as_ptr(), flags) })
+}
+
+/// setxattr(2) with flags (`XATTR_CREATE` / `XATTR_REPLACE`).
+pub fn setxattr_flags(p: &Path, name: &str, value: &[u8], flags: i32) -> io::Result<()> {
+    let c = cpath(p);
+    let n = CString::new(name).unwrap();
+    cvt(unsafe {
+        libc::setxattr(
+            c.as_ptr(),
+            n.as_ptr(),
+            value.as_ptr() as *const libc::c_void,
+            value.len(),
+            flags,
+        )
+    })
+}
+
+/// A file's mode bits (`& 0o7777`), uid and gid, without following symlinks.
+pub fn mode_owner(p: &Path) -> (u32, u32, u32) {
+    let md = fs::symlink_metadata(p).unwrap_or_else(|e| panic!("lstat {}: {e}", p.display()));
+    (md.mode() & 0o7777, md.uid(), md.gid())
+}
+
+/// Names in a directory, sorted.
+pub fn dir_names(p: &Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(p)
+        .unwrap_or_else(|e| panic!("readdir {}: {e}", p.display()))
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+/// Like [`run_as`], with supplementary `groups` (std's `uid()` would drop
+/// them: the switch is done here, in the child, before exec).
+pub fn run_as_groups(uid: u32, gid: u32, groups: &[u32], cmd: &mut Command) -> Output {
+    let groups: Vec<libc::gid_t> = groups.to_vec();
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setgroups(groups.len(), groups.as_ptr()) != 0
+                || libc::setresgid(gid, gid, gid) != 0
+                || libc::setresuid(uid, uid, uid) != 0
+            {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd.current_dir("/");
+    run_with_timeout(cmd, Duration::from_secs(30))
+}

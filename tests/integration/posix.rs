@@ -1,0 +1,347 @@
+//! POSIX conformance of read-write rules: pjdfstest (the Rust rewrite) run on a
+//! plain real directory (the baseline) and through an rw relocfs mount of another
+//! directory on the same filesystem. Every test that passes natively must pass
+//! through relocfs, except the known FUSE limits in [`FUSE_LIMITS`].
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::common::*;
+
+/// Tests that pass natively but not through relocfs, because of FUSE itself
+/// (the kernel's FUSE client), not relocfs. Each with its reason; keep the
+/// README's pjdfstest section in step with this list.
+const FUSE_LIMITS: &[(&str, &str)] = &[(
+    // pjdfstest reads pathconf(_PC_LINK_MAX) to know how many links to
+    // create; the kernel's FUSE client does not report a LINK_MAX (statfs has
+    // no field for it), so the test is skipped: "filesystem limit is unknown".
+    "link::link_count_max",
+    "pathconf(_PC_LINK_MAX) is unknown on FUSE: pjdfstest skips the test",
+)];
+
+const CONFIG: &str = r#"[features]
+posix_fallocate = {}
+utime_now = {}
+utimensat = {}
+rename_ctime = {}
+[settings]
+naptime = 0.01
+allow_remount = false
+[dummy_auth]
+entries = [["nobody", "nogroup"], ["daemon", "daemon"]]
+"#;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Ok,
+    Failed,
+    Skipped,
+    /// "failed as expected" / "PASSED UNEXPECTEDLY": not used by our config.
+    Other,
+}
+
+#[derive(Debug)]
+struct Run {
+    results: BTreeMap<String, Outcome>,
+    /// (failed, skipped, passed, total) from the summary line.
+    summary: (usize, usize, usize, usize),
+    /// Failure messages (the indented lines after a FAILED test).
+    details: BTreeMap<String, Vec<String>>,
+    elapsed: Duration,
+    raw: String,
+}
+
+impl Run {
+    fn count(&self, o: Outcome) -> usize {
+        self.results.values().filter(|v| **v == o).count()
+    }
+}
+
+/// Parses `name<spaces>ok|FAILED|skipped` lines (reasons are tab-indented
+/// below) and the `Summary: F failed, S skipped, P passed, E expected failures,
+/// T total` line.
+fn parse(out: &str, elapsed: Duration) -> Run {
+    let mut results = BTreeMap::new();
+    let mut details: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut last: Option<String> = None;
+    let mut summary = None;
+    for line in out.lines() {
+        if let Some(rest) = line.strip_prefix("Summary: ") {
+            let nums: Vec<usize> = rest
+                .split(", ")
+                .map(|part| {
+                    part.split_whitespace()
+                        .next()
+                        .and_then(|n| n.parse().ok())
+                        .unwrap_or_else(|| panic!("bad summary line: {line:?}"))
+                })
+                .collect();
+            assert_eq!(nums.len(), 5, "bad summary line: {line:?}");
+            summary = Some((nums[0], nums[1], nums[2], nums[4]));
+            continue;
+        }
+        if line.starts_with('\t') || line.starts_with(' ') {
+            if let Some(name) = &last {
+                details
+                    .entry(name.clone())
+                    .or_default()
+                    .push(line.trim().to_string());
+            }
+            continue;
+        }
+        let trimmed = line.trim_end();
+        let parsed = [
+            (" ok", Outcome::Ok),
+            (" FAILED", Outcome::Failed),
+            (" skipped", Outcome::Skipped),
+            (" failed as expected", Outcome::Other),
+            (" PASSED UNEXPECTEDLY", Outcome::Other),
+        ]
+        .iter()
+        .find_map(|(suffix, o)| {
+            trimmed
+                .strip_suffix(suffix)
+                .map(|name| (name.trim().to_string(), *o))
+        });
+        if let Some((name, o)) = parsed {
+            assert!(
+                !name.is_empty() && !name.contains(' '),
+                "unparsable pjdfstest line: {line:?}"
+            );
+            assert!(
+                results.insert(name.clone(), o).is_none(),
+                "test {name} reported twice"
+            );
+            last = Some(name);
+        } else if !trimmed.is_empty() {
+            last = None;
+        }
+    }
+    let summary = summary.unwrap_or_else(|| panic!("no Summary line in pjdfstest output:\n{out}"));
+    Run {
+        results,
+        summary,
+        details,
+        elapsed,
+        raw: out.to_string(),
+    }
+}
+
+fn run_pjdfstest(bin: &Path, config: &Path, path: &Path, secondary: &Path) -> Run {
+    let start = Instant::now();
+    let mut cmd = Command::new(bin);
+    cmd.arg("-c")
+        .arg(config)
+        .arg("-p")
+        .arg(path)
+        .arg("-s")
+        .arg(secondary)
+        .env("NO_COLOR", "1")
+        .env("CLICOLOR", "0")
+        .current_dir("/");
+    let out = run_with_timeout(&mut cmd, Duration::from_secs(120));
+    let text = stdout_str(&out);
+    let run = parse(&text, start.elapsed());
+    // The summary must agree with the lines we parsed.
+    let (failed, skipped, passed, total) = run.summary;
+    assert_eq!(
+        (
+            run.count(Outcome::Failed),
+            run.count(Outcome::Skipped),
+            run.count(Outcome::Ok)
+        ),
+        (failed, skipped, passed),
+        "pjdfstest on {}: per-test lines disagree with the summary\n{text}",
+        path.display()
+    );
+    assert_eq!(
+        run.results.len(),
+        total,
+        "pjdfstest on {}: line count",
+        path.display()
+    );
+    // Exit status: 0 exactly when nothing failed.
+    assert_eq!(
+        out.status.success(),
+        failed == 0,
+        "pjdfstest on {} exited {:?} with {failed} failures\nstderr: {}",
+        path.display(),
+        out.status,
+        stderr_str(&out)
+    );
+    run
+}
+
+fn user_exists(user: &str, group: &str) -> bool {
+    let ok = |db: &str, name: &str| {
+        Command::new("getent")
+            .args([db, name])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    ok("passwd", user) && ok("group", group)
+}
+
+#[test]
+fn pjdfstest_passes_through_rw_rule_as_natively() {
+    if !require_fuse() {
+        return;
+    }
+    let Some(bin) = find_program("pjdfstest") else {
+        skip_or_fail("pjdfstest is not installed (`cargo install pjdfstest --locked`)");
+        return;
+    };
+    for (u, g) in [("nobody", "nogroup"), ("daemon", "daemon")] {
+        if !user_exists(u, g) {
+            skip_or_fail(&format!("pjdfstest needs user {u} and group {g}"));
+            return;
+        }
+    }
+
+    // Both trees on the same filesystem (the tempdir's); secondary fs on tmpfs.
+    let b = MountBuilder::new();
+    let native = b.root().join("native");
+    mkdir_p(&native);
+    let config = b.root().join("pjdfstest.toml");
+    fs::write(&config, CONFIG).unwrap();
+    let shm = tempfile::Builder::new()
+        .prefix("relocfs-pjd-")
+        .tempdir_in("/dev/shm")
+        .expect("tempdir in /dev/shm");
+    let sec_native = shm.path().join("native");
+    let sec_mount = shm.path().join("mount");
+    mkdir_p(&sec_native);
+    mkdir_p(&sec_mount);
+    assert_eq!(
+        statvfs(&native).unwrap().f_fsid,
+        statvfs(&b.real()).unwrap().f_fsid,
+        "baseline and target must share a filesystem"
+    );
+    let real = b.real();
+    let m = b
+        .map_mode("/", &real, "rw")
+        .opt("allow_other,dev,suid")
+        .no_audit()
+        .mount();
+
+    // The two runs are independent: run them side by side.
+    let (n, r) = std::thread::scope(|s| {
+        let n = s.spawn(|| run_pjdfstest(&bin, &config, &native, &sec_native));
+        let r = s.spawn(|| run_pjdfstest(&bin, &config, &m.mnt, &sec_mount));
+        (n.join().unwrap(), r.join().unwrap())
+    });
+
+    let line = |what: &str, run: &Run| {
+        format!(
+            "pjdfstest {what}: {} passed, {} skipped, {} failed of {} ({:.1} s)",
+            run.summary.2,
+            run.summary.1,
+            run.summary.0,
+            run.summary.3,
+            run.elapsed.as_secs_f64()
+        )
+    };
+    let _ = std::io::Write::write_all(
+        &mut std::io::stderr(),
+        format!("{}\n{}\n", line("native ", &n), line("relocfs", &r)).as_bytes(),
+    );
+
+    // The baseline itself must be sane, or the comparison proves nothing.
+    assert!(
+        n.count(Outcome::Ok) >= 300,
+        "native baseline passed only {} tests:\n{}",
+        n.count(Outcome::Ok),
+        n.raw
+    );
+    assert_eq!(
+        n.results.keys().collect::<Vec<_>>(),
+        r.results.keys().collect::<Vec<_>>(),
+        "both runs must run the same test list"
+    );
+
+    let limits: BTreeMap<&str, &str> = FUSE_LIMITS.iter().copied().collect();
+    let mut problems = Vec::new();
+    for (name, native_outcome) in &n.results {
+        let through = r.results[name];
+        if *native_outcome != Outcome::Ok || through == Outcome::Ok {
+            continue;
+        }
+        if limits.contains_key(name.as_str()) {
+            continue;
+        }
+        let why = r
+            .details
+            .get(name)
+            .map(|d| d.join(" | "))
+            .unwrap_or_default();
+        problems.push(format!(
+            "{name}: ok natively, {through:?} through relocfs: {why}"
+        ));
+    }
+    // Nothing may fail through relocfs, whatever the baseline says.
+    for (name, o) in &r.results {
+        if *o == Outcome::Failed && n.results[name] != Outcome::Ok {
+            let why = r
+                .details
+                .get(name)
+                .map(|d| d.join(" | "))
+                .unwrap_or_default();
+            problems.push(format!(
+                "{name}: FAILED through relocfs (and not ok natively either): {why}"
+            ));
+        }
+    }
+    // An allow-listed limit that no longer shows is stale: remove it (and its README line).
+    for (name, reason) in FUSE_LIMITS {
+        match (n.results.get(*name), r.results.get(*name)) {
+            (Some(Outcome::Ok), Some(Outcome::Ok)) => problems.push(format!(
+                "{name} is allow-listed as a FUSE limit ({reason}) but now passes: remove it"
+            )),
+            (Some(Outcome::Ok), Some(_)) => {}
+            (a, b) => problems.push(format!(
+                "{name} is allow-listed but ran {a:?} natively / {b:?} through relocfs"
+            )),
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "{}\n{}\n{}\n\nrelocfs run:\n{}",
+        line("native ", &n),
+        line("relocfs", &r),
+        problems.join("\n"),
+        r.raw
+    );
+    assert_eq!(
+        r.count(Outcome::Ok),
+        n.count(Outcome::Ok) - FUSE_LIMITS.len(),
+        "passed through relocfs = passed natively minus the FUSE limits"
+    );
+    drop(m);
+}
+
+/// The parser itself (no FUSE needed): every outcome, reasons, the summary.
+#[test]
+fn pjdfstest_output_is_parsed_exactly() {
+    let out = "chmod::a                                                               ok\n\
+link::link_count_max                                                     skipped\n\
+\tCannot get value for LINK_MAX: filesystem limit is unknown\n\
+rename::b                                                                FAILED\n\
+\tassertion failed: ctime changed\n\
+utimensat::y2038                                             failed as expected\n\
+\n\
+Summary: 1 failed, 1 skipped, 1 passed, 1 expected failures, 4 total\n";
+    let run = parse(out, Duration::ZERO);
+    assert_eq!(run.summary, (1, 1, 1, 4));
+    assert_eq!(run.results["chmod::a"], Outcome::Ok);
+    assert_eq!(run.results["link::link_count_max"], Outcome::Skipped);
+    assert_eq!(run.results["rename::b"], Outcome::Failed);
+    assert_eq!(run.results["utimensat::y2038"], Outcome::Other);
+    assert_eq!(
+        run.details["rename::b"],
+        ["assertion failed: ctime changed"]
+    );
+    assert_eq!(run.results.len(), 4);
+}
