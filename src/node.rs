@@ -39,6 +39,8 @@ pub fn virtual_id(generation: u32, trie: TrieId) -> u64 {
 }
 /// Entries the fd queue may hold beyond twice the open fds before it drops dead ones.
 const QUEUE_SLACK: usize = 1024;
+/// At or below this many nodes the table counts as drained (the root and a few pinned ones).
+const DRAINED: usize = 16;
 /// Freed nodes between two hand-backs of free memory (a trim costs about a millisecond).
 const TRIM_EVERY: usize = 8192;
 /// Below this many slots the node maps are not worth shrinking.
@@ -452,7 +454,10 @@ impl NodeTable {
             maps.by_identity.shrink_to(len * 2);
         }
         maps.freed_since_trim += 1;
-        if maps.freed_since_trim >= TRIM_EVERY {
+        // Also when the kernel has let go of (nearly) everything: the last nodes of a big
+        // forget would otherwise stay in malloc's arenas until the next one.
+        let drained = maps.by_id.len() <= DRAINED;
+        if maps.freed_since_trim >= TRIM_EVERY || drained {
             maps.freed_since_trim = 0;
             drop(maps);
             compact(&mut lock(&self.fd_queue));
