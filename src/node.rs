@@ -432,14 +432,15 @@ impl NodeTable {
     }
 
     /// The kernel dropped `n` lookups; the node goes when none are left (unless pinned).
-    pub fn forget(&self, id: u64, n: u64) {
+    /// Returns whether it went.
+    pub fn forget(&self, id: u64, n: u64) -> bool {
         let mut maps = lock(&self.maps);
         let Some(entry) = maps.by_id.get_mut(&id) else {
-            return;
+            return false;
         };
         entry.lookups = entry.lookups.saturating_sub(n);
         if entry.lookups > 0 || entry.pinned {
-            return;
+            return false;
         }
         if let Some(identity) = maps.by_id.remove(&id).and_then(|e| e.node.identity()) {
             if maps.by_identity.get(&identity) == Some(&id) {
@@ -456,13 +457,14 @@ impl NodeTable {
         maps.freed_since_trim += 1;
         // Also when the kernel has let go of (nearly) everything: the last nodes of a big
         // forget would otherwise stay in malloc's arenas until the next one.
-        let drained = maps.by_id.len() <= DRAINED;
+        let drained = maps.by_id.len() <= DRAINED && maps.freed_since_trim >= DRAINED;
         if maps.freed_since_trim >= TRIM_EVERY || drained {
             maps.freed_since_trim = 0;
             drop(maps);
             compact(&mut lock(&self.fd_queue));
             crate::sys::release_free_memory();
         }
+        true
     }
 
     /// A rename moved the object `identity` to a new parent and name.

@@ -26,6 +26,7 @@ mod coherence;
 mod crossrule;
 mod differential;
 mod locks;
+mod passthrough;
 mod posix;
 mod race;
 mod rwaudit;
