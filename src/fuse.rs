@@ -532,7 +532,14 @@ impl Filesystem for Adapter {
 
     fn opendir(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         match self.fs.opendir(caller(req), ino.0, flags.0) {
-            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+            // CACHE_DIR + KEEP_CACHE: the kernel keeps the listing and serves the next
+            // readdir of an unchanged directory itself (the opendir still comes here, and is
+            // audited); a change through the mount, or an mtime change seen after
+            // attr_timeout, drops it.
+            Ok(fh) => reply.opened(
+                FileHandle(fh),
+                FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE,
+            ),
             Err(e) => reply.error(errno(e)),
         }
     }

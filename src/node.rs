@@ -376,6 +376,15 @@ impl NodeTable {
         Arc::clone(&entry.node)
     }
 
+    /// Counts one more kernel lookup on the node of `identity`, if the kernel knows it.
+    pub fn add_lookup_known(&self, identity: Identity) -> Option<Arc<Node>> {
+        let mut maps = lock(&self.maps);
+        let id = *maps.by_identity.get(&identity)?;
+        let entry = maps.by_id.get_mut(&id)?;
+        entry.lookups += 1;
+        Some(Arc::clone(&entry.node))
+    }
+
     /// Returns the node for a real object, creating it if the kernel does not know it yet, and
     /// counts one kernel lookup on it. A duplicate fd from a racing lookup is simply dropped.
     pub fn found(&self, found: Found) -> Arc<Node> {

@@ -263,6 +263,13 @@ impl Fs {
                     return Err(Errno::ENOTDIR);
                 }
                 let dir = self.fd(parent)?.ok_or(Errno::ENOENT)?;
+                // An object the kernel already knows costs one fstatat: no fd to open and
+                // close again (warm walks, `git status`, readdirplus of a known directory).
+                let seen = sys::stat_child(dir.as_fd(), name)?;
+                let identity = (parent.rules.generation, rule, seen.st_dev, seen.st_ino);
+                if let Some(node) = self.nodes.add_lookup_known(identity) {
+                    return Ok(self.attr_of(&node, seen));
+                }
                 let fd = sys::open_child(dir.as_fd(), name)?;
                 let stat = sys::fstat(fd.as_fd())?;
                 Ok(self.register(parent, rule, fd, stat, None, link()))

@@ -122,3 +122,34 @@ fn changes_through_the_mount_are_seen_at_once_with_long_timeouts() {
     fs::write(real.join("late"), b"made at the real path").unwrap();
     assert_eq!(fs::read(at("late")).unwrap(), b"made at the real path");
 }
+
+/// Directory listings are cached by the kernel (FOPEN_CACHE_DIR); a change made at the real
+/// path, not through the mount, shows in the listing once the directory's attributes expire.
+#[test]
+fn listings_follow_changes_at_the_real_path_after_attr_timeout() {
+    if !require_fuse() {
+        return;
+    }
+    let b = MountBuilder::new().extra("[fuse]\nattr_timeout = 0.3\nentry_timeout = 0.3\n");
+    let real = b.real();
+    mkdir_p(&real.join("d"));
+    write_file(&real.join("d/old"), b"x", 0o644);
+    let m = b.map("/", &real).mount();
+    let list = || {
+        let mut names: Vec<String> = std::fs::read_dir(m.mnt.join("d"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(list(), ["old"]);
+    assert_eq!(list(), ["old"], "a second listing, from the kernel's cache");
+    write_file(&real.join("d/new"), b"y", 0o644);
+    std::fs::remove_file(real.join("d/old")).unwrap();
+    assert!(
+        wait_until(std::time::Duration::from_secs(5), || list() == ["new"]),
+        "the listing still shows {:?} after the attribute timeout",
+        list()
+    );
+}
