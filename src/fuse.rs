@@ -74,12 +74,13 @@ const PASSTHROUGH_MIN_SIZE: u64 = 64 * 1024;
 impl Passthrough {
     /// Decides how handle `fh` of node `ino` is served: `Some(backing id)` for passthrough
     /// (the inode's current one, or one registered by `register`), `None` for the daemon.
-    /// `wants` says whether this open would choose passthrough on its own (large or written).
+    /// `wants` says whether this open would choose passthrough on its own (large or written);
+    /// it is asked only when this open is the one to decide.
     fn attach(
         &self,
         ino: u64,
         fh: u64,
-        wants: bool,
+        wants: impl FnOnce() -> bool,
         register: impl FnOnce() -> Option<io::Result<BackingId>>,
     ) -> Option<Arc<BackingId>> {
         if !self.enabled.load(Ordering::Relaxed) {
@@ -90,7 +91,7 @@ impl Passthrough {
         let live = open.backing.get(&ino).and_then(Weak::upgrade);
         let id = match live {
             Some(id) => Some(id),
-            None if !wants || open.served.contains_key(&ino) => None,
+            None if open.served.contains_key(&ino) || !wants() => None,
             None => match register() {
                 Some(Ok(id)) => {
                     let id = Arc::new(id);
@@ -438,14 +439,17 @@ impl Filesystem for Adapter {
             Ok(fh) => fh,
             Err(e) => return reply.error(errno(e)),
         };
-        let wants = flags.0 & libc::O_ACCMODE != libc::O_RDONLY
-            || self
-                .fs
-                .with_open_file(fh, |file| {
-                    file.metadata()
-                        .map_or(true, |m| m.len() >= PASSTHROUGH_MIN_SIZE)
-                })
-                .unwrap_or(false);
+        // Asked only when this open decides for its inode (an fstat of the open file).
+        let wants = || {
+            flags.0 & libc::O_ACCMODE != libc::O_RDONLY
+                || self
+                    .fs
+                    .with_open_file(fh, |file| {
+                        file.metadata()
+                            .map_or(true, |m| m.len() >= PASSTHROUGH_MIN_SIZE)
+                    })
+                    .unwrap_or(false)
+        };
         let backing = self.passthrough.attach(ino.0, fh, wants, || {
             self.fs.with_open_file(fh, |file| reply.open_backing(file))
         });
@@ -689,9 +693,12 @@ impl Filesystem for Adapter {
         };
         let ttl = &self.tuning.entry_timeout;
         // A new file is about to be written: passthrough.
-        let backing = self.passthrough.attach(attr.id, fh, true, || {
-            self.fs.with_open_file(fh, |file| reply.open_backing(file))
-        });
+        let backing = self.passthrough.attach(
+            attr.id,
+            fh,
+            || true,
+            || self.fs.with_open_file(fh, |file| reply.open_backing(file)),
+        );
         let (fattr, handle) = (file_attr(&attr), FileHandle(fh));
         match backing {
             Some(id) => {

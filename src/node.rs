@@ -441,15 +441,14 @@ impl NodeTable {
     }
 
     /// The kernel dropped `n` lookups; the node goes when none are left (unless pinned).
-    /// Returns whether it went.
-    pub fn forget(&self, id: u64, n: u64) -> bool {
+    pub fn forget(&self, id: u64, n: u64) {
         let mut maps = lock(&self.maps);
         let Some(entry) = maps.by_id.get_mut(&id) else {
-            return false;
+            return;
         };
         entry.lookups = entry.lookups.saturating_sub(n);
         if entry.lookups > 0 || entry.pinned {
-            return false;
+            return;
         }
         if let Some(identity) = maps.by_id.remove(&id).and_then(|e| e.node.identity()) {
             if maps.by_identity.get(&identity) == Some(&id) {
@@ -473,7 +472,6 @@ impl NodeTable {
             compact(&mut lock(&self.fd_queue));
             crate::sys::release_free_memory();
         }
-        true
     }
 
     /// A rename moved the object `identity` to a new parent and name.
