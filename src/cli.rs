@@ -70,8 +70,14 @@ enum Command {
         mountpoint: Option<PathBuf>,
     },
     /// Show relocfs at work on a built-in example: a temporary moved installation, mounted at
-    /// a temporary legacy path, read through it, with the audit lines it writes
-    Demo,
+    /// a temporary legacy path, read through it, with the audit lines it writes. It works in
+    /// a new private directory with a random name and removes it (and unmounts) when done or
+    /// interrupted (TERM, INT, HUP)
+    Demo {
+        /// Stay mounted until Enter is pressed, to look around the mount from another shell
+        #[arg(long)]
+        pause: bool,
+    },
     /// Show the live state of a running mount: rules, uptime, nodes, audit counters and
     /// operations by result (root or the mounting user only)
     Status {
@@ -124,7 +130,7 @@ pub fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<(), String> {
     match cli.command {
-        Some(Command::Demo) => demo::run(),
+        Some(Command::Demo { pause }) => demo::run(pause),
         Some(Command::Check { config, mountpoint }) => check(&config, mountpoint.as_deref()),
         Some(Command::Generate(what)) => generate::run(what),
         Some(Command::Status { mountpoint, json }) => {

@@ -389,6 +389,30 @@ fn normalise(raw: &str) -> String {
     format!("/{}", parts.join("/"))
 }
 
+/// `text` made safe for a terminal and one line: every control character (C0 such as newline
+/// and ESC, DEL, C1) and the Unicode bidirectional controls are written as escapes (`\n`,
+/// `\t`, `\r`, `\u{1b}`). A TOML string or a path can hold any of them.
+pub fn printable(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c if c.is_control() || is_bidi_control(c) => {
+                out.push_str(&format!("\\u{{{:x}}}", u32::from(c)));
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The characters that reorder text on screen (embeddings, overrides, isolates, marks).
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{200e}' | '\u{200f}' | '\u{61c}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
 fn line_of(text: &str, offset: usize) -> usize {
     let end = offset.min(text.len());
     text.as_bytes()[..end]
