@@ -3,12 +3,14 @@
 //! User messages are not logs: every failure is one `relocfs: ...` line on stderr and a
 //! non-zero exit; `log` (RUST_LOG) carries the daemon's diagnostics.
 
+use std::fmt::Write as _;
+use std::io::{self, ErrorKind, Write};
 use std::path::{Component, Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::config;
+use crate::config::{self, printable};
 use crate::control;
 use crate::daemon;
 use crate::demo;
@@ -121,7 +123,9 @@ pub fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
             if !message.is_empty() {
-                eprintln!("relocfs: {message}");
+                // One line, whatever a path or a config value in it holds. A closed stderr
+                // leaves only the exit status to tell.
+                let _ = writeln!(io::stderr(), "relocfs: {}", printable(&message));
             }
             ExitCode::FAILURE
         }
@@ -174,25 +178,49 @@ fn check(config_path: &Path, mountpoint: Option<&Path>) -> Result<(), String> {
     let config = config::load(config_path).map_err(|e| e.to_string())?;
     let mountpoint = mountpoint.map(absolute).transpose()?;
     preflight::preflight(&config, mountpoint.as_deref(), preflight::Stale::Report)?;
-    println!(
-        "{}: valid, {} rule{}",
-        config_path.display(),
-        config.rules.len(),
-        if config.rules.len() == 1 { "" } else { "s" }
+    print_out(&check_summary(config_path, &config))
+}
+
+/// What `relocfs check` prints for a valid config. Every path and `from` is escaped: a TOML
+/// string can hold terminal escape sequences and newlines.
+fn check_summary(config_path: &Path, config: &config::Config) -> String {
+    let mut out = String::new();
+    let n = config.rules.len();
+    let _ = writeln!(
+        out,
+        "{}: valid, {n} rule{}",
+        printable(&config_path.to_string_lossy()),
+        if n == 1 { "" } else { "s" }
     );
     for rule in &config.rules {
-        match &rule.action {
+        let from = printable(&rule.from);
+        let _ = match &rule.action {
             config::Action::Map { to, mode } => {
                 let mode = match mode {
                     config::Mode::ReadOnly => "ro",
                     config::Mode::ReadWrite => "rw",
                 };
-                println!("  {} -> {} ({mode})", rule.from, to.display());
+                writeln!(
+                    out,
+                    "  {from} -> {} ({mode})",
+                    printable(&to.to_string_lossy())
+                )
             }
-            config::Action::Deny => println!("  {} denied", rule.from),
-        }
+            config::Action::Deny => writeln!(out, "  {from} denied"),
+        };
     }
-    Ok(())
+    out
+}
+
+/// Writes a command's output to stdout. A reader that went away (`relocfs check ... | head -1`)
+/// ends the output quietly and successfully, as for ripgrep; other write errors are reported.
+pub(crate) fn print_out(text: &str) -> Result<(), String> {
+    let mut out = io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => Err(format!("cannot write to standard output: {e}")),
+    }
 }
 
 /// Makes a command-line path absolute against the working directory, without resolving

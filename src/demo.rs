@@ -361,7 +361,7 @@ impl Scratch {
 /// Makes the demo's private directory and everything in it.
 fn build(scratch: &mut Scratch, as_root: bool) -> Result<Setup, String> {
     let parent = std::env::temp_dir();
-    check_trusted(&parent)?;
+    check_trusted(&parent, as_root)?;
     // As root the real tree must stay traversable for nobody, whose reads of the key the
     // daemon makes with nobody's own fsuid (and the kernel checks every directory on the way
     // to the mount): search without listing, and nobody else can create or replace anything.
@@ -423,8 +423,9 @@ fn toml_string(path: &Path) -> Result<String, String> {
 
 /// Refuses a temporary directory where another user could replace the demo's directory by
 /// path after it is made: every ancestor must belong to root or to us, and be writable by
-/// nobody else unless sticky (as /tmp is: there only the owner may rename or remove).
-fn check_trusted(parent: &Path) -> Result<(), String> {
+/// nobody else unless sticky (as /tmp is: there only the owner may rename or remove). As root
+/// every ancestor must also let others pass, or nobody could not read its key.
+fn check_trusted(parent: &Path, as_root: bool) -> Result<(), String> {
     let euid = sys::geteuid();
     let resolved = fs::canonicalize(parent).map_err(|e| {
         format!(
@@ -446,6 +447,12 @@ fn check_trusted(parent: &Path) -> Result<(), String> {
             return Err(format!(
                 "{shown} is writable by others and not sticky: the demo needs a temporary \
                  directory where nobody else can replace its entries (set TMPDIR)"
+            ));
+        }
+        if as_root && st.st_mode & 0o001 == 0 {
+            return Err(format!(
+                "{shown} is closed to other users: the demo's user nobody must pass through it \
+                 to reach the mount (set TMPDIR to a directory such as /tmp)"
             ));
         }
     }

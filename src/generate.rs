@@ -44,10 +44,12 @@ pub fn run(what: Generate) -> Result<(), String> {
         Generate::Completions { dir } => completions(dir),
     }
     .map_err(|e| format!("generate: {e}"))?;
+    let mut list = String::new();
     for path in written {
-        println!("{}", path.display());
+        list.push_str(&crate::config::printable(&path.to_string_lossy()));
+        list.push('\n');
     }
-    Ok(())
+    crate::cli::print_out(&list)
 }
 
 /// The command as the binary parses it.

@@ -11,6 +11,7 @@ mod demo;
 mod fdlimit;
 mod fstab;
 mod lifecycle;
+mod output;
 mod prefix;
 mod preflight;
 mod readonly;
