@@ -360,8 +360,7 @@ impl Scratch {
 
 /// Makes the demo's private directory and everything in it.
 fn build(scratch: &mut Scratch, as_root: bool) -> Result<Setup, String> {
-    let parent = std::env::temp_dir();
-    check_trusted(&parent, as_root)?;
+    let parent = check_trusted(&std::env::temp_dir(), as_root)?;
     // As root the real tree must stay traversable for nobody, whose reads of the key the
     // daemon makes with nobody's own fsuid (and the kernel checks every directory on the way
     // to the mount): search without listing, and nobody else can create or replace anything.
@@ -424,8 +423,9 @@ fn toml_string(path: &Path) -> Result<String, String> {
 /// Refuses a temporary directory where another user could replace the demo's directory by
 /// path after it is made: every ancestor must belong to root or to us, and be writable by
 /// nobody else unless sticky (as /tmp is: there only the owner may rename or remove). As root
-/// every ancestor must also let others pass, or nobody could not read its key.
-fn check_trusted(parent: &Path, as_root: bool) -> Result<(), String> {
+/// every ancestor must also let others pass through, for nobody to reach the mount. Returns
+/// the directory with its symlinks resolved (checked, and then named, that way).
+fn check_trusted(parent: &Path, as_root: bool) -> Result<PathBuf, String> {
     let euid = sys::geteuid();
     let resolved = fs::canonicalize(parent).map_err(|e| {
         format!(
@@ -456,7 +456,7 @@ fn check_trusted(parent: &Path, as_root: bool) -> Result<(), String> {
             ));
         }
     }
-    Ok(())
+    Ok(resolved)
 }
 
 /// Creates a new directory with a random name below `parent`: `mkdir` fails on any existing
@@ -573,5 +573,45 @@ fn wait_for_audit(mut log: &File, at_least: usize) -> Result<Vec<String>, String
             };
         }
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn temporary_directories_others_can_change_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let set = |mode: u32| fs::set_permissions(dir.path(), fs::Permissions::from_mode(mode));
+        set(0o777).unwrap();
+        let e = check_trusted(dir.path(), false).unwrap_err();
+        assert!(e.contains("writable by others and not sticky"), "{e}");
+        set(0o1777).unwrap();
+        assert!(check_trusted(dir.path(), false).is_ok());
+        set(0o700).unwrap();
+        assert!(check_trusted(dir.path(), false).is_ok());
+        let e = check_trusted(dir.path(), true).unwrap_err();
+        assert!(e.contains("closed to other users"), "{e}");
+        set(0o755).unwrap();
+        let resolved = check_trusted(dir.path(), true).unwrap();
+        assert_eq!(resolved, fs::canonicalize(dir.path()).unwrap());
+    }
+
+    #[test]
+    fn private_dirs_are_new_random_and_exact_in_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, fd) = private_dir(dir.path(), 0o711).unwrap();
+        let (b, _) = private_dir(dir.path(), 0o700).unwrap();
+        assert_ne!(a, b);
+        let st = sys::fstat(fd.as_fd()).unwrap();
+        assert_eq!(st.st_mode & 0o7777, 0o711);
+        // Nothing below may exist already: a planted name is refused, never reused.
+        std::os::unix::fs::symlink("/etc", a.join("opt")).unwrap();
+        let e = make_dir(&fd, "opt", 0o755).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::AlreadyExists);
+        fs::write(a.join("audit.jsonl"), "").unwrap();
+        let e = new_file(&fd, "audit.jsonl", "x", 0o600).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::AlreadyExists);
     }
 }

@@ -366,3 +366,32 @@ fn demo_interrupted_by_a_signal_leaves_nothing_mounted() {
         assert_cleaned_up(&dir, &mp);
     }
 }
+
+/// A TMPDIR that another user owns (so could swap entries in) is refused before anything is
+/// made in it.
+#[test]
+fn demo_refuses_a_temporary_directory_another_user_owns() {
+    if !require_fuse() {
+        return;
+    }
+    let tmp = tempfile::Builder::new()
+        .prefix("relocfs-test-")
+        .tempdir()
+        .unwrap();
+    chmod(tmp.path(), 0o755);
+    chown(tmp.path(), NOBODY, NOBODY);
+    let out = run_with_timeout(
+        Command::new(BIN).arg("demo").env("TMPDIR", tmp.path()),
+        DEMO_TIMEOUT,
+    );
+    assert!(
+        !out.status.success(),
+        "the demo ran in a directory nobody owns"
+    );
+    assert!(
+        stderr_str(&out).contains("belongs to uid 65534"),
+        "{}",
+        stderr_str(&out)
+    );
+    assert_eq!(fs::read_dir(tmp.path()).unwrap().count(), 0);
+}
