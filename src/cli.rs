@@ -32,10 +32,14 @@ use crate::report;
     version,
     args_conflicts_with_subcommands = true,
     subcommand_negates_reqs = true,
-    after_help = "Examples:\n  relocfs demo\n  relocfs check /etc/relocfs/app.toml /home/optdir/app\n  \
-                  relocfs /etc/relocfs/app.toml /home/optdir/app -o allow_other\n  \
-                  relocfs report /var/log/relocfs/app.jsonl*\n\n\
-                  fstab:\n  /etc/relocfs/app.toml /home/optdir/app fuse.relocfs defaults,allow_other 0 0\n\n\
+    after_help = "Examples:\n  relocfs demo\n  \
+                  relocfs check /etc/relocfs/jumpserver.toml /home/optdir/jumpserver\n  \
+                  relocfs /etc/relocfs/jumpserver.toml /home/optdir/jumpserver -o allow_other\n  \
+                  relocfs report /var/log/relocfs/jumpserver.jsonl*\n\n\
+                  fstab (nodev,nosuid: mount.fuse3 passes dev,suid otherwise; x-systemd.requires-mounts-for:\n\
+                  the real installation's filesystem is mounted first):\n  \
+                  /etc/relocfs/jumpserver.toml /home/optdir/jumpserver fuse.relocfs \
+                  defaults,allow_other,nodev,nosuid,x-systemd.requires-mounts-for=/opt/jumpserver 0 0\n\n\
                   Unmount with `umount MOUNTPOINT` or SIGTERM. Diagnostics: RUST_LOG=debug with -f."
 )]
 pub struct Cli {

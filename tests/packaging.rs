@@ -539,3 +539,193 @@ fn deb_assets_exist_or_are_generated() {
     let depends = deb["depends"].as_str().unwrap();
     assert!(depends.split(',').any(|d| d.trim() == "fuse3"), "{depends}");
 }
+
+// ---- the fstab line: README, --help, relocfs(8) --------------------------------------------
+
+/// The fstab entries of type fuse.relocfs in `text`: lines of six fields, split on whitespace.
+fn fstab_entries(text: &str) -> Vec<Vec<String>> {
+    text.lines()
+        .map(|l| l.split_whitespace().map(str::to_string).collect::<Vec<_>>())
+        .filter(|f| f.len() == 6 && f[2] == "fuse.relocfs")
+        .collect()
+}
+
+/// The one fstab line in the code blocks of README's "Mount from /etc/fstab": the canonical one.
+fn readme_fstab_entry() -> Vec<String> {
+    let readme = read("README.md");
+    let start = readme
+        .find("\n### Mount from /etc/fstab\n")
+        .expect("README has no `### Mount from /etc/fstab` section");
+    let section = &readme[start + 1..];
+    let end = ["\n## ", "\n### "]
+        .iter()
+        .filter_map(|h| section[4..].find(h))
+        .min()
+        .map_or(section.len(), |e| e + 4);
+    let section = &section[..end];
+    let mut in_code = false;
+    let mut code = String::new();
+    for line in section.lines() {
+        if line.starts_with("```") {
+            in_code = !in_code;
+        } else if in_code {
+            code.push_str(line);
+            code.push('\n');
+        }
+    }
+    let entries = fstab_entries(&code);
+    assert_eq!(
+        entries.len(),
+        1,
+        "README \"Mount from /etc/fstab\" should show one fstab line: {entries:?}"
+    );
+    let entry = entries.into_iter().next().unwrap();
+    let options: Vec<&str> = entry[3].split(',').collect();
+    for needed in ["allow_other", "nodev", "nosuid"] {
+        assert!(
+            options.contains(&needed),
+            "README's fstab line lacks {needed}: {entry:?}"
+        );
+    }
+    entry
+}
+
+/// `relocfs --help` shows the README's fstab line, field for field.
+#[test]
+fn help_fstab_line_is_the_readmes() {
+    let readme = readme_fstab_entry();
+    let out = run(Command::new(BIN).arg("--help"));
+    assert!(out.status.success(), "relocfs --help: {}", text(&out));
+    let help = String::from_utf8_lossy(&out.stdout);
+    let entries = fstab_entries(&help);
+    assert_eq!(
+        entries,
+        [readme],
+        "the fstab line in `relocfs --help` (src/cli.rs after_help) is not README's:\n{help}"
+    );
+}
+
+/// relocfs(8)'s fstab examples (other paths) have the README's type, options and fields 5-6;
+/// only the x-systemd.* options differ (one example has them, for the other path).
+#[test]
+fn man_page_fstab_lines_agree_with_the_readme() {
+    let readme = readme_fstab_entry();
+    let without_x = |options: &str| -> Vec<String> {
+        options
+            .split(',')
+            .filter(|o| !o.starts_with("x-"))
+            .map(str::to_string)
+            .collect()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    generate("man", dir.path());
+    let page = plain(&fs::read_to_string(dir.path().join("relocfs.8")).unwrap());
+    let entries = fstab_entries(&page);
+    assert!(!entries.is_empty(), "relocfs.8 shows no fstab line");
+    for entry in &entries {
+        assert_eq!(
+            (without_x(&entry[3]), &entry[4..]),
+            (without_x(&readme[3]), &readme[4..]),
+            "relocfs.8's fstab line {entry:?} differs from README's {readme:?} (beyond x-*)"
+        );
+    }
+    assert!(
+        entries
+            .iter()
+            .any(|e| e[3].contains("x-systemd.requires-mounts-for=")),
+        "relocfs.8 no longer shows x-systemd.requires-mounts-for as README does: {entries:?}"
+    );
+}
+
+// ---- the RPM spec --------------------------------------------------------------------------
+
+/// A `%name` section of the spec: from its line to the next section line.
+fn spec_section<'a>(spec: &'a str, name: &str) -> &'a str {
+    let sections = [
+        "%description",
+        "%prep",
+        "%build",
+        "%check",
+        "%install",
+        "%post",
+        "%postun",
+        "%pre",
+        "%preun",
+        "%files",
+        "%changelog",
+    ];
+    let start = spec
+        .match_indices('\n')
+        .map(|(i, _)| i + 1)
+        .find(|&i| spec[i..].lines().next() == Some(name))
+        .unwrap_or_else(|| panic!("relocfs.spec has no {name} section"));
+    let body = &spec[start..];
+    let end = body
+        .match_indices('\n')
+        .map(|(i, _)| i + 1)
+        .find(|&i| {
+            let line = body[i..].lines().next().unwrap_or("");
+            sections.contains(&line.split_whitespace().next().unwrap_or(""))
+        })
+        .unwrap_or(body.len());
+    &body[..end]
+}
+
+/// The spec ships every .deb asset (Cargo.toml's [package.metadata.deb]) by its tree path, is
+/// the crate's version, and does for systemd what the .deb's maintainer scripts do. (CI builds
+/// it and checks the package: packaging/ci-check-rpm.sh.)
+#[test]
+fn rpm_spec_ships_the_deb_assets() {
+    let spec = read("packaging/rpm/relocfs.spec");
+    let manifest: toml::Table = read("Cargo.toml").parse().unwrap();
+    let version = manifest["package"]["version"].as_str().unwrap();
+    assert!(
+        spec.lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["Version:", version]),
+        "relocfs.spec's Version is not Cargo.toml's {version}"
+    );
+    assert!(
+        spec.contains(&format!("relocfs-{version}.tar.gz")),
+        "relocfs.spec's comments name another tarball than relocfs-{version}.tar.gz"
+    );
+
+    let install = spec_section(&spec, "%install");
+    let installed: Vec<&str> = install
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("install -Dpm "))
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .collect();
+    let deb = manifest["package"]["metadata"]["deb"].as_table().unwrap();
+    for asset in deb["assets"].as_array().unwrap() {
+        let source = asset[0].as_str().unwrap();
+        let source = if source == "target/release/relocfs" {
+            "%{relocfs_bin}"
+        } else {
+            source
+        };
+        assert!(
+            installed.contains(&source),
+            "relocfs.spec's %install does not install the .deb asset {source}: {installed:?}"
+        );
+    }
+    for conf in deb["conf-files"].as_array().unwrap() {
+        let conf = conf.as_str().unwrap().replace("/etc/", "%{_sysconfdir}/");
+        assert!(
+            spec_section(&spec, "%files")
+                .lines()
+                .any(|l| l == format!("%config(noreplace) {conf}")),
+            "relocfs.spec's %files lacks `%config(noreplace) {conf}`"
+        );
+    }
+    assert!(spec.lines().any(|l| l == "Requires:       fuse3"));
+
+    for (deb_script, rpm_section) in [("postinst", "%post"), ("postrm", "%postun")] {
+        let reloads = |s: &str| s.contains("systemctl daemon-reload");
+        assert_eq!(
+            reloads(&read(&format!("packaging/debian/{deb_script}"))),
+            reloads(spec_section(&spec, rpm_section)),
+            "packaging/debian/{deb_script} and relocfs.spec's {rpm_section} disagree on \
+             systemctl daemon-reload"
+        );
+    }
+}
