@@ -772,6 +772,59 @@ pub fn fallocate(file: &File, mode: i32, offset: u64, len: u64) -> io::Result<()
     Ok(())
 }
 
+/// `struct fsxattr` of `linux/fs.h`, as raw bytes: u32 xflags, extsize, nextents, projid,
+/// cowextsize, then 8 bytes of padding.
+pub const FSXATTR_SIZE: usize = 28;
+
+/// `FS_IOC_FSGETXATTR` = `_IOR('X', 31, struct fsxattr)`.
+pub const FS_IOC_FSGETXATTR: u32 = 0x801c_581f;
+/// `FS_IOC_FSSETXATTR` = `_IOW('X', 32, struct fsxattr)`.
+pub const FS_IOC_FSSETXATTR: u32 = 0x401c_5820;
+
+/// The inode flags of an open file (`FS_IOC_GETFLAGS`; `lsattr`). The kernel reads and writes
+/// an `int` whatever the `long` in the command's definition says.
+pub fn get_inode_flags(file: &File) -> io::Result<u32> {
+    let mut flags: libc::c_int = 0;
+    // SAFETY: `file` owns a live fd; the kernel writes one int to `flags`.
+    check(unsafe { libc::ioctl(file.as_raw_fd(), libc::FS_IOC_GETFLAGS, &mut flags) })?;
+    Ok(flags as u32)
+}
+
+/// Sets the inode flags of an open file (`FS_IOC_SETFLAGS`; `chattr`).
+pub fn set_inode_flags(file: &File, flags: u32) -> io::Result<()> {
+    let flags = flags as libc::c_int;
+    // SAFETY: `file` owns a live fd; the kernel reads one int from `flags`.
+    check(unsafe { libc::ioctl(file.as_raw_fd(), libc::FS_IOC_SETFLAGS, &flags) })?;
+    Ok(())
+}
+
+/// The extended inode attributes of an open file (`FS_IOC_FSGETXATTR`).
+pub fn get_fsxattr(file: &File) -> io::Result<[u8; FSXATTR_SIZE]> {
+    let mut buf = [0u8; FSXATTR_SIZE];
+    // SAFETY: `file` owns a live fd; the kernel writes one struct fsxattr (28 bytes) to `buf`.
+    check(unsafe {
+        libc::ioctl(
+            file.as_raw_fd(),
+            FS_IOC_FSGETXATTR as libc::Ioctl,
+            buf.as_mut_ptr(),
+        )
+    })?;
+    Ok(buf)
+}
+
+/// Sets the extended inode attributes of an open file (`FS_IOC_FSSETXATTR`).
+pub fn set_fsxattr(file: &File, attr: &[u8; FSXATTR_SIZE]) -> io::Result<()> {
+    // SAFETY: `file` owns a live fd; the kernel reads one struct fsxattr (28 bytes).
+    check(unsafe {
+        libc::ioctl(
+            file.as_raw_fd(),
+            FS_IOC_FSSETXATTR as libc::Ioctl,
+            attr.as_ptr(),
+        )
+    })?;
+    Ok(())
+}
+
 pub fn copy_file_range(
     from: &File,
     from_off: u64,

@@ -9,6 +9,7 @@ mod common;
 mod audit;
 mod fdlimit;
 mod fstab;
+mod ioctl;
 mod lifecycle;
 mod prefix;
 mod preflight;
