@@ -128,7 +128,7 @@ fn python_opens_leave_the_daemon_log_quiet() {
 
     let opened = python(
         r#"
-import select, sys
+import fcntl, os, select, sys
 p = sys.argv[1]
 for _ in range(1000):
     with open(p) as f:
@@ -138,9 +138,33 @@ with open(p) as f:
     po.register(f, select.POLLIN)
     for _ in range(100):
         po.poll(0)
+# Other requests a client can send at will, none of which may log per request: O_TMPFILE
+# (no FUSE_TMPFILE in fuser), locks (kept by the kernel), lseek, fallocate, copy_file_range,
+# xattrs that are not there.
+d = sys.argv[2]
+for i in range(50):
+    try:
+        os.close(os.open(d, os.O_TMPFILE | os.O_RDWR, 0o600))
+    except OSError:
+        pass
+    fd = os.open(p, os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    fcntl.flock(fd, fcntl.LOCK_UN)
+    fcntl.lockf(fd, fcntl.LOCK_EX)
+    fcntl.lockf(fd, fcntl.LOCK_UN)
+    os.lseek(fd, 0, os.SEEK_DATA)
+    os.posix_fallocate(fd, 0, 8)
+    out = os.open(os.path.join(d, "copy"), os.O_WRONLY | os.O_CREAT, 0o600)
+    os.copy_file_range(fd, out, 4)
+    os.close(out)
+    try:
+        os.getxattr(p, "user.none")
+    except OSError:
+        pass
+    os.close(fd)
 print("done")
 "#,
-        &[&fg.m.at("f")],
+        &[&fg.m.at("f"), &fg.m.at("d")],
     );
     assert_eq!(opened.trim(), "done");
 
