@@ -599,13 +599,12 @@ enum IoctlOp {
 
 impl IoctlOp {
     fn of(cmd: u32) -> Option<IoctlOp> {
-        // The kernel's fileattr code sends the native-width FS_IOC_*FLAGS; the 32-bit forms
-        // (same number, int-sized) are accepted too: both carry an int.
-        const GET32: u32 = 0x8004_6601;
-        const SET32: u32 = 0x4004_6602;
+        // Only the native-width commands, which the kernel's fileattr code sends after its own
+        // checks (the VFS takes these four before any filesystem sees them). FS_IOC32_*FLAGS
+        // from a 64-bit process would come straight from the client, and natively get ENOTTY.
         match cmd {
-            c if c == libc::FS_IOC_GETFLAGS as u32 || c == GET32 => Some(IoctlOp::GetFlags),
-            c if c == libc::FS_IOC_SETFLAGS as u32 || c == SET32 => Some(IoctlOp::SetFlags),
+            c if c == libc::FS_IOC_GETFLAGS as u32 => Some(IoctlOp::GetFlags),
+            c if c == libc::FS_IOC_SETFLAGS as u32 => Some(IoctlOp::SetFlags),
             sys::FS_IOC_FSGETXATTR => Some(IoctlOp::GetFsxattr),
             sys::FS_IOC_FSSETXATTR => Some(IoctlOp::SetFsxattr),
             _ => None,
