@@ -450,7 +450,6 @@ impl Fs {
     /// the caller. Every other command, terminal ones (TCGETS at each Python open) included,
     /// gets ENOTTY: what a regular file or directory answers natively, and no command is ever
     /// passed on to the real file.
-    #[allow(clippy::too_many_arguments)]
     pub fn ioctl(
         &self,
         caller: Caller,
