@@ -274,3 +274,27 @@ fn lsattr_and_chattr_act_on_the_real_file() {
     assert!(!out.status.success());
     assert!(!lsattr(&real.join("f")).contains('A'));
 }
+
+/// A virtual directory (a parent of a rule's `from`) has no real inode: lsattr shows no flags
+/// and chattr is refused, like every change there.
+#[test]
+fn virtual_directories_have_no_flags_to_change() {
+    if !require_fuse() {
+        return;
+    }
+    let b = MountBuilder::new();
+    let real = b.real();
+    let m = b.map_mode("/v/w", &real, "rw").opt("allow_other").mount();
+    let flags = lsattr(&m.at("v"));
+    assert!(
+        !flags.is_empty() && flags.chars().all(|c| c == '-'),
+        "{flags}"
+    );
+    let out = chattr(&m.at("v"), "+A");
+    assert!(!out.status.success());
+    assert!(
+        stderr_str(&out).contains("Read-only file system"),
+        "{}",
+        stderr_str(&out)
+    );
+}
