@@ -2,12 +2,18 @@
 //! RAII guard, so objects the daemon creates belong to the caller and the real filesystem makes
 //! every permission decision with the caller's own credentials.
 //!
+//! For a caller other than root, the thread's effective capabilities shrink too, to the few the
+//! daemon needs while acting (see [`CALLER_KEEPS`]): a root daemon whose fsuid is a user's still
+//! has, for example, CAP_SYS_RESOURCE, and the real filesystem would let it into the blocks
+//! reserved for root and past the user's quota.
+//!
 //! The raw syscalls are used on purpose: glibc's `setgroups`/`setfsuid` wrappers would apply the
 //! change to every thread of the process, and the other FUSE threads serve other callers.
 
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::io;
+use std::marker::PhantomData;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -66,43 +72,90 @@ thread_local! {
     static OWN_FS: Cell<bool> = const { Cell::new(false) };
 }
 
+/// Capabilities a non-root caller keeps while the daemon acts for it (bit numbers of
+/// `linux/capability.h`). Everything else leaves the thread's effective set: a non-root caller
+/// has none of them at the real path. setfsuid already clears the filesystem set (CAP_CHOWN,
+/// CAP_DAC_*, CAP_FOWNER, CAP_FSETID, CAP_MKNOD, ...) but not, among others, CAP_SYS_RESOURCE
+/// (the blocks ext4 reserves for root, quota limits), CAP_LINUX_IMMUTABLE (immutable and
+/// append-only flags) or CAP_SETFCAP (file capabilities), which the real filesystem checks on
+/// the thread doing the call, whatever its fsuid.
+///
+/// Kept: CAP_SETGID and CAP_SETUID (no file operation uses them; the guard restores ids and
+/// groups with them even if a restore has to run before the capabilities come back) and
+/// CAP_SYS_ADMIN, which registering a passthrough backing file needs (FUSE_DEV_IOC_BACKING_OPEN;
+/// the kernel keeps the registering thread's credentials for the file's reads and writes, so
+/// those then run without CAP_SYS_RESOURCE too). The kernel's FUSE client checks the caller's
+/// own CAP_SYS_ADMIN before any request that needs it (trusted.* and security.* xattrs) reaches
+/// the daemon.
+const CALLER_KEEPS: [u32; 3] = [
+    6,  /* CAP_SETGID */
+    7,  /* CAP_SETUID */
+    21, /* CAP_SYS_ADMIN */
+];
+
+/// Bit mask of [`CALLER_KEEPS`] in the low and high 32-bit words of a capability set.
+fn keep_mask() -> [u32; 2] {
+    let mut mask = [0u32; 2];
+    for cap in CALLER_KEEPS {
+        mask[(cap / 32) as usize] |= 1 << (cap % 32);
+    }
+    mask
+}
+
 /// While alive, the calling thread acts with the caller's credentials and umask; dropping it
-/// restores the daemon's. Restoring cannot fail in a way we could handle: the syscalls used
-/// never fail for values the thread had before.
+/// restores the daemon's. Everything it changes belongs to the current thread only, so the
+/// guard is neither `Send` nor `Sync`: it must be dropped on the thread that made it.
+///
+/// Restoring cannot fail in a way we could handle: the syscalls used never fail for values the
+/// thread had before; a failure is logged.
 pub struct AsCaller {
-    old_uid: u32,
-    old_gid: u32,
-    old_groups: Vec<libc::gid_t>,
+    /// Each field is `Some` once its change is made, so a half-made guard undoes exactly what
+    /// it did.
+    old_groups: Option<Vec<libc::gid_t>>,
+    old_gid: Option<u32>,
+    old_uid: Option<u32>,
+    old_caps: Option<Caps>,
     old_umask: Option<libc::mode_t>,
+    _this_thread: PhantomData<*const ()>,
 }
 
 impl AsCaller {
     /// Switches to `uid`/`gid` with `groups`; with `umask`, also the thread's umask (creation
-    /// calls: the real filesystem then applies it, or a default ACL in its place).
+    /// calls: the real filesystem then applies it, or a default ACL in its place). For a
+    /// caller other than root, the thread's effective capabilities shrink to
+    /// [`CALLER_KEEPS`]. On error nothing stays changed.
     pub fn new(
         uid: u32,
         gid: u32,
         groups: &[libc::gid_t],
         umask: Option<u32>,
     ) -> io::Result<AsCaller> {
+        let mut guard = AsCaller {
+            old_groups: None,
+            old_gid: None,
+            old_uid: None,
+            old_caps: None,
+            old_umask: None,
+            _this_thread: PhantomData,
+        };
+        // The fsgid first: setfsgid and setgroups need the same privilege, so a thread that
+        // lacks it fails here, before anything changed.
+        guard.old_gid = Some(set_fsgid(gid)?);
         let old_groups = thread_groups()?;
         set_thread_groups(groups)?;
-        // SAFETY: setfsgid/setfsuid change only this thread's filesystem ids and return the
-        // previous value; they touch no memory.
-        let old_gid = unsafe { libc::syscall(libc::SYS_setfsgid, gid) } as u32;
-        // SAFETY: as above.
-        let old_uid = unsafe { libc::syscall(libc::SYS_setfsuid, uid) } as u32;
-        let mut guard = AsCaller {
-            old_uid,
-            old_gid,
-            old_groups,
-            old_umask: None,
-        };
-        // setfsuid reports failure only by not changing the id: check it took.
-        // SAFETY: setfsuid(-1) is a query that changes nothing.
-        let now = unsafe { libc::syscall(libc::SYS_setfsuid, u32::MAX) } as u32;
-        if now != uid {
-            return Err(io::Error::from_raw_os_error(libc::EPERM));
+        guard.old_groups = Some(old_groups);
+        guard.old_uid = Some(set_fsuid(uid)?);
+        if uid != 0 {
+            let caps = Caps::get()?;
+            let keep = keep_mask();
+            let mut reduced = caps;
+            for (word, mask) in reduced.effective.iter_mut().zip(keep) {
+                *word &= mask;
+            }
+            if reduced.effective != caps.effective {
+                reduced.set()?;
+                guard.old_caps = Some(caps);
+            }
         }
         if let Some(mask) = umask {
             own_fs_struct()?;
@@ -115,17 +168,128 @@ impl AsCaller {
 
 impl Drop for AsCaller {
     fn drop(&mut self) {
-        // SAFETY: restoring ids and mask this thread held a moment ago; no memory effects.
-        unsafe {
-            libc::syscall(libc::SYS_setfsuid, self.old_uid);
-            libc::syscall(libc::SYS_setfsgid, self.old_gid);
-            if let Some(mask) = self.old_umask {
-                libc::umask(mask);
+        if let Some(mask) = self.old_umask {
+            // SAFETY: restores the mask this thread held a moment ago; no memory effects.
+            unsafe { libc::umask(mask) };
+        }
+        // Capabilities before ids: setfsuid(0) raises the filesystem set again from the
+        // permitted set, and the rest must come back from the saved copy.
+        if let Some(caps) = self.old_caps {
+            if let Err(e) = caps.set() {
+                log::error!("cannot restore the daemon's capabilities: {e}");
             }
         }
-        if let Err(e) = set_thread_groups(&self.old_groups) {
-            log::error!("cannot restore the daemon's groups: {e}");
+        if let Some(uid) = self.old_uid {
+            if let Err(e) = set_fsuid(uid) {
+                log::error!("cannot restore the daemon's fsuid: {e}");
+            }
         }
+        if let Some(groups) = &self.old_groups {
+            if let Err(e) = set_thread_groups(groups) {
+                log::error!("cannot restore the daemon's groups: {e}");
+            }
+        }
+        if let Some(gid) = self.old_gid {
+            if let Err(e) = set_fsgid(gid) {
+                log::error!("cannot restore the daemon's fsgid: {e}");
+            }
+        }
+    }
+}
+
+/// setfsuid for this thread, checked: the syscall reports failure only by not changing the id,
+/// so the id is read back (setfsuid(-1) changes nothing and returns the current one). Returns
+/// the previous fsuid.
+fn set_fsuid(uid: u32) -> io::Result<u32> {
+    // SAFETY: setfsuid changes only this thread's filesystem uid and returns the previous
+    // value; it touches no memory.
+    let old = unsafe { libc::syscall(libc::SYS_setfsuid, uid) } as u32;
+    // SAFETY: setfsuid(-1) is a query that changes nothing.
+    let now = unsafe { libc::syscall(libc::SYS_setfsuid, u32::MAX) } as u32;
+    if now != uid {
+        return Err(io::Error::from_raw_os_error(libc::EPERM));
+    }
+    Ok(old)
+}
+
+/// setfsgid for this thread, checked the same way. Returns the previous fsgid.
+fn set_fsgid(gid: u32) -> io::Result<u32> {
+    // SAFETY: setfsgid changes only this thread's filesystem gid and returns the previous
+    // value; it touches no memory.
+    let old = unsafe { libc::syscall(libc::SYS_setfsgid, gid) } as u32;
+    // SAFETY: setfsgid(-1) is a query that changes nothing.
+    let now = unsafe { libc::syscall(libc::SYS_setfsgid, u32::MAX) } as u32;
+    if now != gid {
+        return Err(io::Error::from_raw_os_error(libc::EPERM));
+    }
+    Ok(old)
+}
+
+/// `_LINUX_CAPABILITY_VERSION_3`: 64-bit sets in two 32-bit words.
+const CAP_VERSION_3: u32 = 0x2008_0522;
+
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    /// 0: the calling thread.
+    pid: libc::c_int,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+/// The calling thread's capability sets (low word first).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Caps {
+    effective: [u32; 2],
+    permitted: [u32; 2],
+    inheritable: [u32; 2],
+}
+
+impl Caps {
+    /// capget of this thread (raw syscall; libcap and glibc are not involved).
+    fn get() -> io::Result<Caps> {
+        let mut header = CapHeader {
+            version: CAP_VERSION_3,
+            pid: 0,
+        };
+        let mut data = [CapData::default(); 2];
+        // SAFETY: version 3 makes the kernel write exactly two `CapData` records, which `data`
+        // holds; the header is readable and writable.
+        let ret = unsafe { libc::syscall(libc::SYS_capget, &mut header, data.as_mut_ptr()) };
+        if ret != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Caps {
+            effective: [data[0].effective, data[1].effective],
+            permitted: [data[0].permitted, data[1].permitted],
+            inheritable: [data[0].inheritable, data[1].inheritable],
+        })
+    }
+
+    /// capset of this thread only: credentials are per thread in the kernel, and the raw
+    /// syscall (unlike glibc's set*id wrappers) is not broadcast to the other threads.
+    fn set(&self) -> io::Result<()> {
+        let mut header = CapHeader {
+            version: CAP_VERSION_3,
+            pid: 0,
+        };
+        let data = [0, 1].map(|i| CapData {
+            effective: self.effective[i],
+            permitted: self.permitted[i],
+            inheritable: self.inheritable[i],
+        });
+        // SAFETY: the kernel reads the header and two `CapData` records, all initialised.
+        let ret = unsafe { libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()) };
+        if ret != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
     }
 }
 
@@ -223,5 +387,125 @@ mod tests {
         let meta = std::fs::metadata(&path).unwrap();
         assert_eq!((meta.uid(), meta.gid()), (4242, 4243));
         assert_eq!(meta.mode() & 0o777, 0o600);
+    }
+
+    /// `AsCaller` must not be `Send`: a guard dropped on another thread would restore that
+    /// thread's ids and leave this one acting as the caller. This resolves only if exactly one
+    /// impl applies, i.e. only if `AsCaller` is not `Send` (a `Send` type makes it ambiguous
+    /// and the test fails to compile).
+    #[test]
+    fn guard_is_not_send() {
+        trait AmbiguousIfSend<A> {
+            fn check() {}
+        }
+        impl<T: ?Sized> AmbiguousIfSend<()> for T {}
+        #[allow(dead_code)]
+        struct IsSend;
+        impl<T: ?Sized + Send> AmbiguousIfSend<IsSend> for T {}
+        <AsCaller as AmbiguousIfSend<_>>::check();
+    }
+
+    /// The thread's effective capabilities as /proc shows them (64-bit mask).
+    fn cap_eff() -> u64 {
+        let status = std::fs::read_to_string("/proc/thread-self/status").unwrap();
+        let hex = status
+            .lines()
+            .find_map(|l| l.strip_prefix("CapEff:"))
+            .unwrap()
+            .trim();
+        u64::from_str_radix(hex, 16).unwrap()
+    }
+
+    fn fsid_now() -> (u32, u32) {
+        unsafe {
+            (
+                libc::syscall(libc::SYS_setfsuid, u32::MAX) as u32,
+                libc::syscall(libc::SYS_setfsgid, u32::MAX) as u32,
+            )
+        }
+    }
+
+    const CAP_LINUX_IMMUTABLE: u64 = 1 << 9;
+    const CAP_SYS_RESOURCE: u64 = 1 << 24;
+    const CAP_SETFCAP: u64 = 1 << 31;
+
+    /// Run as root: acting for a non-root caller leaves only `CALLER_KEEPS` in the thread's
+    /// effective set (CAP_SYS_RESOURCE, CAP_LINUX_IMMUTABLE, CAP_SETFCAP, ... are gone), the
+    /// daemon's set comes back whole on drop, and a root caller keeps everything.
+    #[test]
+    fn non_root_caller_has_no_extra_capabilities() {
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        std::thread::spawn(|| {
+            let before = cap_eff();
+            let caps = Caps::get().unwrap();
+            assert_eq!(
+                u64::from(caps.effective[0]) | u64::from(caps.effective[1]) << 32,
+                before,
+                "capget agrees with /proc"
+            );
+            let keep = keep_mask();
+            let keep = u64::from(keep[0]) | u64::from(keep[1]) << 32;
+            let guard = AsCaller::new(4242, 4243, &[4244], None).unwrap();
+            let during = cap_eff();
+            assert_eq!(
+                during & !keep,
+                0,
+                "effective set {during:#x} during the guard"
+            );
+            assert_eq!(during, before & keep);
+            for cap in [CAP_LINUX_IMMUTABLE, CAP_SYS_RESOURCE, CAP_SETFCAP] {
+                assert_eq!(during & cap, 0);
+            }
+            drop(guard);
+            assert_eq!(cap_eff(), before, "restored on drop");
+            assert_eq!(fsid_now(), (0, 0));
+
+            let guard = AsCaller::new(0, 0, &[], Some(0o022)).unwrap();
+            assert_eq!(
+                cap_eff(),
+                before,
+                "root acting as root keeps its capabilities"
+            );
+            drop(guard);
+            assert_eq!(cap_eff(), before);
+        })
+        .join()
+        .unwrap();
+    }
+
+    /// Run as root: a thread without CAP_SETGID cannot take another fsgid. setfsgid says so
+    /// only by not changing it; the guard notices, fails with EPERM and leaves nothing changed.
+    #[test]
+    fn setfsgid_failure_fails_the_guard_cleanly() {
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        std::thread::spawn(|| {
+            let full = Caps::get().unwrap();
+            let mut no_setgid = full;
+            no_setgid.effective[0] &= !(1 << 6);
+            no_setgid.set().unwrap();
+            let groups = thread_groups().unwrap();
+            let eff = cap_eff();
+
+            let err = set_fsgid(4243).unwrap_err();
+            assert_eq!(err.raw_os_error(), Some(libc::EPERM));
+            assert_eq!(fsid_now(), (0, 0));
+
+            let err = AsCaller::new(4242, 4243, &[4244], Some(0o077))
+                .err()
+                .expect("the guard must fail without CAP_SETGID");
+            assert_eq!(err.raw_os_error(), Some(libc::EPERM));
+            assert_eq!(fsid_now(), (0, 0), "nothing stays changed");
+            assert_eq!(thread_groups().unwrap(), groups);
+            assert_eq!(cap_eff(), eff);
+            full.set().unwrap();
+        })
+        .join()
+        .unwrap();
     }
 }

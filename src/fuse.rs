@@ -11,9 +11,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{
     AccessFlags, BackingId, BsdFileFlags, CopyFileRangeFlags, Errno, FileAttr, FileHandle,
-    FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig, LockOwner,
-    OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus,
-    ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request,
+    FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags, IoctlFlags, KernelConfig,
+    LockOwner, OpenFlags, PollEvents, PollFlags, PollNotifier, RenameFlags, ReplyAttr, ReplyBmap,
+    ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyIoctl,
+    ReplyLock, ReplyLseek, ReplyOpen, ReplyPoll, ReplyStatfs, ReplyWrite, ReplyXattr, Request,
     TimeOrNow, WriteFlags,
 };
 
@@ -364,6 +365,88 @@ impl Filesystem for Adapter {
             .fs
             .mknod(caller(req), parent.0, name, mode, umask, rdev);
         self.entry(reply, result);
+    }
+
+    /// Inode flags and extended attributes are served (lsattr, chattr: see `Fs::ioctl`);
+    /// every other command gets ENOTTY, as a regular file or directory answers natively.
+    /// Quietly: every Python open() asks TCGETS. Answering ENOSYS would not save the next
+    /// round trip: the kernel turns it into ENOTTY and asks again (fs/fuse/ioctl.c keeps no
+    /// "no ioctl" flag, unlike poll or xattrs).
+    fn ioctl(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        _flags: IoctlFlags,
+        cmd: u32,
+        in_data: &[u8],
+        out_size: u32,
+        reply: ReplyIoctl,
+    ) {
+        match self
+            .fs
+            .ioctl(caller(req), ino.0, fh.0, cmd, in_data, out_size)
+        {
+            Ok(data) => reply.ioctl(0, &data),
+            Err(e) => {
+                log::trace!("ioctl {cmd:#x} on inode {}: errno {}", ino.0, e.0);
+                reply.error(errno(e))
+            }
+        }
+    }
+
+    // fuser's defaults for the operations below log a warning per request. None of them is
+    // served, and each answers ENOSYS without a word: poll (the kernel then stops asking and
+    // treats files as always ready, as regular files are), POSIX/BSD locks (only sent when
+    // the daemon negotiates FUSE_POSIX_LOCKS/FLOCK_LOCKS, which relocfs does not: the kernel
+    // keeps locks itself) and bmap (only for block-device-backed mounts).
+
+    fn poll(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _ph: PollNotifier,
+        _events: PollEvents,
+        _flags: PollFlags,
+        reply: ReplyPoll,
+    ) {
+        reply.error(Errno::ENOSYS);
+    }
+
+    fn getlk(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: LockOwner,
+        _start: u64,
+        _end: u64,
+        _typ: i32,
+        _pid: u32,
+        reply: ReplyLock,
+    ) {
+        reply.error(Errno::ENOSYS);
+    }
+
+    fn setlk(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: LockOwner,
+        _start: u64,
+        _end: u64,
+        _typ: i32,
+        _pid: u32,
+        _sleep: bool,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(Errno::ENOSYS);
+    }
+
+    fn bmap(&self, _req: &Request, _ino: INodeNo, _blocksize: u32, _idx: u64, reply: ReplyBmap) {
+        reply.error(Errno::ENOSYS);
     }
 
     fn mkdir(

@@ -125,7 +125,8 @@ impl MountOptions {
         out
     }
 
-    /// `-o dev` given (devices are off by default, as with fuser's `nodev`).
+    /// `-o dev` given: device nodes on the mount may be opened (off by default, as with
+    /// fuser's `nodev`). Creating them is a matter of the caller's privilege either way.
     pub fn allows_devices(&self) -> bool {
         self.flags.contains(&MountOption::Dev)
     }

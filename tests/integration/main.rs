@@ -10,6 +10,7 @@ mod audit;
 mod demo;
 mod fdlimit;
 mod fstab;
+mod ioctl;
 mod lifecycle;
 mod output;
 mod prefix;

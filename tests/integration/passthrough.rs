@@ -1,9 +1,11 @@
 //! Small files are served by the daemon and large or written ones by kernel passthrough; the
 //! kernel refuses to mix both for one inode, so every open of an inode must follow the first.
 //! Opening a file again while it is open, the other way, must work and see the same data.
+//! And passthrough must really happen: a large file's data never passes through the daemon
+//! (its own read/write byte counters, /proc/PID/io, tell).
 
 use std::fs::{self, OpenOptions};
-use std::io::Write;
+use std::io::{Read, Write};
 use std::os::unix::fs::FileExt;
 
 use crate::common::*;
@@ -52,4 +54,90 @@ fn large_file_reopened_for_writing_while_open() {
         return;
     }
     reopen_while_open(1 << 20);
+}
+
+/// Bytes the daemon process moved through read and write syscalls (all threads): rchar +
+/// wchar of /proc/PID/io. Serving a read costs the daemon the pread of the data and the
+/// reply that carries it; serving a write, the request that carries it and the pwrite.
+fn daemon_io_bytes(pid: i32) -> u64 {
+    let io = fs::read_to_string(format!("/proc/{pid}/io")).expect("/proc/PID/io of the daemon");
+    ["rchar:", "wchar:"]
+        .iter()
+        .map(|key| {
+            io.lines()
+                .find_map(|l| l.strip_prefix(key))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .unwrap_or_else(|| panic!("no {key} in /proc/{pid}/io:\n{io}"))
+        })
+        .sum()
+}
+
+/// Kernel FUSE passthrough exists from Linux 6.9 on.
+fn kernel_has_passthrough() -> bool {
+    let release = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut nums = release
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|n| n.parse::<u32>().ok());
+    let (major, minor) = (nums.next().unwrap_or(0), nums.next().unwrap_or(0));
+    (major, minor) >= (6, 9)
+}
+
+const LARGE: usize = 8 << 20;
+
+/// Reads a fresh large file whole through the mount and overwrites it whole, through a new
+/// open each; returns the bytes the daemon moved meanwhile.
+fn daemon_bytes_for_large_io(extra_config: &str) -> u64 {
+    let b = MountBuilder::new();
+    let real = b.real();
+    let data = pattern(LARGE, 7);
+    write_file(&real.join("big"), &data, 0o666);
+    let m = b.map_mode("/", &real, "rw").extra(extra_config).mount();
+    let pid = m.daemon_pid();
+    let path = m.at("big");
+    let before = daemon_io_bytes(pid);
+
+    let mut read = Vec::with_capacity(LARGE);
+    fs::File::open(&path)
+        .unwrap()
+        .read_to_end(&mut read)
+        .unwrap();
+    assert!(read == data, "read back through the mount");
+    let new = pattern(LARGE, 8);
+    let mut w = OpenOptions::new().write(true).open(&path).unwrap();
+    w.write_all(&new).unwrap();
+    w.sync_all().unwrap();
+    drop(w);
+
+    let moved = daemon_io_bytes(pid) - before;
+    assert!(
+        fs::read(real.join("big")).unwrap() == new,
+        "the real file holds the write"
+    );
+    moved
+}
+
+/// With passthrough (the default), reading and writing 8 MiB each costs the daemon next to
+/// nothing (the open, the audit line, the fsync); with `passthrough = "off"` the same moves at
+/// least 2 x 16 MiB through it, which shows the probe sees daemon-served data.
+#[test]
+fn large_file_data_never_passes_through_the_daemon() {
+    if !require_fuse() {
+        return;
+    }
+    if !kernel_has_passthrough() {
+        eprintln!("SKIP: the kernel has no FUSE passthrough (Linux < 6.9)");
+        return;
+    }
+    let served = daemon_bytes_for_large_io("[fuse]\npassthrough = \"off\"\n");
+    assert!(
+        served >= 4 * LARGE as u64,
+        "passthrough off: the daemon moved only {served} bytes for 2 x {LARGE}"
+    );
+    let through = daemon_bytes_for_large_io("");
+    eprintln!("daemon bytes for 2 x {LARGE}: passthrough off {served}, on {through}");
+    assert!(
+        through < (LARGE / 8) as u64,
+        "with passthrough the daemon still moved {through} bytes for 2 x {LARGE} of file data \
+         (with passthrough off: {served}): reads or writes reach the daemon"
+    );
 }

@@ -195,6 +195,78 @@ fn user_exists(user: &str, group: &str) -> bool {
     ok("passwd", user) && ok("group", group)
 }
 
+/// What is wrong with one relocfs run against the native baseline: tests that pass natively
+/// but not through relocfs (beyond the known limits), tests that fail through relocfs, stale
+/// allow-list entries, and a pass count that is not native minus the limits.
+fn problems_against_native(label: &str, n: &Run, r: &Run) -> Vec<String> {
+    let limits: BTreeMap<&str, &str> = FUSE_LIMITS.iter().copied().collect();
+    let flaky: BTreeMap<&str, &str> = FLAKY_THROUGH_FUSE.iter().copied().collect();
+    let mut problems = Vec::new();
+    if n.results.keys().ne(r.results.keys()) {
+        problems.push(format!("{label}: not the same test list as the native run"));
+        return problems;
+    }
+    let why = |name: &str| {
+        r.details
+            .get(name)
+            .map(|d| d.join(" | "))
+            .unwrap_or_default()
+    };
+    for (name, native_outcome) in &n.results {
+        let through = r.results[name];
+        if *native_outcome != Outcome::Ok || through == Outcome::Ok {
+            continue;
+        }
+        if limits.contains_key(name.as_str()) || flaky.contains_key(name.as_str()) {
+            continue;
+        }
+        problems.push(format!(
+            "{label}: {name}: ok natively, {through:?} through relocfs: {}",
+            why(name)
+        ));
+    }
+    // Nothing may fail through relocfs, whatever the baseline says.
+    for (name, o) in &r.results {
+        if *o == Outcome::Failed
+            && n.results[name] != Outcome::Ok
+            && !flaky.contains_key(name.as_str())
+        {
+            problems.push(format!(
+                "{label}: {name}: FAILED through relocfs (and not ok natively either): {}",
+                why(name)
+            ));
+        }
+    }
+    // An allow-listed limit that no longer shows is stale: remove it (and its README line).
+    for (name, reason) in FUSE_LIMITS {
+        match (n.results.get(*name), r.results.get(*name)) {
+            (Some(Outcome::Ok), Some(Outcome::Ok)) => problems.push(format!(
+                "{label}: {name} is allow-listed as a FUSE limit ({reason}) but now passes: \
+                 remove it"
+            )),
+            (Some(Outcome::Ok), Some(_)) => {}
+            (a, b) => problems.push(format!(
+                "{label}: {name} is allow-listed but ran {a:?} natively / {b:?} through relocfs"
+            )),
+        }
+    }
+    let flaky_missed = FLAKY_THROUGH_FUSE
+        .iter()
+        .filter(|(name, _)| r.results.get(*name) != Some(&Outcome::Ok))
+        .count();
+    let want = n.count(Outcome::Ok) - FUSE_LIMITS.len() - flaky_missed;
+    if problems.is_empty() && r.count(Outcome::Ok) != want {
+        problems.push(format!(
+            "{label}: {} passed, expected {want} (native minus the FUSE limits and flaky misses)",
+            r.count(Outcome::Ok)
+        ));
+    }
+    problems
+}
+
+/// pjdfstest natively, through an rw rule mounted `dev,suid`, and through one mounted with the
+/// defaults (`nodev,nosuid`). `nodev` stops the opening of device nodes, not their creation:
+/// root may mknod a device on a nodev filesystem natively, and so through relocfs.
 #[test]
 fn pjdfstest_passes_through_rw_rule_as_natively() {
     if !require_fuse() {
@@ -211,7 +283,7 @@ fn pjdfstest_passes_through_rw_rule_as_natively() {
         }
     }
 
-    // Both trees on the same filesystem (the tempdir's); secondary fs on tmpfs.
+    // All trees on the same filesystem (the tempdirs'); secondary fs on tmpfs.
     let b = MountBuilder::new();
     let native = b.root().join("native");
     mkdir_p(&native);
@@ -221,27 +293,48 @@ fn pjdfstest_passes_through_rw_rule_as_natively() {
         .prefix("relocfs-pjd-")
         .tempdir_in("/dev/shm")
         .expect("tempdir in /dev/shm");
-    let sec_native = shm.path().join("native");
-    let sec_mount = shm.path().join("mount");
-    mkdir_p(&sec_native);
-    mkdir_p(&sec_mount);
+    let secondary = |name: &str| {
+        let p = shm.path().join(name);
+        mkdir_p(&p);
+        p
+    };
+    let (sec_native, sec_dev, sec_nodev) =
+        (secondary("native"), secondary("dev"), secondary("nodev"));
+    let real = b.real();
     assert_eq!(
         statvfs(&native).unwrap().f_fsid,
-        statvfs(&b.real()).unwrap().f_fsid,
+        statvfs(&real).unwrap().f_fsid,
         "baseline and target must share a filesystem"
     );
-    let real = b.real();
-    let m = b
+    let dev = b
         .map_mode("/", &real, "rw")
         .opt("allow_other,dev,suid")
         .no_audit()
         .mount();
+    let b2 = MountBuilder::new();
+    let real2 = b2.real();
+    assert_eq!(
+        statvfs(&native).unwrap().f_fsid,
+        statvfs(&real2).unwrap().f_fsid,
+        "baseline and target must share a filesystem"
+    );
+    let nodev = b2
+        .map_mode("/", &real2, "rw")
+        .opt("allow_other")
+        .no_audit()
+        .mount();
+    let opts = mount_entry(&nodev.mnt).expect("nodev mount listed").options;
+    assert!(
+        opts.iter().any(|o| o == "nodev"),
+        "the default mount is nodev: {opts:?}"
+    );
 
-    // The two runs are independent: run them side by side.
-    let (n, r) = std::thread::scope(|s| {
+    // The runs are independent: run them side by side.
+    let (n, d, nd) = std::thread::scope(|s| {
         let n = s.spawn(|| run_pjdfstest(&bin, &config, &native, &sec_native));
-        let r = s.spawn(|| run_pjdfstest(&bin, &config, &m.mnt, &sec_mount));
-        (n.join().unwrap(), r.join().unwrap())
+        let d = s.spawn(|| run_pjdfstest(&bin, &config, &dev.mnt, &sec_dev));
+        let nd = s.spawn(|| run_pjdfstest(&bin, &config, &nodev.mnt, &sec_nodev));
+        (n.join().unwrap(), d.join().unwrap(), nd.join().unwrap())
     });
 
     let line = |what: &str, run: &Run| {
@@ -254,10 +347,13 @@ fn pjdfstest_passes_through_rw_rule_as_natively() {
             run.elapsed.as_secs_f64()
         )
     };
-    let _ = std::io::Write::write_all(
-        &mut std::io::stderr(),
-        format!("{}\n{}\n", line("native ", &n), line("relocfs", &r)).as_bytes(),
+    let lines = format!(
+        "{}\n{}\n{}",
+        line("native        ", &n),
+        line("relocfs dev   ", &d),
+        line("relocfs nodev ", &nd)
     );
+    let _ = std::io::Write::write_all(&mut std::io::stderr(), format!("{lines}\n").as_bytes());
 
     // The baseline itself must be sane, or the comparison proves nothing.
     assert!(
@@ -266,78 +362,17 @@ fn pjdfstest_passes_through_rw_rule_as_natively() {
         n.count(Outcome::Ok),
         n.raw
     );
-    assert_eq!(
-        n.results.keys().collect::<Vec<_>>(),
-        r.results.keys().collect::<Vec<_>>(),
-        "both runs must run the same test list"
-    );
-
-    let limits: BTreeMap<&str, &str> = FUSE_LIMITS.iter().copied().collect();
-    let flaky: BTreeMap<&str, &str> = FLAKY_THROUGH_FUSE.iter().copied().collect();
-    let mut problems = Vec::new();
-    for (name, native_outcome) in &n.results {
-        let through = r.results[name];
-        if *native_outcome != Outcome::Ok || through == Outcome::Ok {
-            continue;
-        }
-        if limits.contains_key(name.as_str()) || flaky.contains_key(name.as_str()) {
-            continue;
-        }
-        let why = r
-            .details
-            .get(name)
-            .map(|d| d.join(" | "))
-            .unwrap_or_default();
-        problems.push(format!(
-            "{name}: ok natively, {through:?} through relocfs: {why}"
-        ));
-    }
-    // Nothing may fail through relocfs, whatever the baseline says.
-    for (name, o) in &r.results {
-        if *o == Outcome::Failed
-            && n.results[name] != Outcome::Ok
-            && !flaky.contains_key(name.as_str())
-        {
-            let why = r
-                .details
-                .get(name)
-                .map(|d| d.join(" | "))
-                .unwrap_or_default();
-            problems.push(format!(
-                "{name}: FAILED through relocfs (and not ok natively either): {why}"
-            ));
-        }
-    }
-    // An allow-listed limit that no longer shows is stale: remove it (and its README line).
-    for (name, reason) in FUSE_LIMITS {
-        match (n.results.get(*name), r.results.get(*name)) {
-            (Some(Outcome::Ok), Some(Outcome::Ok)) => problems.push(format!(
-                "{name} is allow-listed as a FUSE limit ({reason}) but now passes: remove it"
-            )),
-            (Some(Outcome::Ok), Some(_)) => {}
-            (a, b) => problems.push(format!(
-                "{name} is allow-listed but ran {a:?} natively / {b:?} through relocfs"
-            )),
-        }
-    }
+    let mut problems = problems_against_native("dev,suid mount", &n, &d);
+    problems.extend(problems_against_native("default (nodev) mount", &n, &nd));
     assert!(
         problems.is_empty(),
-        "{}\n{}\n{}\n\nrelocfs run:\n{}",
-        line("native ", &n),
-        line("relocfs", &r),
+        "{lines}\n{} problems:\n{}\n\nrelocfs dev run:\n{}\n\nrelocfs nodev run:\n{}",
+        problems.len(),
         problems.join("\n"),
-        r.raw
+        d.raw,
+        nd.raw
     );
-    let flaky_missed = FLAKY_THROUGH_FUSE
-        .iter()
-        .filter(|(name, _)| r.results.get(*name) != Some(&Outcome::Ok))
-        .count();
-    assert_eq!(
-        r.count(Outcome::Ok),
-        n.count(Outcome::Ok) - FUSE_LIMITS.len() - flaky_missed,
-        "passed through relocfs = passed natively minus the FUSE limits (and flaky misses)"
-    );
-    drop(m);
+    drop((dev, nodev));
 }
 
 /// The parser itself (no FUSE needed): every outcome, reasons, the summary.

@@ -283,29 +283,67 @@ fn fifo_and_unix_socket_work_through_the_mount() {
     assert!(!real.join("sock").exists());
 }
 
+/// Device nodes follow the caller's own privilege, as natively; `nodev` (the default) stops
+/// their opening, not their creation: root may mknod a device on a nodev filesystem natively,
+/// and so through relocfs. An unprivileged user can create none, on any mount.
 #[test]
-fn device_nodes_need_dev_mount_option() {
+fn device_nodes_follow_the_callers_privilege() {
     if !require_fuse() {
         return;
     }
     let null = libc::makedev(1, 3);
+    let user_mknod = |path: PathBuf, kind: u32, dev: libc::dev_t| {
+        spawn_as_user(KEY_UID, KEY_GID, &[KEY_GID], move || {
+            mknod(&path, kind | 0o666, dev)
+        })
+        .join()
+        .unwrap()
+    };
     {
         let (m, real) = rw("");
-        assert_errno(
-            "mknod char device without -o dev",
-            mknod(&m.at("null"), libc::S_IFCHR | 0o666, null),
-            libc::EPERM,
+        let opts = mount_entry(&m.mnt).expect("mount listed").options;
+        assert!(
+            opts.iter().any(|o| o == "nodev"),
+            "default is nodev: {opts:?}"
         );
-        assert_errno(
-            "mknod block device without -o dev",
-            mknod(&m.at("blk"), libc::S_IFBLK | 0o600, libc::makedev(7, 0)),
-            libc::EPERM,
-        );
-        assert_eq!(dir_names(&real), ["home4242"], "nothing created");
+        mknod(&m.at("null"), libc::S_IFCHR | 0o666, null).expect("root's mknod on nodev");
+        mknod(&m.at("blk"), libc::S_IFBLK | 0o600, libc::makedev(7, 0))
+            .expect("root's block device mknod on nodev");
+        let md = fs::symlink_metadata(real.join("null")).unwrap();
+        assert!(md.file_type().is_char_device());
+        assert_eq!(md.rdev(), null);
+        assert!(fs::symlink_metadata(real.join("blk"))
+            .unwrap()
+            .file_type()
+            .is_block_device());
         let e = wait_for_audit(&m.audit, ev("mknod", &m.at("null"), None), AUDIT_TIMEOUT);
-        assert_eq!(s(&e, "result"), Some("EPERM"), "{e}");
-        // Fifos are not devices: allowed.
+        assert_eq!(s(&e, "result"), Some("ok"), "{e}");
+        // nodev: the device cannot be opened through the mount (EACCES, as natively).
+        assert_errno(
+            "open a char device on the nodev mount",
+            fs::File::open(m.at("null")),
+            libc::EACCES,
+        );
+        assert_errno(
+            "write a char device on the nodev mount",
+            fs::write(m.at("null"), b"x"),
+            libc::EACCES,
+        );
+        // An unprivileged user cannot create one, not even in a directory of their own.
+        assert_errno(
+            "mknod as uid 4242 on nodev",
+            user_mknod(m.at("home4242/null"), libc::S_IFCHR, null),
+            libc::EPERM,
+        );
+        assert_errno(
+            "block mknod as uid 4242 on nodev",
+            user_mknod(m.at("home4242/blk"), libc::S_IFBLK, libc::makedev(7, 0)),
+            libc::EPERM,
+        );
+        assert_eq!(dir_names(&real.join("home4242")), Vec::<String>::new());
+        // Fifos are not devices: allowed to anyone who may write the directory.
         mkfifo(&m.at("fifo"), 0o600).unwrap();
+        user_mknod(m.at("home4242/fifo"), libc::S_IFIFO, 0).expect("a user's fifo");
     }
     let (m, real) = rw("dev");
     mknod(&m.at("null"), libc::S_IFCHR | 0o666, null).expect("mknod as root with -o dev");
@@ -321,13 +359,11 @@ fn device_nodes_need_dev_mount_option() {
     fs::write(m.at("null"), b"discarded").expect("write to the null device");
     assert_eq!(fs::read(m.at("null")).unwrap(), b"");
     // An unprivileged user cannot, even with -o dev: the real filesystem decides.
-    let dst = m.at("home4242/null");
-    let r = spawn_as_user(KEY_UID, KEY_GID, &[KEY_GID], move || {
-        mknod(&dst, libc::S_IFCHR | 0o666, libc::makedev(1, 3))
-    })
-    .join()
-    .unwrap();
-    assert_errno("mknod as uid 4242 with -o dev", r, libc::EPERM);
+    assert_errno(
+        "mknod as uid 4242 with -o dev",
+        user_mknod(m.at("home4242/null"), libc::S_IFCHR, null),
+        libc::EPERM,
+    );
     assert!(!real.join("home4242/null").exists());
 }
 
