@@ -45,8 +45,20 @@ pub struct Adapter {
 }
 
 /// Kernel passthrough state. The kernel allows one backing file per inode at a time, and no
-/// mixing of passthrough and daemon-served opens of one inode, so the first open of an inode
+/// mixing of passthrough and page-cached opens of one inode, so the first open of an inode
 /// decides for every open of it until all are closed.
+///
+/// The kernel does a backing file's I/O with the credentials of whoever registered it, and
+/// every open of an inode that has a backing must share it (anything else fails with EIO).
+/// So a backing is registered while acting as the opener (without the capabilities a
+/// non-root opener lacks), and never for root: root's opens are served by the daemon, so no
+/// backing ever carries root's rights (reserved blocks, quota exemption) to a user who opens
+/// the same file later. The cost: root's own I/O through the mount is not passed through;
+/// a root open of a file a user already has open through passthrough shares the user's
+/// backing and writes with the user's rights (less than root's: it may meet ENOSPC in the
+/// blocks ext4 reserves for root). Two non-root users of one inode share the first one's
+/// backing; neither has a capability, so what can differ is only ext4's `resuid`/`resgid`
+/// and group-based set-id clearing.
 ///
 /// Passthrough pays off for large files and for writing; for small files read whole, the
 /// backing registration costs more than serving the read (once; the page cache keeps it):
@@ -69,35 +81,44 @@ struct OpenFiles {
     handles: HashMap<u64, (u64, Option<Arc<BackingId>>)>,
 }
 
+/// How an open is served.
+enum Serve {
+    Passthrough(Arc<BackingId>),
+    /// By the daemon, through the page cache.
+    Cached,
+}
+
 /// Regular files from this size on are read through passthrough.
 const PASSTHROUGH_MIN_SIZE: u64 = 64 * 1024;
 
 impl Passthrough {
-    /// Decides how handle `fh` of node `ino` is served: `Some(backing id)` for passthrough
-    /// (the inode's current one, or one registered by `register`), `None` for the daemon.
-    /// `wants` says whether this open would choose passthrough on its own (large or written);
-    /// it is asked only when this open is the one to decide.
+    /// Decides how handle `fh` of node `ino`, opened by `opener`, is served: the inode's
+    /// current backing, one registered now by `register` (which must act as the opener;
+    /// never for root), or the daemon. `wants` says whether this open would choose
+    /// passthrough on its own (large or written); it is asked only when this open is the one
+    /// to decide.
     fn attach(
         &self,
         ino: u64,
         fh: u64,
+        opener: Option<fs::Opener>,
         wants: impl FnOnce() -> bool,
         register: impl FnOnce() -> Option<io::Result<BackingId>>,
-    ) -> Option<Arc<BackingId>> {
-        if !self.enabled.load(Ordering::Relaxed) {
-            return None;
-        }
+    ) -> Serve {
+        let Some(opener) = opener.filter(|_| self.enabled.load(Ordering::Relaxed)) else {
+            return Serve::Cached;
+        };
         // Held while registering, so racing opens of one inode agree.
         let mut open = lock(&self.open);
         let live = open.backing.get(&ino).and_then(Weak::upgrade);
-        let id = match live {
-            Some(id) => Some(id),
-            None if open.served.contains_key(&ino) || !wants() => None,
+        let serve = match live {
+            Some(id) => Serve::Passthrough(id),
+            None if opener.uid == 0 || open.served.contains_key(&ino) || !wants() => Serve::Cached,
             None => match register() {
                 Some(Ok(id)) => {
                     let id = Arc::new(id);
                     open.backing.insert(ino, Arc::downgrade(&id));
-                    Some(id)
+                    Serve::Passthrough(id)
                 }
                 Some(Err(e)) => {
                     if e.raw_os_error() == Some(libc::EPERM) {
@@ -108,23 +129,24 @@ impl Passthrough {
                     } else {
                         log::debug!("no passthrough for inode {ino}: {e}");
                     }
-                    None
+                    Serve::Cached
                 }
-                None => None,
+                None => Serve::Cached,
             },
         };
-        if id.is_none() {
-            *open.served.entry(ino).or_insert(0) += 1;
-        }
-        open.handles.insert(fh, (ino, id.clone()));
-        id
+        let id = match &serve {
+            Serve::Passthrough(id) => Some(Arc::clone(id)),
+            Serve::Cached => {
+                *open.served.entry(ino).or_insert(0) += 1;
+                None
+            }
+        };
+        open.handles.insert(fh, (ino, id));
+        serve
     }
 
     /// The handle closed; a backing id goes with its inode's last handle.
     fn release(&self, fh: u64) {
-        if !self.enabled.load(Ordering::Relaxed) {
-            return;
-        }
         let mut open = lock(&self.open);
         let Some((ino, id)) = open.handles.remove(&fh) else {
             return;
@@ -159,6 +181,21 @@ impl Adapter {
             tuning,
             passthrough: Passthrough::default(),
         }
+    }
+
+    /// Registers the file of handle `fh` as a backing file while acting as its opener: the
+    /// kernel keeps the registering task's credentials for the backing file's I/O.
+    fn register_backing(
+        &self,
+        fh: u64,
+        open_backing: impl FnOnce(&std::fs::File) -> io::Result<BackingId>,
+    ) -> Option<io::Result<BackingId>> {
+        let _as_opener = match self.fs.as_handle_opener(fh) {
+            Ok(guard) => guard,
+            // Not EPERM: that would mean the kernel refuses passthrough altogether.
+            Err(e) => return Some(Err(io::Error::other(format!("acting as opener: {e:?}")))),
+        };
+        self.fs.with_open_file(fh, open_backing)
     }
 
     fn entry(&self, reply: ReplyEntry, result: fs::Result<Attr>) {
@@ -533,14 +570,21 @@ impl Filesystem for Adapter {
                     })
                     .unwrap_or(false)
         };
-        let backing = self.passthrough.attach(ino.0, fh, wants, || {
-            self.fs.with_open_file(fh, |file| reply.open_backing(file))
-        });
-        match backing {
-            Some(id) => reply.opened_passthrough(FileHandle(fh), FILE_FLAGS, &id),
+        let serve =
+            self.passthrough
+                .attach(ino.0, fh, self.fs.handle_opener(fh).ok(), wants, || {
+                    self.register_backing(fh, |file| reply.open_backing(file))
+                });
+        match serve {
+            Serve::Passthrough(id) => {
+                self.fs.to_passthrough(fh);
+                reply.opened_passthrough(FileHandle(fh), FILE_FLAGS, &id)
+            }
             // KEEP_CACHE: pages read earlier stay valid across opens; AUTO_INVAL_DATA drops
             // them when the real file changes.
-            None => reply.opened(FileHandle(fh), FILE_FLAGS | FopenFlags::FOPEN_KEEP_CACHE),
+            Serve::Cached => {
+                reply.opened(FileHandle(fh), FILE_FLAGS | FopenFlags::FOPEN_KEEP_CACHE)
+            }
         }
     }
 
@@ -776,18 +820,20 @@ impl Filesystem for Adapter {
         };
         let ttl = &self.tuning.entry_timeout;
         // A new file is about to be written: passthrough.
-        let backing = self.passthrough.attach(
+        let serve = self.passthrough.attach(
             attr.id,
             fh,
+            self.fs.handle_opener(fh).ok(),
             || true,
-            || self.fs.with_open_file(fh, |file| reply.open_backing(file)),
+            || self.register_backing(fh, |file| reply.open_backing(file)),
         );
         let (fattr, handle) = (file_attr(&attr), FileHandle(fh));
-        match backing {
-            Some(id) => {
+        match serve {
+            Serve::Passthrough(id) => {
+                self.fs.to_passthrough(fh);
                 reply.created_passthrough(ttl, &fattr, Generation(0), handle, FILE_FLAGS, &id)
             }
-            None => reply.created(
+            Serve::Cached => reply.created(
                 ttl,
                 &fattr,
                 Generation(0),

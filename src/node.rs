@@ -10,9 +10,12 @@
 //!   real inode numbers do not reach.
 //!
 //! - every real node holds an `O_PATH` fd while the number of open node fds stays within a
-//!   budget (a share of RLIMIT_NOFILE); past it, fds of ordinary nodes are closed oldest-first
-//!   and reopened on demand from the parent's fd by name, checked to be the same object
-//!   (ESTALE otherwise). Rule roots and their parents always keep theirs.
+//!   budget (what RLIMIT_NOFILE leaves after the daemon's reserve and the open handles' fds);
+//!   past it, fds of ordinary nodes are closed oldest-first and reopened on demand: from an
+//!   open file of the object if there is one (so an open but unlinked file stays reachable),
+//!   else from the parent's fd by name, checked to be the same object (ESTALE otherwise).
+//!   Rule roots and their parents keep theirs while their generation of rules is current;
+//!   a node pinned by open handles that hold no file of their own (passthrough) keeps its fd.
 //!
 //! Lock order: maps, then the fd queue, then one node's fd slot; none is held across I/O.
 
@@ -22,6 +25,13 @@ use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// An open file or directory of a node's object, through which the object can be reached
+/// again when its name no longer leads to it (unlinked, renamed elsewhere).
+pub trait OpenObject: Send + Sync + std::fmt::Debug {
+    /// A new `O_PATH` fd of the object, if this handle holds a file.
+    fn path_fd(&self) -> Option<io::Result<OwnedFd>>;
+}
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use crate::prefix::{RuleId, TrieId};
@@ -45,6 +55,8 @@ const DRAINED: usize = 16;
 const TRIM_EVERY: usize = 8192;
 /// Below this many slots the node maps are not worth shrinking.
 const SHRINK_MIN: usize = 4096;
+/// The fewest node fds the table is ever asked to make do with.
+pub const MIN_BUDGET: usize = 8;
 /// Real objects whose inode number is taken (or unusable) get ids from here upwards.
 const SYNTHETIC_BASE: u64 = 1 << 63;
 
@@ -100,11 +112,13 @@ impl FdSlot {
         fd
     }
 
-    /// Closes the fd (once its current users are done).
-    fn evict(&self) {
+    /// Closes the fd (once its current users are done); false if it was closed already.
+    fn evict(&self) -> bool {
         if lock(&self.fd).take().is_some() {
             self.open.fetch_sub(1, Ordering::Relaxed);
+            return true;
         }
+        false
     }
 }
 
@@ -133,6 +147,10 @@ pub struct Node {
     pub trie: Option<TrieId>,
     /// Behind a mutex because renames (read-write rules) move nodes.
     link: Mutex<Link>,
+    /// Open handles that hold no file of their own and so need the node's fd kept open.
+    pins: AtomicUsize,
+    /// Open handles holding a file of the object (see `OpenObject`).
+    open: Mutex<Vec<Weak<dyn OpenObject>>>,
 }
 
 impl Node {
@@ -143,7 +161,27 @@ impl Node {
             rules,
             trie,
             link: Mutex::new(link),
+            pins: AtomicUsize::new(0),
+            open: Mutex::new(Vec::new()),
         }
+    }
+
+    /// An open handle with a file of this object: the node's fd can always be had from it.
+    pub fn add_open(&self, object: Weak<dyn OpenObject>) {
+        let mut open = lock(&self.open);
+        open.retain(|w| w.strong_count() > 0);
+        open.push(object);
+    }
+
+    /// A handle holding no file of its own needs the node's fd until `unpin`.
+    pub fn pin(&self) {
+        self.pins.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// An `O_PATH` fd of the object from one of its open handles.
+    fn fd_from_open(&self) -> Option<io::Result<OwnedFd>> {
+        let open: Vec<_> = lock(&self.open).iter().filter_map(Weak::upgrade).collect();
+        open.iter().find_map(|o| o.path_fd())
     }
 
     pub fn link(&self) -> Link {
@@ -158,10 +196,19 @@ impl Node {
         }
     }
 
-    /// Whether the node's fd may be closed under fd pressure: not for rule roots and the
-    /// real directories the prefix table passes through (they cannot be found by name).
+    /// Whether the node's fd may be closed under fd pressure: not while a handle pins it, and
+    /// not for rule roots and the real directories the prefix table passes through while
+    /// their generation is current (they are not found by name, and are few).
     fn evictable(&self) -> bool {
-        self.trie.is_none() && matches!(self.kind, Kind::Real { .. })
+        matches!(self.kind, Kind::Real { .. })
+            && self.pins.load(Ordering::Relaxed) == 0
+            && (self.trie.is_none() || self.rules.is_retired())
+    }
+
+    /// Whether this node is the target directory of its own rule.
+    fn is_rule_root(&self) -> bool {
+        let rule = self.rule();
+        rule.is_some() && self.trie.and_then(|t| self.rules.table.rule_at(t)) == rule
     }
 
     pub fn rule(&self) -> Option<RuleId> {
@@ -233,7 +280,7 @@ pub struct NodeTable {
     maps: Mutex<Maps>,
     /// Node fds open now, against `fd_budget`.
     open_fds: Arc<AtomicUsize>,
-    fd_budget: usize,
+    fd_budget: AtomicUsize,
     /// Evictable nodes in the order they got their fd: the oldest go first.
     fd_queue: Mutex<VecDeque<Weak<Node>>>,
 }
@@ -249,7 +296,7 @@ pub struct Found {
 }
 
 impl NodeTable {
-    /// A table that keeps at most `fd_budget` node fds open (at least a few).
+    /// A table that keeps at most `fd_budget` node fds open (at least `MIN_BUDGET`).
     pub fn new(fd_budget: usize) -> NodeTable {
         NodeTable {
             maps: Mutex::new(Maps {
@@ -257,7 +304,7 @@ impl NodeTable {
                 ..Maps::default()
             }),
             open_fds: Arc::new(AtomicUsize::new(0)),
-            fd_budget: fd_budget.max(64),
+            fd_budget: AtomicUsize::new(fd_budget.max(MIN_BUDGET)),
             fd_queue: Mutex::new(VecDeque::new()),
         }
     }
@@ -286,18 +333,31 @@ impl NodeTable {
             return Ok(Some(fd));
         }
         let stale = || io::Error::from_raw_os_error(libc::ESTALE);
-        let link = node.link();
-        let parent = link.parent.ok_or_else(stale)?;
-        let parent_fd = self.fd(&parent)?.ok_or_else(stale)?;
-        let fd = crate::sys::open_child(parent_fd.as_fd(), &link.name).map_err(|e| {
-            match e.raw_os_error() {
-                Some(libc::ENOENT) | Some(libc::ENOTDIR) => stale(),
-                _ => e,
+        let fd = match node.fd_from_open() {
+            Some(fd) => fd?,
+            None if node.is_rule_root() => {
+                let root = node.rule().and_then(|r| node.rules.root_of(r));
+                root.ok_or_else(stale)?.fd()?
             }
-        })?;
+            None => {
+                let link = node.link();
+                let parent = link.parent.ok_or_else(stale)?;
+                let parent_fd = self.fd(&parent)?.ok_or_else(stale)?;
+                crate::sys::open_child(parent_fd.as_fd(), &link.name).map_err(|e| {
+                    match e.raw_os_error() {
+                        Some(libc::ENOENT) | Some(libc::ENOTDIR) => stale(),
+                        _ => e,
+                    }
+                })?
+            }
+        };
         let st = crate::sys::fstat(fd.as_fd())?;
         if (st.st_dev, st.st_ino) != (*dev, *ino) {
             return Err(stale());
+        }
+        if node.rules.is_retired() && node.pins.load(Ordering::Relaxed) == 0 {
+            // An old generation's node: used for this call, not kept.
+            return Ok(Some(Arc::new(fd)));
         }
         let fd = slot.fill(fd);
         self.remember(node);
@@ -306,36 +366,80 @@ impl NodeTable {
 
     /// Queues a node that just got an fd for eviction, and evicts if over budget.
     fn remember(&self, node: &Arc<Node>) {
-        if !node.evictable() {
-            return;
-        }
         let mut queue = lock(&self.fd_queue);
-        queue.push_back(Arc::downgrade(node));
+        if node.evictable() {
+            queue.push_back(Arc::downgrade(node));
+        }
         let open = self.open_fds.load(Ordering::Relaxed);
         if queue.len() > 2 * open + QUEUE_SLACK {
             compact(&mut queue);
         }
-        if open <= self.fd_budget {
+        self.evict_over_budget(&mut queue);
+    }
+
+    /// Closes node fds oldest-first while more are open than the budget allows, a batch at a
+    /// time so the scan is rare. Pinned nodes leave the queue; `unpin` puts them back.
+    fn evict_over_budget(&self, queue: &mut VecDeque<Weak<Node>>) {
+        let open = self.open_fds.load(Ordering::Relaxed);
+        let budget = self.fd_budget.load(Ordering::Relaxed);
+        if open <= budget {
             return;
         }
-        // Evict a batch, so the scan is rare; gone or already-closed entries cost nothing.
-        let mut to_close = open - self.fd_budget + self.fd_budget / 8;
+        let mut to_close = open - budget + budget / 8;
         while to_close > 0 {
             let Some(weak) = queue.pop_front() else {
                 break;
             };
             if let Some(node) = weak.upgrade() {
                 if let Kind::Real { fd, .. } = &node.kind {
-                    fd.evict();
-                    to_close -= 1;
+                    if node.evictable() && fd.evict() {
+                        to_close -= 1;
+                    }
                 }
             }
         }
     }
 
+    /// Sets how many node fds may be open (open handles take their fds first) and closes
+    /// the oldest ones if more are open now.
+    pub fn set_budget(&self, budget: usize) {
+        self.fd_budget
+            .store(budget.max(MIN_BUDGET), Ordering::Relaxed);
+        if self.open_fds.load(Ordering::Relaxed) > budget {
+            self.evict_over_budget(&mut lock(&self.fd_queue));
+        }
+    }
+
+    /// A handle that pinned `node` closed: its fd may be closed again under pressure.
+    pub fn unpin(&self, node: &Arc<Node>) {
+        if node.pins.fetch_sub(1, Ordering::Relaxed) == 1 {
+            self.remember(node);
+        }
+    }
+
+    /// A reload replaced the rules: close the fds of every node of older generations now
+    /// (they are reopened if still used), so old generations hold no fds of their own.
+    pub fn retire_old(&self, old_root: Option<Arc<Node>>) {
+        let mut old: Vec<Arc<Node>> = lock(&self.maps)
+            .by_id
+            .values()
+            .filter(|e| e.node.rules.is_retired())
+            .map(|e| Arc::clone(&e.node))
+            .collect();
+        old.extend(old_root);
+        for node in old {
+            if let Kind::Real { fd, .. } = &node.kind {
+                if node.evictable() {
+                    fd.evict();
+                }
+            }
+        }
+        compact(&mut lock(&self.fd_queue));
+    }
+
     /// Sets the root, which the kernel reaches without a lookup and never forgets; a reload
-    /// replaces it.
-    pub fn set_root(&self, node: Node) -> Arc<Node> {
+    /// replaces it. Returns the previous root.
+    pub fn set_root(&self, node: Node) -> Option<Arc<Node>> {
         let mut maps = lock(&self.maps);
         let node = Arc::new(node);
         if let Some(identity) = node.identity() {
@@ -349,14 +453,15 @@ impl NodeTable {
                 pinned: true,
             },
         );
-        if let Some(identity) = old.and_then(|e| e.node.identity()) {
+        let old = old.map(|e| e.node);
+        if let Some(identity) = old.as_ref().and_then(|n| n.identity()) {
             if maps.by_identity.get(&identity) == Some(&node.id)
                 && node.identity() != Some(identity)
             {
                 maps.by_identity.remove(&identity);
             }
         }
-        node
+        old
     }
 
     pub fn get(&self, id: u64) -> Option<Arc<Node>> {
@@ -436,7 +541,14 @@ impl NodeTable {
             },
         );
         drop(maps);
-        self.remember(&node);
+        if node.rules.is_retired() {
+            // Found below an old generation's directory: its fd is not kept (see `fd`).
+            if let Kind::Real { fd, .. } = &node.kind {
+                fd.evict();
+            }
+        } else {
+            self.remember(&node);
+        }
         node
     }
 

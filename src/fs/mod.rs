@@ -2,7 +2,7 @@
 //! reads, refuses changes on read-only rules, and writes the audit events. Plain Rust: it knows
 //! nothing of fuser (see `fuse.rs`), so most of it is testable without `/dev/fuse`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io;
@@ -21,7 +21,8 @@ use crate::audit::{self, AuditLog, Event};
 use crate::config::{Action, Mode};
 use crate::creds::{AsCaller, GroupsCache};
 use crate::node::{
-    is_bad_name, join, lock, virtual_id, Found, Kind, Link, Node, NodeFd, NodeTable, ROOT_ID,
+    is_bad_name, join, lock, virtual_id, Found, Kind, Link, Node, NodeFd, NodeTable, OpenObject,
+    ROOT_ID,
 };
 use crate::prefix::{PrefixTable, RuleId, TrieId};
 pub use crate::rules::RuleRoot;
@@ -42,6 +43,7 @@ impl Errno {
     pub const ENODATA: Errno = Errno(libc::ENODATA);
     pub const ERANGE: Errno = Errno(libc::ERANGE);
     pub const EPERM: Errno = Errno(libc::EPERM);
+    pub const EMFILE: Errno = Errno(libc::EMFILE);
 }
 
 impl From<io::Error> for Errno {
@@ -75,15 +77,172 @@ pub struct ListEntry {
 }
 
 /// An open file or directory.
+#[derive(Debug)]
 enum Handle {
+    /// A regular file whose I/O the daemon serves.
     File(File),
+    /// A regular file whose reads and writes the kernel does itself through the backing file
+    /// it registered (passthrough), which pins the file: the daemon keeps no fd for it and
+    /// reopens the object (pinned node fd) for the few operations that still come here.
+    Passthrough(Arc<Node>),
     Dir {
         node: Arc<Node>,
         /// `None` for virtual directories.
         file: Option<File>,
-        /// Taken when the kernel reads from offset 0, so a listing is consistent while read.
-        listing: Mutex<Arc<Vec<ListEntry>>>,
+        /// Where the kernel is in the listing; read from the fd as the kernel asks.
+        state: Mutex<DirState>,
     },
+}
+
+impl OpenObject for Handle {
+    fn path_fd(&self) -> Option<io::Result<OwnedFd>> {
+        match self {
+            Handle::File(file)
+            | Handle::Dir {
+                file: Some(file), ..
+            } => Some(sys::path_fd_of(file)),
+            _ => None,
+        }
+    }
+}
+
+/// A real directory's listing is read from its fd chunk by chunk as the kernel asks, so a
+/// handle costs a chunk of memory, not a copy of the directory; the kernel's offsets are the
+/// real filesystem's (`d_off`), so seekdir, rewinddir and changes during a listing behave as
+/// on the real directory. Names the prefix table owns follow the real entries, at offsets
+/// from `TAIL_OFFSET` on.
+#[derive(Default)]
+struct DirState {
+    /// The offset just after the last entry handed out (where the fd is, past `pending`).
+    pos: u64,
+    /// Entries read from the fd but not yet handed out, each with its next offset.
+    pending: VecDeque<(sys::DirEntry, u64)>,
+}
+
+impl std::fmt::Debug for DirState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DirState")
+            .field("pos", &self.pos)
+            .field("pending", &self.pending.len())
+            .finish()
+    }
+}
+
+/// Offsets of the entries a pass-through directory gets from the prefix table: above every
+/// real `d_off` (ext4's largest is 2^63 - 1).
+const TAIL_OFFSET: u64 = 1 << 63;
+
+/// Who opened a handle: every write through it is made with these credentials (a WRITE
+/// request's own uid is not usable: writeback and mmap writes carry none).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Opener {
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: Vec<libc::gid_t>,
+}
+
+/// An entry of the handle table.
+struct Open {
+    handle: Arc<Handle>,
+    node: Arc<Node>,
+    opener: Opener,
+    /// Open flags of a file (the access mode is reused when the object is reopened).
+    flags: i32,
+}
+
+/// How many handles the daemon grants, out of RLIMIT_NOFILE. The daemon keeps a reserve for
+/// its own fds (FUSE devices, audit log, control socket, work in progress) and a minimum of
+/// node fds; of the rest, root may use everything, other users all but a reserve for root,
+/// and each non-root uid at most `per_uid`, so one user holding files open leaves the others
+/// (and root) able to work. Node fds get what the handles leave.
+#[derive(Debug)]
+struct Budget {
+    limit: usize,
+    reserve: usize,
+    /// Handles anybody may hold (root), and non-root users together.
+    pool: usize,
+    users_pool: usize,
+    per_uid: usize,
+    state: Mutex<BudgetState>,
+}
+
+#[derive(Debug, Default)]
+struct BudgetState {
+    total: usize,
+    users: usize,
+    /// Handles that hold an fd (passthrough files hold none).
+    fds: usize,
+    by_uid: HashMap<u32, usize>,
+}
+
+impl Budget {
+    fn new(limit: usize) -> Budget {
+        let reserve = 12 + limit / 64;
+        let node_min = crate::node::MIN_BUDGET + limit / 64;
+        let pool = limit.saturating_sub(reserve + node_min).max(8);
+        let users_pool = pool - (4 + limit / 128).min(pool / 2);
+        let per_uid = users_pool - (users_pool / 8).max(4).min(users_pool / 2);
+        Budget {
+            limit,
+            reserve,
+            pool,
+            users_pool,
+            per_uid,
+            state: Mutex::new(BudgetState::default()),
+        }
+    }
+
+    /// Node fds that fit beside the handles' fds (half the limit at most, as before).
+    fn node_budget(&self, handle_fds: usize) -> usize {
+        (self.limit / 2).min(self.limit.saturating_sub(self.reserve + handle_fds))
+    }
+
+    /// Grants `uid` one more handle, or EMFILE; returns the node fd budget left.
+    fn admit(&self, uid: u32, holds_fd: bool) -> Result<usize> {
+        let mut st = lock(&self.state);
+        let mine = st.by_uid.get(&uid).copied().unwrap_or(0);
+        let full = if uid == 0 {
+            st.total >= self.pool
+        } else {
+            st.users >= self.users_pool || mine >= self.per_uid
+        };
+        if full {
+            return Err(Errno::EMFILE);
+        }
+        st.total += 1;
+        if uid != 0 {
+            st.users += 1;
+            *st.by_uid.entry(uid).or_insert(0) += 1;
+        }
+        st.fds += usize::from(holds_fd);
+        Ok(self.node_budget(st.fds))
+    }
+
+    /// A handle closed; returns the node fd budget.
+    fn release(&self, uid: u32, held_fd: bool) -> usize {
+        let mut st = lock(&self.state);
+        st.total = st.total.saturating_sub(1);
+        if uid != 0 {
+            st.users = st.users.saturating_sub(1);
+            if let Some(n) = st.by_uid.get_mut(&uid) {
+                *n -= 1;
+                if *n == 0 {
+                    st.by_uid.remove(&uid);
+                }
+            }
+        }
+        if held_fd {
+            st.fds = st.fds.saturating_sub(1);
+        }
+        self.node_budget(st.fds)
+    }
+
+    /// A handle gave its fd up (passthrough); returns the node fd budget.
+    fn fd_released(&self) -> usize {
+        let mut st = lock(&self.state);
+        st.fds = st.fds.saturating_sub(1);
+        self.node_budget(st.fds)
+    }
 }
 
 /// Behaviour chosen at mount time.
@@ -105,7 +264,8 @@ pub struct Fs {
     /// The current rules: new lookups from the root use them; other nodes keep theirs.
     rules: RwLock<Arc<Rules>>,
     nodes: NodeTable,
-    handles: Mutex<HashMap<u64, Arc<Handle>>>,
+    handles: Mutex<HashMap<u64, Open>>,
+    budget: Budget,
     next_fh: AtomicU64,
     audit: Arc<AuditLog>,
     /// Audited operations by op and result name, for `relocfs status`.
@@ -123,19 +283,17 @@ impl Fs {
         audit: Arc<AuditLog>,
         options: FsOptions,
     ) -> io::Result<Fs> {
-        let rules = Arc::new(Rules {
-            generation: 0,
-            table,
-            roots,
-        });
+        let rules = Arc::new(Rules::new(0, table, roots));
+        let budget = Budget::new(sys::nofile_limit());
         let fs = Fs {
             options,
             groups: (sys::geteuid() == 0).then(GroupsCache::default),
             mountpoint,
             rules: RwLock::new(Arc::clone(&rules)),
-            // Half the fds the process may open: the rest is for open files and the kernel.
-            nodes: NodeTable::new(sys::nofile_limit() / 2),
+            // Open handles take their fds first; node fds get what is left (see `Budget`).
+            nodes: NodeTable::new(budget.node_budget(0)),
             handles: Mutex::new(HashMap::new()),
+            budget,
             next_fh: AtomicU64::new(1),
             audit,
             counts: Mutex::new(HashMap::new()),
@@ -155,11 +313,7 @@ impl Fs {
         roots: Vec<Option<RuleRoot>>,
     ) -> io::Result<Vec<OsString>> {
         let old = self.current_rules();
-        let rules = Arc::new(Rules {
-            generation: old.generation.wrapping_add(1),
-            table,
-            roots,
-        });
+        let rules = Arc::new(Rules::new(old.generation.wrapping_add(1), table, roots));
         let mut names = std::collections::BTreeSet::new();
         for generation in [&old, &rules] {
             names.extend(
@@ -170,14 +324,19 @@ impl Fs {
             );
             let root_rule = generation.table.rule_at(PrefixTable::ROOT);
             if let Some(root) = root_rule.and_then(|r| generation.root_of(r)) {
-                if let Ok(dir) = sys::reopen(root.fd.as_fd(), libc::O_RDONLY | libc::O_DIRECTORY) {
+                let fd = root.fd()?;
+                if let Ok(dir) = sys::reopen(fd.as_fd(), libc::O_RDONLY | libc::O_DIRECTORY) {
                     names.extend(sys::read_dir_all(&dir)?.into_iter().map(|e| e.name));
                 }
             }
         }
         let root = root_node(&self.nodes, Arc::clone(&rules))?;
         *self.rules.write().unwrap_or_else(|p| p.into_inner()) = rules;
-        self.nodes.set_root(root);
+        let old_root = self.nodes.set_root(root);
+        // The old generation's roots and nodes give their fds back now; nodes still in use
+        // reopen theirs for each call (see `rules.rs`).
+        old.retire();
+        self.nodes.retire_old(old_root);
         Ok(names.into_iter().collect())
     }
 
@@ -285,7 +444,7 @@ impl Fs {
             Some(rule) => match rules.root_of(rule) {
                 None => Err(Errno::EACCES), // a deny rule
                 Some(root) => {
-                    let fd = root.fd.try_clone()?;
+                    let fd = root.fd()?;
                     let stat = sys::fstat(fd.as_fd())?;
                     Ok(self.register(parent, rule, fd, stat, Some(child), link))
                 }
@@ -400,7 +559,7 @@ impl Fs {
             Some(fd) => Ok(sys::fstatvfs(fd.as_fd())?),
             // A virtual directory has no filesystem of its own: report the first target's.
             None => match node.rules.first_root() {
-                Some(root) => Ok(sys::fstatvfs(root.fd.as_fd())?),
+                Some(root) => Ok(sys::fstatvfs(root.fd()?.as_fd())?),
                 None => Err(Errno::ENOENT),
             },
         }
@@ -477,18 +636,24 @@ impl Fs {
             return Err(Errno::EPERM);
         }
         let fd = self.fd(node)?.ok_or(Errno::EPERM)?;
+        let opener = self.opener(caller);
+        let admitted = self.admit(caller.uid)?;
         let file = {
             let _as_caller = self.as_caller(caller, None)?;
-            sys::reopen(fd.as_fd(), flags & OPEN_FLAGS_KEPT)?
+            sys::reopen(fd.as_fd(), flags & OPEN_FLAGS_KEPT)
         };
-        Ok(self.add_handle(Handle::File(file)))
+        match file {
+            Ok(file) => Ok(self.add_handle(admitted, node, Handle::File(file), opener, flags)),
+            Err(e) => {
+                self.nodes.set_budget(self.budget.release(caller.uid, true));
+                Err(e.into())
+            }
+        }
     }
 
     pub fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
-        let handle = self.handle(fh)?;
-        let Handle::File(file) = &*handle else {
-            return Err(Errno::EBADF);
-        };
+        let io = self.io_file(fh)?;
+        let file = io.file()?;
         let mut buf = vec![0u8; size as usize];
         let mut filled = 0;
         // A short read is only the end of the file if the next read returns nothing.
@@ -505,22 +670,19 @@ impl Fs {
     }
 
     pub fn lseek(&self, fh: u64, offset: i64, whence: i32) -> Result<i64> {
-        let handle = self.handle(fh)?;
-        match &*handle {
-            Handle::File(file) => Ok(sys::lseek(file, offset, whence)?),
-            Handle::Dir { .. } => Err(Errno::EINVAL),
-        }
+        let io = self.io_file(fh)?;
+        Ok(sys::lseek(io.file()?, offset, whence)?)
     }
 
     pub fn release(&self, fh: u64) {
-        lock(&self.handles).remove(&fh);
+        self.close_handle(fh);
     }
 
     // ---- directories --------------------------------------------------------------------
 
     pub fn opendir(&self, caller: Caller, id: u64, flags: i32) -> Result<u64> {
         let node = self.node(id)?;
-        let result = self.opendir_inner(&node, flags);
+        let result = self.opendir_inner(caller, &node, flags);
         self.record(
             caller,
             "opendir",
@@ -532,22 +694,31 @@ impl Fs {
         result
     }
 
-    fn opendir_inner(&self, node: &Arc<Node>, flags: i32) -> Result<u64> {
+    fn opendir_inner(&self, caller: Caller, node: &Arc<Node>, flags: i32) -> Result<u64> {
         if !node.is_dir() {
             return Err(Errno::ENOTDIR);
         }
-        let file = match self.fd(node)? {
-            Some(fd) => Some(sys::reopen(
+        let fd = self.fd(node)?;
+        let admitted = self.admit(caller.uid)?;
+        let file = match fd {
+            Some(fd) => match sys::reopen(
                 fd.as_fd(),
                 libc::O_RDONLY | libc::O_DIRECTORY | (flags & libc::O_NOATIME),
-            )?),
+            ) {
+                Ok(file) => Some(file),
+                Err(e) => {
+                    self.nodes.set_budget(self.budget.release(caller.uid, true));
+                    return Err(e.into());
+                }
+            },
             None => None,
         };
-        Ok(self.add_handle(Handle::Dir {
+        let handle = Handle::Dir {
             node: Arc::clone(node),
             file,
-            listing: Mutex::new(Arc::new(Vec::new())),
-        }))
+            state: Mutex::new(DirState::default()),
+        };
+        Ok(self.add_handle(admitted, node, handle, self.opener(caller), flags))
     }
 
     /// Calls `add(entry, next_offset)` for the entries from `offset` on until it returns true
@@ -558,13 +729,7 @@ impl Fs {
         offset: u64,
         mut add: impl FnMut(&ListEntry, u64) -> bool,
     ) -> Result<()> {
-        let (_, entries) = self.listing(fh, offset)?;
-        for (i, entry) in entries.iter().enumerate().skip(offset as usize) {
-            if add(entry, i as u64 + 1) {
-                break;
-            }
-        }
-        Ok(())
+        self.each_entry(fh, offset, |_, entry, next| add(entry, next))
     }
 
     /// Like `readdir`, with each entry's attributes: every entry but `.` and `..` becomes a
@@ -577,134 +742,176 @@ impl Fs {
         offset: u64,
         mut add: impl FnMut(&ListEntry, u64, &Attr) -> bool,
     ) -> Result<()> {
-        let (node, entries) = self.listing(fh, offset)?;
-        for (i, entry) in entries.iter().enumerate().skip(offset as usize) {
-            let next = i as u64 + 1;
+        self.each_entry(fh, offset, |node, entry, next| {
             if entry.name == "." || entry.name == ".." {
                 let mut stat = sys::zeroed_stat();
                 stat.st_ino = entry.ino;
                 stat.st_mode = libc::S_IFDIR;
-                if add(
-                    entry,
-                    next,
-                    &Attr {
-                        id: entry.ino,
-                        stat,
-                    },
-                ) {
-                    break;
-                }
-                continue;
+                let attr = Attr {
+                    id: entry.ino,
+                    stat,
+                };
+                return add(entry, next, &attr);
             }
-            match self.lookup_inner(&node, &entry.name) {
+            match self.lookup_inner(node, &entry.name) {
                 Ok(attr) => {
-                    if add(entry, next, &attr) {
+                    let full = add(entry, next, &attr);
+                    if full {
                         self.nodes.forget(attr.id, 1);
-                        break;
                     }
+                    full
                 }
                 Err(Errno::EACCES) => {
                     let mut stat = sys::zeroed_stat();
                     stat.st_mode = entry.format;
-                    if add(entry, next, &Attr { id: 0, stat }) {
-                        break;
-                    }
+                    add(entry, next, &Attr { id: 0, stat })
                 }
-                // Gone since the listing was taken: leave it out.
-                Err(_) => {}
+                // Gone since it was read: leave it out.
+                Err(_) => false,
             }
-        }
-        Ok(())
+        })
     }
 
-    /// The directory node and listing of an open directory handle; taken afresh when the
-    /// kernel reads from offset 0, so a listing stays consistent while it is read.
-    fn listing(&self, fh: u64, offset: u64) -> Result<(Arc<Node>, Arc<Vec<ListEntry>>)> {
+    /// Hands the entries of an open directory from `offset` on to `add(dir, entry, next)`
+    /// until it returns true (full; that entry is handed out again next time).
+    fn each_entry(
+        &self,
+        fh: u64,
+        offset: u64,
+        mut add: impl FnMut(&Arc<Node>, &ListEntry, u64) -> bool,
+    ) -> Result<()> {
         let handle = self.handle(fh)?;
-        let Handle::Dir {
-            node,
-            file,
-            listing,
-        } = &*handle
-        else {
+        let Handle::Dir { node, file, state } = &*handle else {
             return Err(Errno::ENOTDIR);
         };
-        let entries = if offset == 0 {
-            let fresh = Arc::new(self.list(node, file.as_ref())?);
-            *lock(listing) = Arc::clone(&fresh);
-            fresh
-        } else {
-            Arc::clone(&lock(listing))
-        };
-        Ok((Arc::clone(node), entries))
-    }
-
-    /// Runs `f` on the real file behind an open handle (for kernel passthrough).
-    pub fn with_open_file<R>(&self, fh: u64, f: impl FnOnce(&File) -> R) -> Option<R> {
-        match &*self.handle(fh).ok()? {
-            Handle::File(file) => Some(f(file)),
-            Handle::Dir { .. } => None,
-        }
-    }
-
-    /// The full listing of a directory: `.`, `..`, the real entries not shadowed by the
-    /// prefix table, then the prefix table's children.
-    fn list(&self, node: &Arc<Node>, file: Option<&File>) -> Result<Vec<ListEntry>> {
         let parent_id = node.link().parent.map_or(ROOT_ID, |p| p.id);
-        let mut entries = vec![
-            ListEntry {
-                ino: node.id,
-                format: libc::S_IFDIR,
-                name: ".".into(),
-            },
-            ListEntry {
-                ino: parent_id,
-                format: libc::S_IFDIR,
-                name: "..".into(),
-            },
-        ];
+        let Some(file) = file else {
+            // A virtual directory: `.`, `..` and the prefix table's children, by index.
+            let mut entries = vec![
+                ListEntry {
+                    ino: node.id,
+                    format: libc::S_IFDIR,
+                    name: ".".into(),
+                },
+                ListEntry {
+                    ino: parent_id,
+                    format: libc::S_IFDIR,
+                    name: "..".into(),
+                },
+            ];
+            entries.extend(self.table_entries(node));
+            for (i, entry) in entries.iter().enumerate().skip(offset as usize) {
+                if add(node, entry, i as u64 + 1) {
+                    break;
+                }
+            }
+            return Ok(());
+        };
+        let tail = |from: u64, add: &mut dyn FnMut(&Arc<Node>, &ListEntry, u64) -> bool| {
+            for (i, entry) in self
+                .table_entries(node)
+                .iter()
+                .enumerate()
+                .skip(from as usize)
+            {
+                if add(node, entry, TAIL_OFFSET + i as u64 + 1) {
+                    break;
+                }
+            }
+        };
+        if offset >= TAIL_OFFSET {
+            tail(offset - TAIL_OFFSET, &mut add);
+            return Ok(());
+        }
+        let mut st = lock(state);
+        if offset == 0 || offset != st.pos {
+            st.pending.clear();
+            sys::lseek(file, offset as i64, libc::SEEK_SET)?;
+            st.pos = offset;
+        }
         let trie = node.trie;
         let table = &node.rules.table;
-        if let Some(file) = file {
-            for e in sys::read_dir_all(file)? {
-                if trie.is_some_and(|t| table.child(t, &e.name).is_some()) {
-                    continue;
+        loop {
+            let Some((raw, next)) = st.pending.front() else {
+                let chunk = sys::read_dir_chunk(file)?;
+                if chunk.is_empty() {
+                    tail(0, &mut add);
+                    return Ok(());
                 }
-                let format = match dtype_to_format(e.kind) {
-                    Some(f) => f,
-                    None => self
-                        .fd(node)
-                        .ok()
-                        .flatten()
-                        .and_then(|fd| sys::open_child(fd.as_fd(), &e.name).ok())
-                        .and_then(|fd| sys::fstat(fd.as_fd()).ok())
-                        .map_or(libc::S_IFREG, |st| st.st_mode & libc::S_IFMT),
-                };
-                entries.push(ListEntry {
-                    ino: e.ino,
-                    format,
-                    name: e.name,
-                });
+                st.pending.extend(chunk);
+                continue;
+            };
+            let next = *next;
+            // Names the prefix table owns are its entries (listed in the tail), not these.
+            let shadowed = trie.is_some_and(|t| table.child(t, &raw.name).is_some());
+            if !shadowed {
+                let entry = self.list_entry(node, parent_id, raw);
+                if add(node, &entry, next) {
+                    return Ok(());
+                }
             }
+            st.pos = next;
+            st.pending.pop_front();
         }
-        if let Some(t) = trie {
-            for (name, child) in table.children(t) {
+    }
+
+    /// A real directory entry as listed: `.` and `..` carry node ids, and a type the
+    /// filesystem does not report is looked up.
+    fn list_entry(&self, node: &Arc<Node>, parent_id: u64, raw: &sys::DirEntry) -> ListEntry {
+        let ino = match raw.name.as_encoded_bytes() {
+            b"." => node.id,
+            b".." => parent_id,
+            _ => raw.ino,
+        };
+        let format = match dtype_to_format(raw.kind) {
+            Some(f) => f,
+            None => self
+                .fd(node)
+                .ok()
+                .flatten()
+                .and_then(|fd| sys::open_child(fd.as_fd(), &raw.name).ok())
+                .and_then(|fd| sys::fstat(fd.as_fd()).ok())
+                .map_or(libc::S_IFREG, |st| st.st_mode & libc::S_IFMT),
+        };
+        ListEntry {
+            ino,
+            format,
+            name: raw.name.clone(),
+        }
+    }
+
+    /// The prefix table's children of a directory, as entries.
+    fn table_entries(&self, node: &Arc<Node>) -> Vec<ListEntry> {
+        let Some(t) = node.trie else {
+            return Vec::new();
+        };
+        let table = &node.rules.table;
+        table
+            .children(t)
+            .map(|(name, child)| {
                 let ino = match table.rule_at(child).and_then(|r| node.rules.root_of(r)) {
                     Some(root) => root.stat.st_ino,
                     None => virtual_id(node.rules.generation, child),
                 };
-                entries.push(ListEntry {
+                ListEntry {
                     ino,
                     format: libc::S_IFDIR,
                     name: name.to_os_string(),
-                });
-            }
-        }
-        Ok(entries)
+                }
+            })
+            .collect()
+    }
+
+    /// Runs `f` on the real file behind an open handle (for kernel passthrough, and ioctls):
+    /// the handle's own file, or for a passthrough handle the object reopened with the
+    /// handle's access mode.
+    pub fn with_open_file<R>(&self, fh: u64, f: impl FnOnce(&File) -> R) -> Option<R> {
+        let io = self.io_file(fh).ok()?;
+        Some(f(io.file().ok()?))
     }
 
     pub fn releasedir(&self, fh: u64) {
-        lock(&self.handles).remove(&fh);
+        self.close_handle(fh);
     }
 
     // ---- changes ------------------------------------------------------------------------
@@ -739,14 +946,143 @@ impl Fs {
 
     // ---- handles and audit --------------------------------------------------------------
 
-    fn add_handle(&self, handle: Handle) -> u64 {
+    /// The credentials of `caller`, kept with a handle for the writes made through it.
+    fn opener(&self, caller: Caller) -> Opener {
+        Opener {
+            uid: caller.uid,
+            gid: caller.gid,
+            groups: self
+                .groups
+                .as_ref()
+                .map(|g| g.groups(caller.pid))
+                .unwrap_or_default(),
+        }
+    }
+
+    /// Acts as a handle's opener until the guard drops (root's opener: nothing to switch).
+    fn as_opener(&self, opener: &Opener) -> Result<Option<AsCaller>> {
+        if self.groups.is_none() || (opener.uid == 0 && opener.gid == 0) {
+            return Ok(None);
+        }
+        AsCaller::new(opener.uid, opener.gid, &opener.groups, None)
+            .map(Some)
+            .map_err(|e| {
+                log::error!("cannot act as uid {} gid {}: {e}", opener.uid, opener.gid);
+                Errno::from(e)
+            })
+    }
+
+    /// Acts as the opener of handle `fh` (the kernel keeps the creds of whoever registers a
+    /// passthrough backing file, and does that file's I/O with them).
+    pub fn as_handle_opener(&self, fh: u64) -> Result<Option<AsCaller>> {
+        let opener = self.handle_opener(fh)?;
+        self.as_opener(&opener)
+    }
+
+    /// The credentials handle `fh` was opened with.
+    pub fn handle_opener(&self, fh: u64) -> Result<Opener> {
+        lock(&self.handles)
+            .get(&fh)
+            .map(|o| o.opener.clone())
+            .ok_or(Errno::EBADF)
+    }
+
+    /// Takes one handle of `uid`'s share (EMFILE past it), closing node fds if the handles
+    /// now need them. Returns the proof to hand to `add_handle`.
+    fn admit(&self, uid: u32) -> Result<Admitted> {
+        let nodes = self.budget.admit(uid, true)?;
+        self.nodes.set_budget(nodes);
+        Ok(Admitted(()))
+    }
+
+    fn add_handle(
+        &self,
+        _: Admitted,
+        node: &Arc<Node>,
+        handle: Handle,
+        opener: Opener,
+        flags: i32,
+    ) -> u64 {
+        let handle = Arc::new(handle);
+        if matches!(
+            &*handle,
+            Handle::File(_) | Handle::Dir { file: Some(_), .. }
+        ) {
+            let object: Arc<dyn OpenObject> = Arc::clone(&handle) as Arc<dyn OpenObject>;
+            node.add_open(Arc::downgrade(&object));
+        }
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        lock(&self.handles).insert(fh, Arc::new(handle));
+        lock(&self.handles).insert(
+            fh,
+            Open {
+                handle,
+                node: Arc::clone(node),
+                opener,
+                flags,
+            },
+        );
         fh
     }
 
+    /// The kernel registered a backing file for handle `fh` (passthrough): from now on it
+    /// does the I/O itself, so the daemon drops its fd and keeps the node's fd pinned for the
+    /// operations that still come here (fsync, fallocate, lseek, ioctl...).
+    pub fn to_passthrough(&self, fh: u64) {
+        let mut handles = lock(&self.handles);
+        let Some(open) = handles.get_mut(&fh) else {
+            return;
+        };
+        if !matches!(&*open.handle, Handle::File(_)) {
+            return;
+        }
+        open.node.pin();
+        open.handle = Arc::new(Handle::Passthrough(Arc::clone(&open.node)));
+        drop(handles);
+        self.nodes.set_budget(self.budget.fd_released());
+    }
+
+    fn close_handle(&self, fh: u64) {
+        let Some(open) = lock(&self.handles).remove(&fh) else {
+            return;
+        };
+        let held_fd = !matches!(&*open.handle, Handle::Passthrough(_));
+        if let Handle::Passthrough(node) = &*open.handle {
+            self.nodes.unpin(node);
+        }
+        drop(open.handle);
+        self.nodes
+            .set_budget(self.budget.release(open.opener.uid, held_fd));
+    }
+
     fn handle(&self, fh: u64) -> Result<Arc<Handle>> {
-        lock(&self.handles).get(&fh).cloned().ok_or(Errno::EBADF)
+        lock(&self.handles)
+            .get(&fh)
+            .map(|o| Arc::clone(&o.handle))
+            .ok_or(Errno::EBADF)
+    }
+
+    /// The file behind a file handle for I/O, with the handle's opener.
+    fn io_file(&self, fh: u64) -> Result<IoFile> {
+        let (handle, opener, flags) = {
+            let handles = lock(&self.handles);
+            let open = handles.get(&fh).ok_or(Errno::EBADF)?;
+            (Arc::clone(&open.handle), open.opener.clone(), open.flags)
+        };
+        let reopened = match &*handle {
+            Handle::File(_) => None,
+            Handle::Passthrough(node) => {
+                let fd = self.fd(node)?.ok_or(Errno::EBADF)?;
+                // As the daemon: the open was the permission check (a file created 0444 and
+                // opened for writing stays writable through its fd).
+                Some(sys::reopen(fd.as_fd(), flags & libc::O_ACCMODE)?)
+            }
+            Handle::Dir { .. } => return Err(Errno::EBADF),
+        };
+        Ok(IoFile {
+            handle,
+            reopened,
+            opener,
+        })
     }
 
     /// The legacy path, real target and rule of `node` (plus `name` below it).
@@ -864,6 +1200,25 @@ impl Fs {
     }
 }
 
+/// Proof that a handle was admitted by the budget (see `Fs::admit`).
+struct Admitted(());
+
+/// A file to do I/O on for a handle: its own, or the object reopened for a passthrough one.
+struct IoFile {
+    handle: Arc<Handle>,
+    reopened: Option<File>,
+    opener: Opener,
+}
+
+impl IoFile {
+    fn file(&self) -> Result<&File> {
+        match (&*self.handle, &self.reopened) {
+            (Handle::File(file), _) | (_, Some(file)) => Ok(file),
+            _ => Err(Errno::EBADF),
+        }
+    }
+}
+
 /// What an audit event says about an operation.
 struct Audited<'a> {
     op: &'static str,
@@ -914,7 +1269,7 @@ fn root_node(nodes: &NodeTable, rules: Arc<Rules>) -> io::Result<Node> {
     let kind = match rule.and_then(|r| rules.root_of(r).map(|root| (r, root))) {
         Some((rule, root)) => Kind::Real {
             rule,
-            fd: nodes.slot(root.fd.try_clone()?),
+            fd: nodes.slot(root.fd()?),
             dev: root.stat.st_dev,
             ino: root.stat.st_ino,
             format: libc::S_IFDIR,

@@ -139,12 +139,23 @@ impl Fs {
         let parent_node = self.node(parent)?;
         let result = self.change_dir(&parent_node, name).and_then(|()| {
             let fd = self.fd(&parent_node)?.ok_or(Errno::EROFS)?;
-            let file = {
-                let _as_caller = self.as_caller(caller, Some(umask))?;
-                sys::create_child(fd.as_fd(), name, flags & CREATE_FLAGS_KEPT, mode)?
+            let opener = self.opener(caller);
+            let admitted = self.admit(caller.uid)?;
+            let created = self.as_caller(caller, Some(umask)).and_then(|_as_caller| {
+                let kept = flags & CREATE_FLAGS_KEPT;
+                Ok(sys::create_child(fd.as_fd(), name, kept, mode)?)
+            });
+            let file = match created {
+                Ok(file) => file,
+                Err(e) => {
+                    self.nodes.set_budget(self.budget.release(caller.uid, true));
+                    return Err(e);
+                }
             };
             let attr = self.new_node(&parent_node, name, sys::path_fd_of(&file)?)?;
-            Ok((attr, self.add_handle(Handle::File(file))))
+            let node = self.node(attr.id)?;
+            let fh = self.add_handle(admitted, &node, Handle::File(file), opener, flags);
+            Ok((attr, fh))
         });
         self.record_change(
             caller,
@@ -373,10 +384,11 @@ impl Fs {
             }
         }
         if let Some(size) = change.size {
-            let open = change.fh.and_then(|fh| self.handle(fh).ok());
+            // ftruncate: through the open file (a passthrough one is reopened), as natively.
+            let open = change.fh.and_then(|fh| self.io_file(fh).ok());
             let _as_caller = self.as_caller(caller, None)?;
-            match open.as_deref() {
-                Some(Handle::File(file)) => file.set_len(size)?,
+            match &open {
+                Some(io) => io.file()?.set_len(size)?,
                 _ if format == libc::S_IFREG => sys::truncate(obj, size)?,
                 _ if format == libc::S_IFDIR => return Err(Errno(libc::EISDIR)),
                 _ => return Err(Errno::EINVAL),
@@ -522,22 +534,26 @@ impl Fs {
 
     // ---- I/O on open files: the open was the permission check ---------------------------
 
+    /// Writes as the handle's opener, with no capability the opener lacks, so reserved
+    /// blocks and quotas apply as they would natively.
     pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> Result<u32> {
         use std::os::unix::fs::FileExt;
-        let handle = self.handle(fh)?;
-        let Handle::File(file) = &*handle else {
-            return Err(Errno::EBADF);
-        };
-        file.write_all_at(data, offset)?;
+        let io = self.io_file(fh)?;
+        let _as_opener = self.as_opener(&io.opener)?;
+        io.file()?.write_all_at(data, offset)?;
         Ok(data.len() as u32)
     }
 
     pub fn fsync(&self, fh: u64, datasync: bool) -> Result<()> {
         let handle = self.handle(fh)?;
+        let io;
         let file = match &*handle {
-            Handle::File(file) => file,
             Handle::Dir { file: Some(f), .. } => f,
             Handle::Dir { file: None, .. } => return Ok(()),
+            Handle::File(_) | Handle::Passthrough(_) => {
+                io = self.io_file(fh)?;
+                io.file()?
+            }
         };
         if datasync {
             file.sync_data()?;
@@ -548,11 +564,9 @@ impl Fs {
     }
 
     pub fn fallocate(&self, fh: u64, offset: u64, length: u64, mode: i32) -> Result<()> {
-        let handle = self.handle(fh)?;
-        let Handle::File(file) = &*handle else {
-            return Err(Errno::EBADF);
-        };
-        Ok(sys::fallocate(file, mode, offset, length)?)
+        let io = self.io_file(fh)?;
+        let _as_opener = self.as_opener(&io.opener)?;
+        Ok(sys::fallocate(io.file()?, mode, offset, length)?)
     }
 
     pub fn copy_file_range(
@@ -564,14 +578,20 @@ impl Fs {
         len: u64,
         flags: u32,
     ) -> Result<u32> {
-        let input = self.handle(fh_in)?;
-        let output = self.handle(fh_out)?;
-        let (Handle::File(from), Handle::File(to)) = (&*input, &*output) else {
-            return Err(Errno::EBADF);
-        };
+        let input = self.io_file(fh_in)?;
+        let output = self.io_file(fh_out)?;
         // The reply carries a u32: copy at most that much per request, as the kernel expects.
         let len = len.min(u64::from(!0xfff_u32));
-        let n = sys::copy_file_range(from, offset_in, to, offset_out, len, flags)?;
+        // The blocks written are the output opener's.
+        let _as_opener = self.as_opener(&output.opener)?;
+        let n = sys::copy_file_range(
+            input.file()?,
+            offset_in,
+            output.file()?,
+            offset_out,
+            len,
+            flags,
+        )?;
         Ok(n as u32)
     }
 }
