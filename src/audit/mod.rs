@@ -1901,6 +1901,120 @@ mod tests {
         assert!(dropped_lines >= 1);
     }
 
+    /// Every field at many times its cap, every byte a control character (the longest JSON
+    /// escape) or an invalid byte (escaped, then JSON-escaped): the line stays within
+    /// MAX_LINE_BYTES, far below the report's 8 MiB line limit, and says what it shortened.
+    #[test]
+    fn worst_case_line_stays_within_the_documented_bound() {
+        const REPORT_MAX_LINE: usize = 8 * 1024 * 1024;
+        for byte in [0x01u8, 0xff, b'\\'] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("audit.jsonl");
+            let log = AuditLog::open(&path, 8).unwrap();
+            let raw = |n: usize| PathBuf::from(std::ffi::OsString::from_vec(vec![byte; n]));
+            let text = |n: usize| "\u{1}".repeat(n);
+            let mut e = ev("rename", "");
+            e.path = raw(100_000);
+            e.target = Some(raw(100_000));
+            e.dest = Some(raw(100_000));
+            e.map = Some(text(100_000));
+            e.detail = Some(text(100_000));
+            let truncated = bound_event(&mut e);
+            let cut = |n: usize, cap: usize| encode::shorten(&vec![byte; n], cap).unwrap();
+            let proc = Arc::new(ProcInfo {
+                comm: cut(1000, COMM_CAP),
+                exe: Some(cut(100_000, PATH_CAP)),
+                cmdline: Some(cut(1_000_000, CMDLINE_CAP)),
+                truncated: F_COMM | F_EXE | F_CMDLINE,
+            });
+            let q = Queued {
+                ts: SystemTime::now(),
+                cost: event_cost(&e, &proc),
+                event: e,
+                proc,
+                truncated,
+            };
+            log.counters
+                .queued_bytes
+                .fetch_add(q.cost, Ordering::Relaxed);
+            log.tx.as_ref().unwrap().send(q).unwrap();
+            log.shutdown();
+            let text = std::fs::read_to_string(&path).unwrap();
+            let line = text.lines().next().unwrap();
+            assert!(
+                line.len() <= MAX_LINE_BYTES,
+                "{} > {MAX_LINE_BYTES}",
+                line.len()
+            );
+            assert!(MAX_LINE_BYTES < REPORT_MAX_LINE);
+            let v: Value = serde_json::from_str(line).unwrap();
+            assert_eq!(
+                v["truncated"],
+                serde_json::json!([
+                    "path", "target", "map", "dest", "detail", "comm", "exe", "cmdline"
+                ])
+            );
+            if byte == 0xff {
+                assert_eq!(
+                    v["escaped"],
+                    serde_json::json!(["path", "target", "dest", "comm", "exe", "cmdline"])
+                );
+            } else {
+                assert!(v.get("escaped").is_none(), "valid UTF-8 is not escaped");
+            }
+            eprintln!("worst case with byte {byte:#04x}: {} bytes", line.len());
+        }
+    }
+
+    /// The writer is stalled and events are large: the queue holds a bounded number of bytes,
+    /// not 16K events of any size; everything beyond is counted, and accounted in the end.
+    #[test]
+    fn queue_is_bounded_in_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("audit.fifo");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_bytes()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let reader = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&fifo)
+            .unwrap();
+        let sink = OpenOptions::new().append(true).open(&fifo).unwrap();
+        const QUEUE_BYTES: u64 = 1024 * 1024;
+        let options = AuditOptions {
+            queue_bytes: QUEUE_BYTES,
+            rate: RateLimit {
+                bytes_per_sec: 0,
+                burst: 0,
+            },
+            ..AuditOptions::default()
+        };
+        let log = AuditLog::start(sink, None, &fifo, 16 * 1024, options).unwrap();
+        const N: u64 = 3000;
+        let long = format!("/opt/legacy/{}", "x".repeat(4000));
+        for _ in 0..N {
+            log.record(ev("lookup", &long));
+        }
+        let accepted = log.counters.accepted.load(Ordering::Relaxed);
+        let cost = 4012 + EVENT_OVERHEAD;
+        // The queue's bytes, plus what the stalled writer holds in its buffer and the pipe.
+        let bound = (QUEUE_BYTES + BUFFER_MAX as u64 + 65536) / cost + 2;
+        assert!(accepted <= bound, "{accepted} accepted, bound {bound}");
+        assert!(log.dropped() > 0);
+        let drain = thread::spawn(move || {
+            let mut reader = reader;
+            let fd = std::os::unix::io::AsRawFd::as_raw_fd(&reader);
+            assert_eq!(unsafe { libc::fcntl(fd, libc::F_SETFL, 0) }, 0);
+            let mut text = String::new();
+            reader.read_to_string(&mut text).unwrap();
+            text
+        });
+        log.shutdown();
+        let lines = parse_lines(&drain.join().unwrap());
+        let (written, reported, _) = account(&lines);
+        assert_eq!(written + reported, N);
+    }
+
     #[test]
     fn open_appends_and_creates_with_restricted_modes() {
         let dir = tempfile::tempdir().unwrap();
