@@ -1946,7 +1946,7 @@ mod tests {
                 "{} > {MAX_LINE_BYTES}",
                 line.len()
             );
-            assert!(MAX_LINE_BYTES < REPORT_MAX_LINE);
+            const { assert!(MAX_LINE_BYTES < REPORT_MAX_LINE) };
             let v: Value = serde_json::from_str(line).unwrap();
             assert_eq!(
                 v["truncated"],
