@@ -509,6 +509,39 @@ mod tests {
     }
 
     #[test]
+    fn audit_limits_parse_with_defaults_and_ranges() {
+        let map = "[[map]]\nfrom = \"/\"\nto = \"/opt\"\n";
+        let config = parse_ok(map);
+        assert_eq!(config.audit.queue_bytes, crate::audit::DEFAULT_QUEUE_BYTES);
+        assert_eq!(
+            config.audit.rate.bytes_per_sec,
+            crate::audit::DEFAULT_RATE_LIMIT
+        );
+        assert_eq!(config.audit.rate.burst, crate::audit::DEFAULT_RATE_BURST);
+        assert_eq!(
+            config.audit.shutdown_timeout,
+            crate::audit::DEFAULT_SHUTDOWN_TIMEOUT
+        );
+        let config = parse_ok(&format!(
+            "{map}[audit]\nqueue_bytes = 1048576\nrate_limit = 0\nrate_burst = 65536\nshutdown_timeout = 0.5\n"
+        ));
+        assert_eq!(config.audit.queue_bytes, 1 << 20);
+        assert_eq!(config.audit.rate.bytes_per_sec, 0);
+        assert_eq!(config.audit.rate.burst, 1 << 16);
+        assert_eq!(config.audit.shutdown_timeout, Duration::from_millis(500));
+        for (key, bad) in [
+            ("queue_bytes", "1000"),
+            ("rate_limit", "-1"),
+            ("rate_burst", "100"),
+            ("shutdown_timeout", "-1.0"),
+        ] {
+            let err = parse_err(&format!("{map}[audit]\n{key} = {bad}\n"));
+            assert!(err.contains(&format!("[audit] {key}")), "{err}");
+            assert!(err.contains("out of range"), "{err}");
+        }
+    }
+
+    #[test]
     fn audit_options_parse() {
         let config = parse_ok(
             "[[map]]\nfrom = \"/\"\nto = \"/opt\"\n[audit]\ncmdline = true\ncollapse_window = 2.5\n",
