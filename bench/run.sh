@@ -227,6 +227,7 @@ cat "$CONF_NOAUDIT" - >"$CONF_AUDIT" <<EOF
 
 [audit]
 log = "$AUDIT_LOG"
+rate_limit = 0
 EOF
 rm -f "$AUDIT_LOG"
 "$RELOCFS" check "$CONF_AUDIT" "$MNTROOT/relocfs-audit" >/dev/null || die "relocfs check refused $CONF_AUDIT"

@@ -182,6 +182,9 @@ fn check(config_path: &Path, mountpoint: Option<&Path>) -> Result<(), String> {
     let config = config::load(config_path).map_err(|e| e.to_string())?;
     let mountpoint = mountpoint.map(absolute).transpose()?;
     preflight::preflight(&config, mountpoint.as_deref(), preflight::Stale::Report)?;
+    if let Some(log) = &config.audit.log {
+        preflight::probe_audit_log(log)?;
+    }
     print_out(&check_summary(config_path, &config))
 }
 

@@ -34,14 +34,42 @@ impl Rule {
     }
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct AuditConfig {
     pub log: Option<PathBuf>,
     /// Log each caller's full command line (off: it can hold secrets).
     pub cmdline: bool,
     /// Identical events within this window are written once with a count (zero: off).
     pub collapse_window: Duration,
+    /// Memory that events waiting for the writer may hold (`queue_bytes`).
+    pub queue_bytes: u64,
+    /// Per-uid rate limit in bytes (`rate_limit`, `rate_burst`; rate 0: off).
+    pub rate: crate::audit::RateLimit,
+    /// How long exit waits for a log that takes no writes (`shutdown_timeout`).
+    pub shutdown_timeout: Duration,
 }
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            log: None,
+            cmdline: false,
+            collapse_window: Duration::ZERO,
+            queue_bytes: crate::audit::DEFAULT_QUEUE_BYTES,
+            rate: crate::audit::RateLimit {
+                bytes_per_sec: crate::audit::DEFAULT_RATE_LIMIT,
+                burst: crate::audit::DEFAULT_RATE_BURST,
+            },
+            shutdown_timeout: crate::audit::DEFAULT_SHUTDOWN_TIMEOUT,
+        }
+    }
+}
+
+/// Ranges of the `[audit]` byte counts: the queue holds at least a few largest events, and a
+/// burst admits at least one largest event.
+const QUEUE_BYTES_RANGE: (i64, i64) = (1 << 20, 1 << 32);
+const RATE_LIMIT_RANGE: (i64, i64) = (0, 1 << 40);
+const RATE_BURST_RANGE: (i64, i64) = (1 << 16, 1 << 40);
 
 #[derive(Debug, Clone)]
 pub struct FuseConfig {
@@ -170,6 +198,11 @@ struct RawAudit {
     log: Option<Spanned<String>>,
     cmdline: Option<bool>,
     collapse_window: Option<Spanned<f64>>,
+    // Signed so that a negative count gets our message rather than serde's.
+    queue_bytes: Option<Spanned<i64>>,
+    rate_limit: Option<Spanned<i64>>,
+    rate_burst: Option<Spanned<i64>>,
+    shutdown_timeout: Option<Spanned<f64>>,
 }
 
 #[derive(Deserialize)]
@@ -281,10 +314,51 @@ impl File<'_> {
             None => Duration::ZERO,
             Some(w) => self.seconds("[audit] collapse_window", w)?,
         };
+        let defaults = AuditConfig::default();
+        let bytes = |key: &str, raw: Option<Spanned<i64>>, (lo, hi): (i64, i64), default: u64| {
+            let Some(raw) = raw else { return Ok(default) };
+            let n = *raw.get_ref();
+            if (lo..=hi).contains(&n) {
+                // In range, so not negative.
+                Ok(n.unsigned_abs())
+            } else {
+                Err(self.error(
+                    Some(raw.span()),
+                    format!("[audit] {key} = {n} is out of range: write a number of bytes from {lo} to {hi}"),
+                ))
+            }
+        };
+        let queue_bytes = bytes(
+            "queue_bytes",
+            raw.queue_bytes,
+            QUEUE_BYTES_RANGE,
+            defaults.queue_bytes,
+        )?;
+        let rate = crate::audit::RateLimit {
+            bytes_per_sec: bytes(
+                "rate_limit",
+                raw.rate_limit,
+                RATE_LIMIT_RANGE,
+                defaults.rate.bytes_per_sec,
+            )?,
+            burst: bytes(
+                "rate_burst",
+                raw.rate_burst,
+                RATE_BURST_RANGE,
+                defaults.rate.burst,
+            )?,
+        };
+        let shutdown_timeout = match raw.shutdown_timeout {
+            None => defaults.shutdown_timeout,
+            Some(t) => self.seconds("[audit] shutdown_timeout", t)?,
+        };
         Ok(AuditConfig {
             log,
             cmdline: raw.cmdline.unwrap_or(false),
             collapse_window,
+            queue_bytes,
+            rate,
+            shutdown_timeout,
         })
     }
 
@@ -483,6 +557,39 @@ mod tests {
         assert_eq!(config.fuse.readdirplus, defaults.readdirplus);
         assert!(!config.audit.cmdline);
         assert_eq!(config.audit.collapse_window, Duration::ZERO);
+    }
+
+    #[test]
+    fn audit_limits_parse_with_defaults_and_ranges() {
+        let map = "[[map]]\nfrom = \"/\"\nto = \"/opt\"\n";
+        let config = parse_ok(map);
+        assert_eq!(config.audit.queue_bytes, crate::audit::DEFAULT_QUEUE_BYTES);
+        assert_eq!(
+            config.audit.rate.bytes_per_sec,
+            crate::audit::DEFAULT_RATE_LIMIT
+        );
+        assert_eq!(config.audit.rate.burst, crate::audit::DEFAULT_RATE_BURST);
+        assert_eq!(
+            config.audit.shutdown_timeout,
+            crate::audit::DEFAULT_SHUTDOWN_TIMEOUT
+        );
+        let config = parse_ok(&format!(
+            "{map}[audit]\nqueue_bytes = 1048576\nrate_limit = 0\nrate_burst = 65536\nshutdown_timeout = 0.5\n"
+        ));
+        assert_eq!(config.audit.queue_bytes, 1 << 20);
+        assert_eq!(config.audit.rate.bytes_per_sec, 0);
+        assert_eq!(config.audit.rate.burst, 1 << 16);
+        assert_eq!(config.audit.shutdown_timeout, Duration::from_millis(500));
+        for (key, bad) in [
+            ("queue_bytes", "1000"),
+            ("rate_limit", "-1"),
+            ("rate_burst", "100"),
+            ("shutdown_timeout", "-1.0"),
+        ] {
+            let err = parse_err(&format!("{map}[audit]\n{key} = {bad}\n"));
+            assert!(err.contains(&format!("[audit] {key}")), "{err}");
+            assert!(err.contains("out of range"), "{err}");
+        }
     }
 
     #[test]

@@ -148,6 +148,9 @@ fn serve_inner(
             AuditOptions {
                 cmdline: config.audit.cmdline,
                 collapse: config.audit.collapse_window,
+                queue_bytes: config.audit.queue_bytes,
+                rate: config.audit.rate,
+                shutdown_timeout: config.audit.shutdown_timeout,
             },
         )
         .map_err(|e| format!("cannot open audit log {}: {e}", path.display()))?,

@@ -254,32 +254,13 @@ pub fn check_unprivileged(options: &MountOptions) -> Result<(), String> {
     Ok(())
 }
 
-/// Checks that the audit log can be opened for appending, creating its directory if needed,
-/// so a bad path is reported before anything is mounted.
+/// Checks the audit log's place before anything is mounted, creating nothing: no final
+/// symlink, a regular file (a FIFO would block the daemon), in a directory no other user can
+/// write (see `audit::LogPlace`). The mount then creates what is missing with the same checks.
 pub fn probe_audit_log(log: &Path) -> Result<(), String> {
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-    if let Some(parent) = log.parent() {
-        if !parent.exists() {
-            // The same modes the audit writer uses: the log says who did what.
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o750)
-                .create(parent)
-                .map_err(|e| {
-                    format!(
-                        "cannot create audit log directory {}: {e}",
-                        parent.display()
-                    )
-                })?;
-        }
-    }
-    std::fs::OpenOptions::new()
-        .append(true)
-        .create(true)
-        .mode(0o640)
-        .open(log)
+    crate::audit::LogPlace::resolve(log)
         .map(drop)
-        .map_err(|e| format!("cannot open audit log {}: {e}", log.display()))
+        .map_err(|e| format!("audit log {}: {e}", log.display()))
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ mod common;
 
 mod audit;
 mod demo;
+mod auditsafety;
 mod fdlimit;
 mod fstab;
 mod ioctl;

@@ -1,17 +1,24 @@
 //! Non-blocking JSON Lines audit log of who touched the legacy tree, written by a background thread.
 //!
-//! The filesystem threads only capture a timestamp, look up the caller's process name (cached)
-//! and `try_send` a small struct into a bounded queue; all formatting, serialisation and I/O
-//! happen on one writer thread. When the queue is full the event is counted instead of
-//! blocking the filesystem, and the writer later records an explicit `"op":"dropped"` line so
-//! that loss is visible in the log itself.
+//! The filesystem threads only capture a timestamp, bound the event's size, look up the
+//! caller's process (cached), charge the caller's uid for the bytes (rate limit) and
+//! `try_send` the event into a queue bounded both in events and in bytes; all formatting,
+//! serialisation and I/O happen on one writer thread. Nothing is lost silently: an event the
+//! queue cannot take is counted and reported in a `"op":"dropped"` line, an event over its
+//! uid's rate in a `"op":"suppressed"` line, and whatever the log could not take at exit in one
+//! error line of the daemon's diagnostics.
+
+mod encode;
+mod limit;
+mod place;
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
-use std::fs::{DirBuilder, File, OpenOptions};
-use std::io::{self, BufWriter, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::AsFd;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError};
@@ -20,6 +27,12 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
+
+pub use encode::{CMDLINE_CAP, COMM_CAP, DETAIL_CAP, PATH_CAP};
+pub use limit::RateLimit;
+pub use place::LogPlace;
+
+use limit::{Limiter, Verdict};
 
 /// Schema version written as `v` in every line; bump when fields change meaning.
 const SCHEMA_VERSION: u32 = 1;
@@ -35,12 +48,38 @@ const COMM_CACHE_MAX: usize = 4096;
 /// queue that never runs empty under sustained load still gets its drops reported and flushed.
 const BATCH_MAX: usize = 4096;
 
-/// When idle, the writer wakes this often to report drops that raced with its last catch-up.
-const IDLE_WAKE: Duration = Duration::from_secs(1);
+/// When idle, the writer wakes this often to report drops and suppressed counts.
+const IDLE_WAKE: Duration = Duration::from_millis(500);
 
-/// Big enough that a batch usually becomes one `write(2)`; a line (two paths of at most
-/// PATH_MAX plus small fields) always fits, so a line is never split by a direct write.
+/// Suppressed-event summaries are written at least this often while a uid is suppressed.
+const SUMMARY_EVERY: Duration = Duration::from_secs(1);
+
+/// The writer hands its buffer to `write(2)` once it holds this much.
 const WRITE_BUFFER: usize = 64 * 1024;
+
+/// While the log cannot be written, at most this much waits in the buffer; later events are
+/// counted as dropped. Larger than the longest line, so one line always fits.
+const BUFFER_MAX: usize = 1024 * 1024;
+
+/// A missing log whose directory or file cannot be recreated is retried this often.
+const REOPEN_RETRY: Duration = Duration::from_secs(1);
+
+/// What an event costs in the queue and the rate limit on top of its variable fields: the
+/// fixed fields as written, and the queue slot.
+const EVENT_OVERHEAD: u64 = 200;
+
+/// Default of `[audit] queue_bytes`: memory that queued events may hold.
+pub const DEFAULT_QUEUE_BYTES: u64 = 16 * 1024 * 1024;
+/// Default of `[audit] rate_limit`: bytes per second per uid.
+pub const DEFAULT_RATE_LIMIT: u64 = 1024 * 1024;
+/// Default of `[audit] rate_burst`: bytes a uid may write at once.
+pub const DEFAULT_RATE_BURST: u64 = 32 * 1024 * 1024;
+/// Default of `[audit] shutdown_timeout`: how long exit waits for a log that takes no writes.
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The longest line the log can hold: every capped field at its cap with every byte written
+/// as a 6-byte JSON escape (`\u0001`), plus the fixed fields and the field lists.
+pub const MAX_LINE_BYTES: usize = 6 * (5 * PATH_CAP + CMDLINE_CAP + DETAIL_CAP + COMM_CAP) + 1024;
 
 /// One audited filesystem operation, as reported by the filesystem.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,20 +106,119 @@ pub struct Event {
     pub result: Result<(), i32>,
 }
 
+/// Bits naming the fields of a line, for `escaped` and `truncated`, in schema order.
+const F_PATH: u8 = 1;
+const F_TARGET: u8 = 2;
+const F_MAP: u8 = 4;
+const F_DEST: u8 = 8;
+const F_DETAIL: u8 = 16;
+const F_COMM: u8 = 32;
+const F_EXE: u8 = 64;
+const F_CMDLINE: u8 = 128;
+const FIELD_NAMES: [(u8, &str); 8] = [
+    (F_PATH, "path"),
+    (F_TARGET, "target"),
+    (F_MAP, "map"),
+    (F_DEST, "dest"),
+    (F_DETAIL, "detail"),
+    (F_COMM, "comm"),
+    (F_EXE, "exe"),
+    (F_CMDLINE, "cmdline"),
+];
+
+fn field_list(bits: u8) -> Option<Vec<&'static str>> {
+    (bits != 0).then(|| {
+        FIELD_NAMES
+            .iter()
+            .filter(|(bit, _)| bits & bit != 0)
+            .map(|(_, name)| *name)
+            .collect()
+    })
+}
+
 /// What travels through the queue: raw data only, so serialisation cost stays on the writer.
 struct Queued {
     ts: SystemTime,
     event: Event,
     proc: Arc<ProcInfo>,
+    /// Bytes charged to the queue (and the uid's rate), returned when the writer takes it.
+    cost: u64,
+    /// Event fields shortened by [`bound_event`].
+    truncated: u8,
+}
+
+/// `bytes` escaped for the log; sets `bit` in `escaped` when it had to be.
+fn esc<'a>(bytes: &'a [u8], bit: u8, escaped: &mut u8) -> Cow<'a, str> {
+    let (s, e) = encode::escape(bytes);
+    if e {
+        *escaped |= bit;
+    }
+    s
+}
+
+/// Shortens the event's fields to their caps; returns the bits of those shortened.
+fn bound_event(e: &mut Event) -> u8 {
+    fn path(p: &mut PathBuf, bit: u8) -> u8 {
+        match encode::shorten(p.as_os_str().as_bytes(), PATH_CAP) {
+            Some(short) => {
+                *p = PathBuf::from(std::ffi::OsString::from_vec(short));
+                bit
+            }
+            None => 0,
+        }
+    }
+    fn text(s: &mut String, cap: usize, bit: u8) -> u8 {
+        match encode::shorten_str(s, cap) {
+            Some(short) => {
+                *s = short;
+                bit
+            }
+            None => 0,
+        }
+    }
+    let mut bits = path(&mut e.path, F_PATH);
+    if let Some(t) = &mut e.target {
+        bits |= path(t, F_TARGET);
+    }
+    if let Some(d) = &mut e.dest {
+        bits |= path(d, F_DEST);
+    }
+    if let Some(m) = &mut e.map {
+        bits |= text(m, PATH_CAP, F_MAP);
+    }
+    if let Some(d) = &mut e.detail {
+        bits |= text(d, DETAIL_CAP, F_DETAIL);
+    }
+    bits
+}
+
+fn event_cost(e: &Event, proc: &ProcInfo) -> u64 {
+    let len = |p: &Option<PathBuf>| p.as_ref().map_or(0, |p| p.as_os_str().len());
+    let text = |s: &Option<String>| s.as_ref().map_or(0, String::len);
+    (e.path.as_os_str().len() + len(&e.target) + len(&e.dest) + text(&e.map) + text(&e.detail))
+        as u64
+        + proc.size()
+        + EVENT_OVERHEAD
 }
 
 /// Counters shared between the recording side and the writer thread.
 #[derive(Default)]
 struct Counters {
-    /// Events not written: queue full, writer gone, or a write error.
+    /// Events not written: queue full, no rate-limit state, writer gone, write errors, or
+    /// written into a log file that had been deleted.
     dropped: AtomicU64,
+    /// Of `dropped`, those already reported in a `dropped` line.
+    dropped_reported: AtomicU64,
+    /// Events the queue took.
+    accepted: AtomicU64,
+    /// Of `accepted`, those the writer lost (counted in `dropped` too).
+    writer_lost: AtomicU64,
     /// Events successfully flushed to the file (not counting "dropped" lines).
     written: AtomicU64,
+    /// Events over their uid's rate, counted into `suppressed` lines.
+    suppressed: AtomicU64,
+    /// Bytes held by queued events.
+    queued_bytes: AtomicU64,
     /// Set by `reopen` (SIGHUP after logrotate moved the file); the writer acts on it.
     reopen: AtomicBool,
 }
@@ -91,8 +229,15 @@ pub struct AuditLog {
     /// `None` when disabled or after shutdown; dropping it is what tells the writer to finish.
     tx: Option<SyncSender<Queued>>,
     writer: Option<JoinHandle<()>>,
+    /// Disconnected when the writer thread has finished (its sender is dropped).
+    done: Mutex<Option<Receiver<()>>>,
     counters: Arc<Counters>,
     comms: CommCache,
+    limiter: Option<Arc<Limiter>>,
+    queue_bytes: u64,
+    shutdown_timeout: Duration,
+    /// For messages.
+    path: PathBuf,
     /// So a dead writer is reported once, not once per event.
     writer_gone_logged: AtomicBool,
 }
@@ -103,45 +248,104 @@ const _: fn() = || {
     check::<AuditLog>();
 };
 
+/// Options of the log beyond its path.
+#[derive(Debug, Clone, Copy)]
+pub struct AuditOptions {
+    /// Log each caller's full command line.
+    pub cmdline: bool,
+    /// Events identical in pid, op, path, flags and result within this window become one
+    /// line with a `count`; zero writes every event.
+    pub collapse: Duration,
+    /// Memory queued events may hold; past it events are counted as dropped.
+    pub queue_bytes: u64,
+    /// Per-uid rate limit (`bytes_per_sec` 0: off).
+    pub rate: RateLimit,
+    /// How long shutdown waits for a log that takes no writes.
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for AuditOptions {
+    fn default() -> Self {
+        AuditOptions {
+            cmdline: false,
+            collapse: Duration::ZERO,
+            queue_bytes: DEFAULT_QUEUE_BYTES,
+            rate: RateLimit {
+                bytes_per_sec: DEFAULT_RATE_LIMIT,
+                burst: DEFAULT_RATE_BURST,
+            },
+            shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+        }
+    }
+}
+
 impl AuditLog {
     /// Opens (appending, creating with mode 0640) the log file and starts the writer thread.
-    /// A missing parent directory is created with mode 0750. `capacity` is the queue length;
-    /// 0 is treated as 1 because a zero-capacity channel would drop whenever the writer is busy.
+    /// Missing directories are created with mode 0750. `capacity` is the queue length in
+    /// events; 0 is treated as 1 because a zero-capacity channel would drop whenever the writer
+    /// is busy. The place must pass [`LogPlace`]'s checks.
     pub fn open(path: &Path, capacity: usize) -> io::Result<AuditLog> {
         AuditLog::open_with(path, capacity, AuditOptions::default())
     }
 
-    /// Like `open`, with command lines and collapsing as `options` say.
+    /// Like `open`, with command lines, collapsing and limits as `options` say.
     pub fn open_with(path: &Path, capacity: usize, options: AuditOptions) -> io::Result<AuditLog> {
-        if let Some(parent) = path.parent() {
-            if !parent.as_os_str().is_empty() && !parent.exists() {
-                DirBuilder::new()
-                    .recursive(true)
-                    .mode(0o750)
-                    .create(parent)?;
-            }
-        }
-        // O_APPEND so concurrent writers (e.g. a second instance, logrotate copytruncate)
-        // never overwrite each other's lines; O_CLOEXEC so children of the daemon don't
-        // inherit the audit fd.
-        let file = open_log_file(path)?;
+        let place = LogPlace::resolve(path)?;
+        let file = place.open()?;
+        AuditLog::start(file, Some(place), path, capacity, options)
+    }
 
+    /// Starts the writer on an open `file`; `place` (when known) is where a deleted or rotated
+    /// log is recreated.
+    fn start(
+        file: File,
+        place: Option<LogPlace>,
+        path: &Path,
+        capacity: usize,
+        options: AuditOptions,
+    ) -> io::Result<AuditLog> {
         let (tx, rx) = mpsc::sync_channel(capacity.max(1));
+        let (done_tx, done_rx) = mpsc::channel::<()>();
         let counters = Arc::new(Counters::default());
-        let writer_counters = Arc::clone(&counters);
-        let writer_path = path.to_path_buf();
+        let limiter = Limiter::new(options.rate).map(Arc::new);
+        let mut w = Writer {
+            file: Some(file),
+            place,
+            path: path.to_path_buf(),
+            counters: Arc::clone(&counters),
+            limiter: limiter.clone(),
+            collapse: options.collapse,
+            pending: HashMap::new(),
+            buf: Vec::with_capacity(WRITE_BUFFER),
+            buf_events: 0,
+            buf_drop_reports: 0,
+            buf_suppressed: 0,
+            partial: false,
+            line: Vec::with_capacity(512),
+            failing: false,
+            last_summary: Instant::now(),
+            last_reopen: None,
+        };
         let writer = thread::Builder::new()
             .name("relocfs-audit".into())
-            .spawn(move || writer_loop(rx, file, writer_path, writer_counters, options.collapse))?;
+            .spawn(move || {
+                w.run(rx);
+                drop(done_tx);
+            })?;
 
         Ok(AuditLog {
             tx: Some(tx),
             writer: Some(writer),
+            done: Mutex::new(Some(done_rx)),
             counters,
             comms: CommCache {
                 cmdline: options.cmdline,
                 ..CommCache::default()
             },
+            limiter,
+            queue_bytes: options.queue_bytes.max(1),
+            shutdown_timeout: options.shutdown_timeout,
+            path: path.to_path_buf(),
             writer_gone_logged: AtomicBool::new(false),
         })
     }
@@ -157,8 +361,13 @@ impl AuditLog {
         AuditLog {
             tx: None,
             writer: None,
+            done: Mutex::new(None),
             counters: Arc::new(Counters::default()),
             comms: CommCache::default(),
+            limiter: None,
+            queue_bytes: DEFAULT_QUEUE_BYTES,
+            shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+            path: PathBuf::new(),
             writer_gone_logged: AtomicBool::new(false),
         }
     }
@@ -168,21 +377,55 @@ impl AuditLog {
         self.tx.is_some()
     }
 
-    /// Queues an event; never blocks. The timestamp is taken now and `comm` is filled from
-    /// the (cached) `/proc/<pid>/comm`. If the queue is full the event is counted as dropped.
-    pub fn record(&self, event: Event) {
+    /// Queues an event; never blocks. The timestamp is taken now, the fields are bounded (see
+    /// [`PATH_CAP`]), `comm`/`exe` are filled from the (cached) `/proc/<pid>`, and the caller's
+    /// uid is charged for the bytes: over its rate the event is only counted (`suppressed`);
+    /// with the queue full (events or bytes) it is counted as dropped.
+    pub fn record(&self, mut event: Event) {
         let Some(tx) = &self.tx else { return };
         let ts = SystemTime::now();
+        let truncated = bound_event(&mut event);
         let proc = self.comms.lookup(event.pid);
-        match tx.try_send(Queued { ts, event, proc }) {
-            Ok(()) => {}
+        let cost = event_cost(&event, &proc);
+        let c = &self.counters;
+        if let Some(limiter) = &self.limiter {
+            match limiter.check(event.uid, cost, Instant::now(), ts) {
+                Verdict::Admit => {}
+                Verdict::Suppress => {
+                    c.suppressed.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+                Verdict::NoRoom => {
+                    c.dropped.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+            }
+        }
+        if c.queued_bytes.fetch_add(cost, Ordering::Relaxed) + cost > self.queue_bytes {
+            c.queued_bytes.fetch_sub(cost, Ordering::Relaxed);
+            c.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let queued = Queued {
+            ts,
+            event,
+            proc,
+            cost,
+            truncated,
+        };
+        match tx.try_send(queued) {
+            Ok(()) => {
+                c.accepted.fetch_add(1, Ordering::Relaxed);
+            }
             Err(TrySendError::Full(_)) => {
-                self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                c.queued_bytes.fetch_sub(cost, Ordering::Relaxed);
+                c.dropped.fetch_add(1, Ordering::Relaxed);
             }
             Err(TrySendError::Disconnected(_)) => {
                 // Only possible if the writer thread died; nobody will write a "dropped"
                 // line any more, so the error log is the only trace left.
-                self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                c.queued_bytes.fetch_sub(cost, Ordering::Relaxed);
+                c.dropped.fetch_add(1, Ordering::Relaxed);
                 if !self.writer_gone_logged.swap(true, Ordering::Relaxed) {
                     log::error!("audit log writer thread is gone; audit events are being lost");
                 }
@@ -190,7 +433,7 @@ impl AuditLog {
         }
     }
 
-    /// Total events dropped so far (queue full or write errors).
+    /// Total events dropped so far (queue full, write errors, a deleted log).
     pub fn dropped(&self) -> u64 {
         self.counters.dropped.load(Ordering::Relaxed)
     }
@@ -200,8 +443,14 @@ impl AuditLog {
         self.counters.written.load(Ordering::Relaxed)
     }
 
+    /// Total events over their uid's rate, counted in `suppressed` lines.
+    pub fn suppressed(&self) -> u64 {
+        self.counters.suppressed.load(Ordering::Relaxed)
+    }
+
     /// Closes the queue and waits for the writer to write, flush and sync everything queued:
-    /// when this returns, every event recorded before is in the file.
+    /// when this returns, every event recorded before is in the file -- unless the log took
+    /// no writes for the shutdown timeout: then one error line says how many were not written.
     pub fn shutdown(mut self) {
         self.close();
     }
@@ -210,11 +459,40 @@ impl AuditLog {
         // Dropping the only sender disconnects the channel; the writer drains what is left,
         // reports drops, flushes and exits.
         drop(self.tx.take());
-        if let Some(writer) = self.writer.take() {
+        let Some(writer) = self.writer.take() else {
+            return;
+        };
+        let done = lock(&self.done).take();
+        let finished = match done {
+            Some(done) => !matches!(
+                done.recv_timeout(self.shutdown_timeout),
+                Err(RecvTimeoutError::Timeout)
+            ),
+            None => true,
+        };
+        if finished {
             if writer.join().is_err() {
                 log::error!("audit log writer thread panicked; some events may be lost");
             }
+            return;
         }
+        // The writer is stuck in a write (a FIFO nobody reads, a hung filesystem): leave it;
+        // the process exits without it. Count what the log will never show.
+        let c = &self.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let in_flight = get(&c.accepted)
+            .saturating_sub(get(&c.written))
+            .saturating_sub(get(&c.writer_lost));
+        let unreported = get(&c.dropped).saturating_sub(get(&c.dropped_reported));
+        let owed = self.limiter.as_ref().map_or(0, |l| l.owed());
+        log::error!(
+            "audit log {}: not written after waiting {:?} at shutdown (the log takes no \
+             writes): {} events lost ({in_flight} queued, {unreported} dropped and {owed} \
+             suppressed not yet recorded)",
+            self.path.display(),
+            self.shutdown_timeout,
+            in_flight + unreported + owed
+        );
     }
 }
 
@@ -232,6 +510,7 @@ impl fmt::Debug for AuditLog {
             .field("enabled", &self.is_enabled())
             .field("written", &self.written())
             .field("dropped", &self.dropped())
+            .field("suppressed", &self.suppressed())
             .finish()
     }
 }
@@ -247,25 +526,24 @@ struct CommEntry {
     info: Arc<ProcInfo>,
 }
 
-/// What the log says about the calling process.
+/// What the log says about the calling process: raw bytes, capped, escaped when written.
 #[derive(Debug)]
 struct ProcInfo {
     /// `/proc/PID/comm`, "?" when unreadable.
-    comm: Arc<str>,
+    comm: Vec<u8>,
     /// `/proc/PID/exe`, when readable.
-    exe: Option<String>,
+    exe: Option<Vec<u8>>,
     /// `/proc/PID/cmdline` with NULs as spaces, only when enabled (it can hold secrets).
-    cmdline: Option<String>,
+    cmdline: Option<Vec<u8>>,
+    /// Fields shortened to their caps (F_COMM, F_EXE, F_CMDLINE).
+    truncated: u8,
 }
 
-/// Options of the log beyond its path.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct AuditOptions {
-    /// Log each caller's full command line.
-    pub cmdline: bool,
-    /// Events identical in pid, op, path, flags and result within this window become one
-    /// line with a `count`; zero writes every event.
-    pub collapse: Duration,
+impl ProcInfo {
+    fn size(&self) -> u64 {
+        let len = |v: &Option<Vec<u8>>| v.as_ref().map_or(0, Vec::len);
+        (self.comm.len() + len(&self.exe) + len(&self.cmdline)) as u64
+    }
 }
 
 /// pid → process name, so a burst of operations from one thread costs one `/proc` read.
@@ -289,12 +567,37 @@ impl CommCache {
             }
         }
         // Read outside the lock: other threads shouldn't wait on our /proc access.
+        let mut truncated = 0;
+        let mut comm = read_comm(pid);
+        if let Some(short) = encode::shorten(&comm, COMM_CAP) {
+            comm = short;
+            truncated |= F_COMM;
+        }
+        let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
+            .ok()
+            .map(|p| p.into_os_string().into_vec())
+            .map(|p| match encode::shorten(&p, PATH_CAP) {
+                Some(short) => {
+                    truncated |= F_EXE;
+                    short
+                }
+                None => p,
+            });
+        let cmdline = self
+            .cmdline
+            .then(|| read_cmdline(pid))
+            .flatten()
+            .map(|(c, t)| {
+                if t {
+                    truncated |= F_CMDLINE;
+                }
+                c
+            });
         let info = Arc::new(ProcInfo {
-            comm: read_comm(pid),
-            exe: std::fs::read_link(format!("/proc/{pid}/exe"))
-                .ok()
-                .map(|p| p.to_string_lossy().into_owned()),
-            cmdline: self.cmdline.then(|| read_cmdline(pid)).flatten(),
+            comm,
+            exe,
+            cmdline,
+            truncated,
         });
         let mut map = lock(&self.map);
         if map.len() >= COMM_CACHE_MAX {
@@ -315,31 +618,73 @@ impl CommCache {
     }
 }
 
-/// The command line of `pid`, arguments separated by spaces; `None` if unreadable or empty
-/// (kernel threads).
-fn read_cmdline(pid: u32) -> Option<String> {
-    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-    let args: Vec<String> = raw
-        .split(|&b| b == 0)
-        .filter(|a| !a.is_empty())
-        .map(|a| String::from_utf8_lossy(a).into_owned())
-        .collect();
-    (!args.is_empty()).then(|| args.join(" "))
+/// The command line of `pid`, arguments separated by spaces, shortened to [`CMDLINE_CAP`]
+/// (and whether it was); `None` if unreadable or empty (kernel threads). Read in pieces so a
+/// huge command line costs no more memory than the cap.
+fn read_cmdline(pid: u32) -> Option<(Vec<u8>, bool)> {
+    let mut file = File::open(format!("/proc/{pid}/cmdline")).ok()?;
+    let mut head = Vec::new();
+    let mut tail = VecDeque::new();
+    let mut total = 0usize;
+    let mut sep = false;
+    let mut chunk = [0u8; 16 * 1024];
+    let mut push = |b: u8, head: &mut Vec<u8>, tail: &mut VecDeque<u8>| {
+        total += 1;
+        if head.len() < CMDLINE_CAP {
+            head.push(b);
+        } else {
+            tail.push_back(b);
+            if tail.len() > CMDLINE_CAP {
+                tail.pop_front();
+            }
+        }
+    };
+    loop {
+        let n = match file.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => break,
+        };
+        for &b in &chunk[..n] {
+            if b == 0 {
+                sep = !head.is_empty();
+                continue;
+            }
+            if sep {
+                push(b' ', &mut head, &mut tail);
+                sep = false;
+            }
+            push(b, &mut head, &mut tail);
+        }
+    }
+    if head.is_empty() {
+        return None;
+    }
+    let kept = head.len() + tail.len();
+    let hidden = total - kept;
+    head.extend(tail);
+    match encode::shorten_with_gap(&head, CMDLINE_CAP, hidden) {
+        Some(short) => Some((short, true)),
+        None => Some((head, false)),
+    }
 }
 
 /// Process (thread) name from `/proc/<pid>/comm`; works for thread ids too. "?" if unreadable
 /// (e.g. the caller already exited, or pid 0 for kernel-initiated requests).
-fn read_comm(pid: u32) -> Arc<str> {
+fn read_comm(pid: u32) -> Vec<u8> {
     match std::fs::read(format!("/proc/{pid}/comm")) {
-        Ok(bytes) => {
-            let name = bytes.strip_suffix(b"\n").unwrap_or(&bytes);
-            if name.is_empty() {
-                Arc::from("?")
+        Ok(mut bytes) => {
+            if bytes.last() == Some(&b'\n') {
+                bytes.pop();
+            }
+            if bytes.is_empty() {
+                b"?".to_vec()
             } else {
-                Arc::from(String::from_utf8_lossy(name))
+                bytes
             }
         }
-        Err(_) => Arc::from("?"),
+        Err(_) => b"?".to_vec(),
     }
 }
 
@@ -363,15 +708,21 @@ struct EventLine<'a> {
     pid: u32,
     uid: u32,
     gid: u32,
-    comm: &'a str,
+    comm: Cow<'a, str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    exe: Option<&'a str>,
+    exe: Option<Cow<'a, str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    cmdline: Option<&'a str>,
+    cmdline: Option<Cow<'a, str>>,
     result: &'a str,
     /// How many identical events this line stands for, when collapsed (more than one).
     #[serde(skip_serializing_if = "Option::is_none")]
     count: Option<u64>,
+    /// Fields whose bytes were not UTF-8, written escaped (see `encode`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    escaped: Option<Vec<&'static str>>,
+    /// Fields shortened to their cap (see `encode`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    truncated: Option<Vec<&'static str>>,
 }
 
 /// The explicit record of events that could not be written.
@@ -381,6 +732,17 @@ struct DroppedLine<'a> {
     ts: &'a str,
     op: &'a str,
     count: u64,
+}
+
+/// The record of one uid's events over its rate since `since`.
+#[derive(Serialize)]
+struct SuppressedLine<'a> {
+    v: u32,
+    ts: &'a str,
+    op: &'a str,
+    uid: u32,
+    count: u64,
+    since: &'a str,
 }
 
 /// What makes two events the same for collapsing.
@@ -410,111 +772,255 @@ const COLLAPSE_MAX: usize = 16 * 1024;
 
 /// State of the writer thread.
 struct Writer {
-    out: BufWriter<File>,
+    /// `None` while the log is gone and could not be recreated.
+    file: Option<File>,
+    /// Where to recreate the log; `None` for a sink given as an open file (tests).
+    place: Option<LogPlace>,
+    path: PathBuf,
     counters: Arc<Counters>,
+    limiter: Option<Arc<Limiter>>,
     /// Collapse window (zero: off) and the events held in it: event, count, first seen.
     collapse: Duration,
     pending: HashMap<CollapseKey, (Queued, u64, Instant)>,
-    /// Drops already reported in a "dropped" line; the counter minus this is still owed.
-    reported_drops: u64,
-    /// Events in the buffer but not yet flushed; counted as written only after a flush.
-    unflushed: u64,
+    /// Lines not yet handed to write(2), whole lines only (but see `partial`).
+    buf: Vec<u8>,
+    /// Events in `buf`; counted as written only once `buf` is in a file that still exists.
+    buf_events: u64,
+    /// Drops that `dropped` lines in `buf` report.
+    buf_drop_reports: u64,
+    /// Suppressed events that `suppressed` lines in `buf` report.
+    buf_suppressed: u64,
+    /// Whether the start of `buf` was already written (a short write before an error).
+    partial: bool,
     /// Reused serialisation buffer, so a line is written whole or not at all.
     line: Vec<u8>,
     /// Whether the last I/O failed, to log an error once per failure streak, not per event.
     failing: bool,
-}
-
-/// Opens (or creates) the log for appending. O_APPEND so concurrent writers (e.g. a second
-/// instance, logrotate copytruncate) never overwrite each other's lines; O_CLOEXEC so children
-/// of the daemon don't inherit the audit fd.
-fn open_log_file(path: &Path) -> io::Result<File> {
-    OpenOptions::new()
-        .append(true)
-        .create(true)
-        .mode(0o640)
-        .custom_flags(libc::O_CLOEXEC)
-        .open(path)
-}
-
-fn writer_loop(
-    rx: Receiver<Queued>,
-    file: File,
-    path: PathBuf,
-    counters: Arc<Counters>,
-    collapse: Duration,
-) {
-    let mut w = Writer {
-        out: BufWriter::with_capacity(WRITE_BUFFER, file),
-        counters,
-        collapse,
-        pending: HashMap::new(),
-        reported_drops: 0,
-        unflushed: 0,
-        line: Vec::with_capacity(512),
-        failing: false,
-    };
-    loop {
-        if w.counters.reopen.swap(false, Ordering::Relaxed) {
-            w.reopen(&path);
-        }
-        let first = match rx.recv_timeout(IDLE_WAKE) {
-            Ok(q) => q,
-            Err(RecvTimeoutError::Timeout) => {
-                // A drop counted just after our last catch-up would otherwise wait for the
-                // next event; report it now, with collapsed events whose window has passed.
-                w.flush_pending(false);
-                w.catch_up();
-                continue;
-            }
-            Err(RecvTimeoutError::Disconnected) => break,
-        };
-        w.write_event(first);
-        let mut batch = 1;
-        let mut disconnected = false;
-        while batch < BATCH_MAX {
-            match rx.try_recv() {
-                Ok(q) => {
-                    w.write_event(q);
-                    batch += 1;
-                }
-                Err(TryRecvError::Empty) => break,
-                Err(TryRecvError::Disconnected) => {
-                    disconnected = true;
-                    break;
-                }
-            }
-        }
-        w.flush_pending(false);
-        w.catch_up();
-        if disconnected {
-            break;
-        }
-    }
-    // All senders are gone, so every drop has been counted: this report is final.
-    w.flush_pending(true);
-    w.catch_up();
-    if let Err(e) = w.out.get_ref().sync_data() {
-        // Expected for pipes and some special files; the data is flushed regardless.
-        log::debug!("audit log sync failed: {e}");
-    }
+    last_summary: Instant,
+    /// Last attempt to recreate a missing log.
+    last_reopen: Option<Instant>,
 }
 
 impl Writer {
-    /// Flushes what the old file still owes, then continues in a fresh file at `path`. If
-    /// the new file cannot be opened the old one is kept: better a rotated log than none.
-    fn reopen(&mut self, path: &Path) {
-        self.catch_up();
-        match open_log_file(path) {
-            Ok(file) => {
-                if let Err(e) = self.out.flush() {
-                    log::error!("audit log: flush before reopen failed: {e}");
-                }
-                self.out = BufWriter::with_capacity(WRITE_BUFFER, file);
-                log::info!("audit log reopened: {}", path.display());
+    fn run(&mut self, rx: Receiver<Queued>) {
+        loop {
+            if self.counters.reopen.swap(false, Ordering::Relaxed) {
+                self.reopen();
             }
-            Err(e) => log::error!("audit log: cannot reopen {}: {e}", path.display()),
+            let first = match rx.recv_timeout(IDLE_WAKE) {
+                Ok(q) => q,
+                Err(RecvTimeoutError::Timeout) => {
+                    // A drop counted just after our last catch-up would otherwise wait for the
+                    // next event; report it now, with collapsed events whose window has passed.
+                    self.flush_pending(false);
+                    self.catch_up(false);
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => break,
+            };
+            self.take(first);
+            let mut batch = 1;
+            let mut disconnected = false;
+            while batch < BATCH_MAX {
+                match rx.try_recv() {
+                    Ok(q) => {
+                        self.take(q);
+                        batch += 1;
+                    }
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => {
+                        disconnected = true;
+                        break;
+                    }
+                }
+            }
+            self.flush_pending(false);
+            self.catch_up(false);
+            if disconnected {
+                break;
+            }
         }
+        // All senders are gone, so every drop has been counted: this report is final.
+        self.flush_pending(true);
+        self.catch_up(true);
+        if !self.buf.is_empty() {
+            // One last try after the final reports; then what is left is lost.
+            self.flush();
+        }
+        if !self.buf.is_empty() {
+            let lost = self.buf_events;
+            self.lose_buffer();
+            self.buf.clear();
+            log::error!(
+                "audit log {}: {lost} events could not be written at exit",
+                self.path.display()
+            );
+        }
+        let unreported = self.counters.dropped.load(Ordering::Relaxed)
+            - self.counters.dropped_reported.load(Ordering::Relaxed);
+        let owed = self.limiter.as_ref().map_or(0, |l| l.owed());
+        if unreported + owed > 0 {
+            log::error!(
+                "audit log {}: {unreported} dropped and {owed} suppressed events could not be \
+                 recorded in the log at exit",
+                self.path.display()
+            );
+        }
+        if let Some(file) = &self.file {
+            if let Err(e) = file.sync_data() {
+                // Expected for pipes and some special files; the data is flushed regardless.
+                log::debug!("audit log sync failed: {e}");
+            }
+        }
+    }
+
+    /// One event from the queue: its bytes go back to the queue's budget.
+    fn take(&mut self, q: Queued) {
+        self.counters
+            .queued_bytes
+            .fetch_sub(q.cost, Ordering::Relaxed);
+        self.write_event(q);
+    }
+
+    /// Flushes what the old file still owes, then continues in a fresh file at the path. If
+    /// the new file cannot be opened the old one is kept: better a rotated log than none.
+    fn reopen(&mut self) {
+        self.catch_up(false);
+        let Some(place) = &self.place else { return };
+        match place.open() {
+            Ok(file) => {
+                self.flush();
+                if self.partial {
+                    // Never start the new file with the end of a line.
+                    self.lose_buffer();
+                }
+                self.file = Some(file);
+                log::info!("audit log reopened: {}", self.path.display());
+            }
+            Err(e) => log::error!("audit log: cannot reopen {}: {e}", self.path.display()),
+        }
+    }
+
+    /// Whether the open log file has been deleted (no name left: what is written is lost).
+    fn file_gone(&self) -> bool {
+        let (Some(file), Some(_)) = (&self.file, &self.place) else {
+            return false;
+        };
+        crate::sys::fstat(file.as_fd()).is_ok_and(|st| st.st_nlink == 0)
+    }
+
+    /// The log file or its directory was deleted: recreate both as at start. Lines already
+    /// half written to the deleted file are lost (and counted).
+    fn replace_deleted(&mut self) {
+        log::warn!(
+            "audit log {} was deleted; recreating it",
+            self.path.display()
+        );
+        if self.partial {
+            self.lose_buffer();
+        }
+        self.file = None;
+        self.last_reopen = None;
+        self.try_recreate();
+    }
+
+    /// Recreates a missing log (at most once per REOPEN_RETRY).
+    fn try_recreate(&mut self) {
+        if self.last_reopen.is_some_and(|t| t.elapsed() < REOPEN_RETRY) {
+            return;
+        }
+        self.last_reopen = Some(Instant::now());
+        let Some(place) = &self.place else { return };
+        match place.open() {
+            Ok(file) => {
+                self.file = Some(file);
+                log::warn!("audit log {} recreated", self.path.display());
+            }
+            Err(e) => {
+                if !self.failing {
+                    log::error!(
+                        "audit log {}: cannot recreate it: {e}; events are being dropped",
+                        self.path.display()
+                    );
+                    self.failing = true;
+                }
+            }
+        }
+    }
+
+    /// Counts everything in the buffer as lost: events and suppressed counts as dropped,
+    /// reported drops as owed again.
+    fn lose_buffer(&mut self) {
+        let c = &self.counters;
+        let lost = self.buf_events + self.buf_suppressed;
+        c.dropped.fetch_add(lost, Ordering::Relaxed);
+        c.writer_lost.fetch_add(self.buf_events, Ordering::Relaxed);
+        c.dropped_reported
+            .fetch_sub(self.buf_drop_reports, Ordering::Relaxed);
+        self.buf.clear();
+        self.buf_events = 0;
+        self.buf_drop_reports = 0;
+        self.buf_suppressed = 0;
+        self.partial = false;
+    }
+
+    /// Hands the buffer to the file. Before, a deleted file is replaced; after, a file found
+    /// deleted means the lines just written are lost: they count as dropped, not written.
+    fn flush(&mut self) -> bool {
+        if self.buf.is_empty() {
+            return true;
+        }
+        if self.file.is_none() {
+            self.try_recreate();
+        } else if self.file_gone() {
+            self.replace_deleted();
+        }
+        let Some(file) = &mut self.file else {
+            return false;
+        };
+        let mut done = 0;
+        let result = loop {
+            if done == self.buf.len() {
+                break Ok(());
+            }
+            match file.write(&self.buf[done..]) {
+                Ok(0) => break Err(io::Error::from(io::ErrorKind::WriteZero)),
+                Ok(n) => done += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => break Err(e),
+            }
+        };
+        if done > 0 {
+            self.buf.drain(..done);
+            self.partial = true;
+        }
+        if let Err(e) = result {
+            self.io_failed(&e);
+            return false;
+        }
+        self.partial = false;
+        if self.file_gone() {
+            // Deleted before or while we wrote: nobody will ever read these lines.
+            let lost = self.buf_events;
+            self.lose_buffer();
+            log::warn!(
+                "audit log {} was deleted; {lost} events written to it are counted as dropped",
+                self.path.display()
+            );
+            self.replace_deleted();
+            return false;
+        }
+        self.counters
+            .written
+            .fetch_add(self.buf_events, Ordering::Relaxed);
+        self.buf_events = 0;
+        self.buf_drop_reports = 0;
+        self.buf_suppressed = 0;
+        if self.failing {
+            log::warn!("audit log writable again");
+            self.failing = false;
+        }
+        true
     }
 
     /// Writes an event, or folds it into an identical one seen within the collapse window.
@@ -560,37 +1066,59 @@ impl Writer {
     fn write_queued(&mut self, q: &Queued, count: u64) {
         let ts = format_rfc3339(q.ts);
         let ev = &q.event;
+        let mut escaped = 0u8;
+        let path = esc(ev.path.as_os_str().as_bytes(), F_PATH, &mut escaped);
+        let target = ev
+            .target
+            .as_deref()
+            .map(|t| esc(t.as_os_str().as_bytes(), F_TARGET, &mut escaped));
+        let dest = ev
+            .dest
+            .as_deref()
+            .map(|d| esc(d.as_os_str().as_bytes(), F_DEST, &mut escaped));
+        let comm = esc(&q.proc.comm, F_COMM, &mut escaped);
+        let exe = q.proc.exe.as_deref().map(|e| esc(e, F_EXE, &mut escaped));
+        let cmdline = q
+            .proc
+            .cmdline
+            .as_deref()
+            .map(|c| esc(c, F_CMDLINE, &mut escaped));
         let line = EventLine {
             v: SCHEMA_VERSION,
             ts: &ts,
             op: ev.op,
-            path: ev.path.to_string_lossy(),
-            target: ev.target.as_deref().map(Path::to_string_lossy),
+            path,
+            target,
             map: ev.map.as_deref(),
             flags: ev.flags,
-            dest: ev.dest.as_deref().map(Path::to_string_lossy),
+            dest,
             detail: ev.detail.as_deref(),
             pid: ev.pid,
             uid: ev.uid,
             gid: ev.gid,
-            comm: &q.proc.comm,
-            exe: q.proc.exe.as_deref(),
-            cmdline: q.proc.cmdline.as_deref(),
+            comm,
+            exe,
+            cmdline,
             result: match ev.result {
                 Ok(()) => "ok",
                 Err(errno) => errno_name(errno),
             },
             count: (count > 1).then_some(count),
+            escaped: field_list(escaped),
+            truncated: field_list(q.truncated | q.proc.truncated),
         };
         if self.write_line(&line) {
-            self.unflushed += count;
+            self.buf_events += count;
         } else {
-            // Lost to an I/O error: count them so a later "dropped" line accounts for them.
+            // Lost (the log is failing): count them so a later "dropped" line says so.
             self.counters.dropped.fetch_add(count, Ordering::Relaxed);
+            self.counters
+                .writer_lost
+                .fetch_add(count, Ordering::Relaxed);
         }
     }
 
-    /// Serialises into the scratch buffer first so a failure never leaves half a line behind.
+    /// Serialises into the scratch buffer first so that only whole lines enter the buffer.
     fn write_line<T: Serialize>(&mut self, value: &T) -> bool {
         self.line.clear();
         if let Err(e) = serde_json::to_writer(&mut self.line, value) {
@@ -598,44 +1126,68 @@ impl Writer {
             return false;
         }
         self.line.push(b'\n');
-        match self.out.write_all(&self.line) {
-            Ok(()) => true,
-            Err(e) => {
-                self.io_failed(&e);
-                false
-            }
+        if self.buf.len() + self.line.len() > WRITE_BUFFER {
+            self.flush();
         }
+        if self.buf.len() + self.line.len() > BUFFER_MAX {
+            return false;
+        }
+        self.buf.extend_from_slice(&self.line);
+        true
     }
 
-    /// Reports outstanding drops and flushes; called whenever the queue is momentarily empty.
-    fn catch_up(&mut self) {
+    /// Reports outstanding drops and suppressed counts, then flushes; called whenever the
+    /// queue is momentarily empty. `last`: at exit, every count is reported now.
+    fn catch_up(&mut self, last: bool) {
+        if last || self.last_summary.elapsed() >= SUMMARY_EVERY {
+            self.write_summaries();
+        }
         let total = self.counters.dropped.load(Ordering::Relaxed);
-        if total > self.reported_drops {
+        let reported = self.counters.dropped_reported.load(Ordering::Relaxed);
+        if total > reported {
             let ts = format_rfc3339(SystemTime::now());
             let line = DroppedLine {
                 v: SCHEMA_VERSION,
                 ts: &ts,
                 op: "dropped",
-                count: total - self.reported_drops,
+                count: total - reported,
             };
             // On failure the count stays owed and is reported on a later catch-up.
             if self.write_line(&line) {
-                self.reported_drops = total;
+                self.counters
+                    .dropped_reported
+                    .fetch_add(total - reported, Ordering::Relaxed);
+                self.buf_drop_reports += total - reported;
             }
         }
-        match self.out.flush() {
-            Ok(()) => {
-                self.counters
-                    .written
-                    .fetch_add(self.unflushed, Ordering::Relaxed);
-                self.unflushed = 0;
-                if self.failing {
-                    log::warn!("audit log writable again");
-                    self.failing = false;
-                }
+        self.flush();
+    }
+
+    /// One `suppressed` line per uid that had events over its rate since the last ones.
+    fn write_summaries(&mut self) {
+        self.last_summary = Instant::now();
+        let Some(limiter) = &self.limiter else { return };
+        let owed = limiter.take();
+        if owed.is_empty() {
+            return;
+        }
+        let ts = format_rfc3339(SystemTime::now());
+        for o in owed {
+            let since = format_rfc3339(o.since);
+            let line = SuppressedLine {
+                v: SCHEMA_VERSION,
+                ts: &ts,
+                op: "suppressed",
+                uid: o.uid,
+                count: o.count,
+                since: &since,
+            };
+            if self.write_line(&line) {
+                self.buf_suppressed += o.count;
+            } else {
+                // Could not even be summarised: the next `dropped` line counts them.
+                self.counters.dropped.fetch_add(o.count, Ordering::Relaxed);
             }
-            // BufWriter keeps the unwritten bytes; the next flush retries them.
-            Err(e) => self.io_failed(&e),
         }
     }
 
@@ -841,8 +1393,10 @@ pub fn errno_name(errno: i32) -> &'static str {
 mod tests {
     use super::*;
     use serde_json::Value;
+    use std::fs::OpenOptions;
     use std::io::Read;
     use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::OpenOptionsExt;
     use std::os::unix::fs::PermissionsExt;
     use std::sync::mpsc::channel;
 
@@ -989,6 +1543,7 @@ mod tests {
         let options = AuditOptions {
             cmdline: true,
             collapse: Duration::from_secs(60),
+            ..AuditOptions::default()
         };
         let log = AuditLog::open_with(&path, 1024, options).unwrap();
         for _ in 0..5 {
@@ -1024,7 +1579,8 @@ mod tests {
             .get("count")
             .is_none());
         // Command lines when enabled: this test binary's own.
-        let own = read_cmdline(std::process::id()).unwrap();
+        let (own, _) = read_cmdline(std::process::id()).unwrap();
+        let own = String::from_utf8(own).unwrap();
         assert_eq!(find("open", "/legacy/b", "ok")["cmdline"], own.as_str());
     }
 
@@ -1096,7 +1652,7 @@ mod tests {
         denied.result = Err(libc::EROFS);
         log.record(denied);
 
-        // Non-UTF-8 path bytes are converted lossily rather than failing the line.
+        // Non-UTF-8 path bytes are escaped losslessly and the field is marked.
         let mut odd = ev("readlink", "");
         odd.path = PathBuf::from(std::ffi::OsStr::from_bytes(b"/opt/legacy/\xffname"));
         log.record(odd);
@@ -1157,7 +1713,9 @@ mod tests {
 
         let l = &lines[3];
         assert_eq!(l["op"], "readlink");
-        assert_eq!(l["path"], "/opt/legacy/\u{fffd}name");
+        assert_eq!(l["path"], "/opt/legacy/\\xffname");
+        assert_eq!(l["escaped"], serde_json::json!(["path"]));
+        assert!(l.value.get("truncated").is_none());
 
         // Timestamps are taken at record time, in order.
         let ts: Vec<&str> = lines.iter().map(|l| l["ts"].as_str().unwrap()).collect();
@@ -1171,19 +1729,22 @@ mod tests {
     fn comm_of_current_process_and_thread() {
         let expected = self_comm();
         assert!(!expected.is_empty());
-        assert_eq!(&*read_comm(std::process::id()), expected.as_str());
+        assert_eq!(read_comm(std::process::id()), expected.as_bytes());
 
         // FUSE hands us thread ids; /proc/<tid>/comm is the thread's own name.
         let tid = unsafe { libc::gettid() } as u32;
         let thread_comm = std::fs::read_to_string("/proc/thread-self/comm").unwrap();
-        assert_eq!(&*read_comm(tid), thread_comm.trim_end_matches('\n'));
+        assert_eq!(
+            read_comm(tid),
+            thread_comm.trim_end_matches('\n').as_bytes()
+        );
 
         // Unreadable → "?", and the cache returns the same shared string.
         let cache = CommCache::default();
-        assert_eq!(&*cache.lookup(u32::MAX).comm, "?");
+        assert_eq!(cache.lookup(u32::MAX).comm, b"?");
         let a = cache.lookup(std::process::id());
         let b = cache.lookup(std::process::id());
-        assert_eq!(&*a.comm, expected.as_str());
+        assert_eq!(a.comm, expected.as_bytes());
         assert!(Arc::ptr_eq(&a, &b), "second lookup should hit the cache");
     }
 
@@ -1289,7 +1850,9 @@ mod tests {
             .custom_flags(libc::O_NONBLOCK)
             .open(&fifo)
             .unwrap();
-        let log = Arc::new(AuditLog::open(&fifo, 1).unwrap());
+        // FIFOs are refused as a log's place; the writer itself takes any open file.
+        let sink = OpenOptions::new().append(true).open(&fifo).unwrap();
+        let log = Arc::new(AuditLog::start(sink, None, &fifo, 1, AuditOptions::default()).unwrap());
 
         const THREADS: u64 = 4;
         const PER_THREAD: u64 = 10_000;
@@ -1336,6 +1899,120 @@ mod tests {
         assert_eq!(written + reported, THREADS * PER_THREAD);
         assert_eq!(reported, dropped);
         assert!(dropped_lines >= 1);
+    }
+
+    /// Every field at many times its cap, every byte a control character (the longest JSON
+    /// escape) or an invalid byte (escaped, then JSON-escaped): the line stays within
+    /// MAX_LINE_BYTES, far below the report's 8 MiB line limit, and says what it shortened.
+    #[test]
+    fn worst_case_line_stays_within_the_documented_bound() {
+        const REPORT_MAX_LINE: usize = 8 * 1024 * 1024;
+        for byte in [0x01u8, 0xff, b'\\'] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("audit.jsonl");
+            let log = AuditLog::open(&path, 8).unwrap();
+            let raw = |n: usize| PathBuf::from(std::ffi::OsString::from_vec(vec![byte; n]));
+            let text = |n: usize| "\u{1}".repeat(n);
+            let mut e = ev("rename", "");
+            e.path = raw(100_000);
+            e.target = Some(raw(100_000));
+            e.dest = Some(raw(100_000));
+            e.map = Some(text(100_000));
+            e.detail = Some(text(100_000));
+            let truncated = bound_event(&mut e);
+            let cut = |n: usize, cap: usize| encode::shorten(&vec![byte; n], cap).unwrap();
+            let proc = Arc::new(ProcInfo {
+                comm: cut(1000, COMM_CAP),
+                exe: Some(cut(100_000, PATH_CAP)),
+                cmdline: Some(cut(1_000_000, CMDLINE_CAP)),
+                truncated: F_COMM | F_EXE | F_CMDLINE,
+            });
+            let q = Queued {
+                ts: SystemTime::now(),
+                cost: event_cost(&e, &proc),
+                event: e,
+                proc,
+                truncated,
+            };
+            log.counters
+                .queued_bytes
+                .fetch_add(q.cost, Ordering::Relaxed);
+            log.tx.as_ref().unwrap().send(q).unwrap();
+            log.shutdown();
+            let text = std::fs::read_to_string(&path).unwrap();
+            let line = text.lines().next().unwrap();
+            assert!(
+                line.len() <= MAX_LINE_BYTES,
+                "{} > {MAX_LINE_BYTES}",
+                line.len()
+            );
+            const { assert!(MAX_LINE_BYTES < REPORT_MAX_LINE) };
+            let v: Value = serde_json::from_str(line).unwrap();
+            assert_eq!(
+                v["truncated"],
+                serde_json::json!([
+                    "path", "target", "map", "dest", "detail", "comm", "exe", "cmdline"
+                ])
+            );
+            if byte == 0xff {
+                assert_eq!(
+                    v["escaped"],
+                    serde_json::json!(["path", "target", "dest", "comm", "exe", "cmdline"])
+                );
+            } else {
+                assert!(v.get("escaped").is_none(), "valid UTF-8 is not escaped");
+            }
+            eprintln!("worst case with byte {byte:#04x}: {} bytes", line.len());
+        }
+    }
+
+    /// The writer is stalled and events are large: the queue holds a bounded number of bytes,
+    /// not 16K events of any size; everything beyond is counted, and accounted in the end.
+    #[test]
+    fn queue_is_bounded_in_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("audit.fifo");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_bytes()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let reader = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&fifo)
+            .unwrap();
+        let sink = OpenOptions::new().append(true).open(&fifo).unwrap();
+        const QUEUE_BYTES: u64 = 1024 * 1024;
+        let options = AuditOptions {
+            queue_bytes: QUEUE_BYTES,
+            rate: RateLimit {
+                bytes_per_sec: 0,
+                burst: 0,
+            },
+            ..AuditOptions::default()
+        };
+        let log = AuditLog::start(sink, None, &fifo, 16 * 1024, options).unwrap();
+        const N: u64 = 3000;
+        let long = format!("/opt/legacy/{}", "x".repeat(4000));
+        for _ in 0..N {
+            log.record(ev("lookup", &long));
+        }
+        let accepted = log.counters.accepted.load(Ordering::Relaxed);
+        let cost = 4012 + EVENT_OVERHEAD;
+        // The queue's bytes, plus what the stalled writer holds in its buffer and the pipe.
+        let bound = (QUEUE_BYTES + BUFFER_MAX as u64 + 65536) / cost + 2;
+        assert!(accepted <= bound, "{accepted} accepted, bound {bound}");
+        assert!(log.dropped() > 0);
+        let drain = thread::spawn(move || {
+            let mut reader = reader;
+            let fd = std::os::unix::io::AsRawFd::as_raw_fd(&reader);
+            assert_eq!(unsafe { libc::fcntl(fd, libc::F_SETFL, 0) }, 0);
+            let mut text = String::new();
+            reader.read_to_string(&mut text).unwrap();
+            text
+        });
+        log.shutdown();
+        let lines = parse_lines(&drain.join().unwrap());
+        let (written, reported, _) = account(&lines);
+        assert_eq!(written + reported, N);
     }
 
     #[test]
