@@ -1306,13 +1306,13 @@ fn verdict_text(
             let exe = l
                 .exe
                 .as_deref()
-                .map(|e| format!(" [{e}]"))
+                .map(|e| format!(" [{}]", name(e)))
                 .unwrap_or_default();
             format!(
                 "last access {when} by {}{exe} (uid {}) to {} at {}",
-                l.comm,
+                name(&l.comm),
                 l.uid,
-                l.path,
+                name(&l.path),
                 fmt_ts_short(ts)
             )
         }
@@ -1370,8 +1370,61 @@ fn human_duration(micros: i64) -> String {
 // Output
 
 fn write_json(report: &Report, out: &mut dyn Write) -> io::Result<()> {
-    serde_json::to_writer_pretty(&mut *out, report)?;
+    let mut ser = serde_json::Serializer::with_formatter(&mut *out, SafeJson::default());
+    report.serialize(&mut ser)?;
     out.write_all(b"\n")
+}
+
+/// serde_json's pretty output, except that DEL, C1 controls and bidi marks are written as
+/// `\u` escapes too (serde_json escapes only C0 and `"`/`\`), so `relocfs report --format json`
+/// on a terminal never sends it a control sequence. The parsed values are unchanged.
+#[derive(Default)]
+struct SafeJson(serde_json::ser::PrettyFormatter<'static>);
+
+impl serde_json::ser::Formatter for SafeJson {
+    fn write_string_fragment<W: ?Sized + Write>(
+        &mut self,
+        writer: &mut W,
+        fragment: &str,
+    ) -> io::Result<()> {
+        let mut start = 0;
+        for (i, c) in fragment.char_indices() {
+            if unsafe_char(c) {
+                writer.write_all(&fragment.as_bytes()[start..i])?;
+                // All of them are in the Basic Multilingual Plane: one \uXXXX each.
+                write!(writer, "\\u{:04x}", u32::from(c))?;
+                start = i + c.len_utf8();
+            }
+        }
+        writer.write_all(&fragment.as_bytes()[start..])
+    }
+    fn begin_array<W: ?Sized + Write>(&mut self, w: &mut W) -> io::Result<()> {
+        self.0.begin_array(w)
+    }
+    fn end_array<W: ?Sized + Write>(&mut self, w: &mut W) -> io::Result<()> {
+        self.0.end_array(w)
+    }
+    fn begin_array_value<W: ?Sized + Write>(&mut self, w: &mut W, first: bool) -> io::Result<()> {
+        self.0.begin_array_value(w, first)
+    }
+    fn end_array_value<W: ?Sized + Write>(&mut self, w: &mut W) -> io::Result<()> {
+        self.0.end_array_value(w)
+    }
+    fn begin_object<W: ?Sized + Write>(&mut self, w: &mut W) -> io::Result<()> {
+        self.0.begin_object(w)
+    }
+    fn end_object<W: ?Sized + Write>(&mut self, w: &mut W) -> io::Result<()> {
+        self.0.end_object(w)
+    }
+    fn begin_object_key<W: ?Sized + Write>(&mut self, w: &mut W, first: bool) -> io::Result<()> {
+        self.0.begin_object_key(w, first)
+    }
+    fn begin_object_value<W: ?Sized + Write>(&mut self, w: &mut W) -> io::Result<()> {
+        self.0.begin_object_value(w)
+    }
+    fn end_object_value<W: ?Sized + Write>(&mut self, w: &mut W) -> io::Result<()> {
+        self.0.end_object_value(w)
+    }
 }
 
 /// The grouping rows only: the part a spreadsheet or script wants.
@@ -1394,12 +1447,13 @@ fn write_csv(report: &Report, out: &mut dyn Write) -> io::Result<()> {
     writeln!(out, "{}", header.join(","))?;
     for row in &report.groups.rows {
         let mut fields: Vec<Cow<str>> = match &row.id {
-            GroupId::Directory { directory } => vec![csv_field(directory)],
-            GroupId::Process { comm, exe } => {
-                vec![csv_field(comm), csv_field(exe.as_deref().unwrap_or(""))]
-            }
+            GroupId::Directory { directory } => vec![Cow::Owned(csv_cell(directory))],
+            GroupId::Process { comm, exe } => vec![
+                Cow::Owned(csv_cell(comm)),
+                Cow::Owned(csv_cell(exe.as_deref().unwrap_or(""))),
+            ],
             GroupId::User { uid } => vec![Cow::Owned(uid.to_string())],
-            GroupId::Rule { rule } => vec![csv_field(rule.as_deref().unwrap_or(""))],
+            GroupId::Rule { rule } => vec![Cow::Owned(csv_cell(rule.as_deref().unwrap_or("")))],
         };
         fields.extend([
             Cow::Owned(row.hits.to_string()),
@@ -1414,12 +1468,23 @@ fn write_csv(report: &Report, out: &mut dyn Write) -> io::Result<()> {
     Ok(())
 }
 
-/// RFC 4180 quoting, only where needed. Values are not otherwise altered: this is data.
-fn csv_field(s: &str) -> Cow<'_, str> {
-    if s.contains([',', '"', '\n', '\r']) {
-        Cow::Owned(format!("\"{}\"", s.replace('"', "\"\"")))
+/// One CSV cell holding a name from the log (a path, a process name, a rule).
+///
+/// Spreadsheet-safe: a cell that starts with `=`, `+`, `-`, `@`, a tab or a carriage return
+/// would be read as a formula by Excel, LibreOffice or Google Sheets (any user can name its
+/// process `=cmd|' /C calc'!A0` with prctl(PR_SET_NAME)), so it gets a leading `'`, the
+/// usual neutralisation. Control and bidi characters are escaped as in the table ([`name`]),
+/// then RFC 4180 quoting where needed.
+fn csv_cell(s: &str) -> String {
+    let formula = s.starts_with(['=', '+', '-', '@', '\t', '\r']);
+    let mut cell = name(s);
+    if formula {
+        cell.insert(0, '\'');
+    }
+    if cell.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", cell.replace('"', "\"\""))
     } else {
-        Cow::Borrowed(s)
+        cell
     }
 }
 
@@ -1510,10 +1575,10 @@ fn write_table(r: &Report, out: &mut dyn Write) -> io::Result<()> {
     let mut table = Table::new(&cols);
     for row in &g.rows {
         let mut cells = match &row.id {
-            GroupId::Directory { directory } => vec![clean(directory)],
-            GroupId::Process { comm, exe } => vec![clean(comm), opt_cell(exe.as_ref())],
+            GroupId::Directory { directory } => vec![name(directory)],
+            GroupId::Process { comm, exe } => vec![name(comm), opt_cell(exe.as_ref())],
             GroupId::User { uid } => vec![uid.to_string()],
-            GroupId::Rule { rule } => vec![rule.as_deref().map_or("(no rule)".into(), clean)],
+            GroupId::Rule { rule } => vec![rule.as_deref().map_or("(no rule)".into(), name)],
         };
         cells.extend([
             row.hits.to_string(),
@@ -1539,7 +1604,7 @@ fn write_table(r: &Report, out: &mut dyn Write) -> io::Result<()> {
     ]);
     for row in &p.rows {
         table.row(vec![
-            clean(&row.comm),
+            name(&row.comm),
             opt_cell(row.exe.as_ref()),
             row.uid.to_string(),
             row.hits.to_string(),
@@ -1564,7 +1629,7 @@ fn write_table(r: &Report, out: &mut dyn Write) -> io::Result<()> {
     ]);
     for row in &m.rows {
         table.row(vec![
-            clean(&row.path),
+            name(&row.path),
             row.hits.to_string(),
             short(&row.last_seen),
             proc_list(&row.processes),
@@ -1589,9 +1654,9 @@ fn write_table(r: &Report, out: &mut dyn Write) -> io::Result<()> {
     ]);
     for row in &d.rows {
         table.row(vec![
-            clean(&row.op),
-            clean(&row.path),
-            clean(&row.result),
+            name(&row.op),
+            name(&row.path),
+            name(&row.result),
             row.hits.to_string(),
             short(&row.last_seen),
             proc_list(&row.processes),
@@ -1611,7 +1676,7 @@ fn heading(out: &mut dyn Write, title: &str, shown: usize, total: usize) -> io::
 }
 
 fn opt_cell(s: Option<&String>) -> String {
-    s.map_or_else(|| "-".into(), |s| clean(s))
+    s.map_or_else(|| "-".into(), |s| name(s))
 }
 
 /// "python3 (12), bash (1)" — the three busiest, then how many more.
@@ -1620,7 +1685,7 @@ fn proc_list(procs: &[ProcHits]) -> String {
     let mut s: Vec<String> = procs
         .iter()
         .take(SHOWN)
-        .map(|p| format!("{} ({})", clean(&p.comm), p.hits))
+        .map(|p| format!("{} ({})", name(&p.comm), p.hits))
         .collect();
     if procs.len() > SHOWN {
         s.push(format!("+{} more", procs.len() - SHOWN));
@@ -1628,20 +1693,44 @@ fn proc_list(procs: &[ProcHits]) -> String {
     s.join(", ")
 }
 
-/// Escapes control and bidi-override characters: paths and process names come from
-/// arbitrary users, and the table goes to a terminal, where such characters could move the
-/// cursor, recolour the screen or visually reorder a path.
+/// Characters never written raw to a terminal or a CSV cell: C0 controls, DEL, C1 controls
+/// (U+0080-U+009F: some terminals act on them, e.g. U+009B as CSI) and the bidi marks and
+/// overrides that visually reorder a path.
+fn unsafe_char(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{61c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// Escapes control and bidi-override characters in text that is not a name from the log
+/// (file names given on the command line, error messages): the table goes to a terminal,
+/// where such characters could move the cursor, recolour the screen or reorder a line.
 fn clean(s: &str) -> String {
-    let unsafe_char = |c: char| {
-        c.is_control()
-            || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
-    };
     if !s.contains(unsafe_char) {
         return s.to_owned();
     }
     let mut out = String::with_capacity(s.len() + 8);
     for c in s.chars() {
         if unsafe_char(c) {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// A name from the log (path, process name, executable, rule) as the table and CSV show it:
+/// unsafe characters as `\u{1b}`, and a backslash as `\\`, so the display is unambiguous:
+/// a real ESC shows as `\u{1b}`, a name that literally contains `\u{1b}` as `\\u{1b}`.
+fn name(s: &str) -> String {
+    if !s.contains(|c| c == '\\' || unsafe_char(c)) {
+        return s.to_owned();
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if c == '\\' {
+            out.push_str("\\\\");
+        } else if unsafe_char(c) {
             out.extend(c.escape_unicode());
         } else {
             out.push(c);
@@ -2879,6 +2968,81 @@ Verdict: last access 4 days ago by bash (uid 0) to /home/optdir/jumpserver/conf/
             json_of(&args(vec![log]))["processes"]["rows"][0]["comm"],
             "ev\u{7}il"
         );
+    }
+
+    /// DEL, C1 (U+009B is CSI for some terminals) and bidi marks reach no output raw, a
+    /// backslash in a name is shown doubled (so a name that reads `\u{1b}` is not taken for
+    /// an ESC), and CSV cells that a spreadsheet would run as a formula are neutralised.
+    #[test]
+    fn no_output_format_passes_controls_or_formulas() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let nasty = [
+            "=cmd|' /C calc'!A0",
+            "+1+2",
+            "-2+3",
+            "@SUM(A1)",
+            "\tTAB",
+            "\rCR",
+            "d\u{7f}e\u{9b}2Jl",
+            "x\u{2067}y",
+            "lit\\u{1b}",
+        ];
+        let events: Vec<Value> = nasty
+            .iter()
+            .enumerate()
+            .map(|(i, comm)| {
+                ev(
+                    "2026-11-20T10:00:00Z",
+                    "lookup",
+                    &format!("/l/{comm}/{i}"),
+                    comm,
+                    1,
+                    "ENOENT",
+                )
+            })
+            .collect();
+        let log = write(dir.path(), "audit.log", jsonl(&events).as_bytes());
+        let raw = |format, by| {
+            let mut out = Vec::new();
+            let a = ReportArgs {
+                format,
+                by,
+                limit: 0,
+                ..args(vec![log.clone()])
+            };
+            run(&a, &mut out).expect("report");
+            String::from_utf8(out).expect("utf-8")
+        };
+        let bad = |c: char| c != '\n' && unsafe_char(c);
+        for format in [Format::Table, Format::Csv, Format::Json] {
+            for by in [GroupBy::Path, GroupBy::Process] {
+                let text = raw(format, by);
+                assert!(!text.contains(bad), "{format:?} {by:?}: {text:?}");
+            }
+        }
+        let csv = raw(Format::Csv, GroupBy::Process);
+        for line in csv.lines().skip(1) {
+            let first = line.trim_start_matches('"');
+            assert!(!first.starts_with(['=', '+', '-', '@']), "{line}");
+        }
+        assert!(csv.contains("\n'=cmd|' /C calc'!A0,,"), "{csv}");
+        assert!(csv.contains("\n'\\u{9}TAB,,"), "{csv}");
+        assert!(csv.contains("\nd\\u{7f}e\\u{9b}2Jl,,"), "{csv}");
+        assert!(csv.contains("\nlit\\\\u{1b},,"), "{csv}");
+        let table = raw(Format::Table, GroupBy::Process);
+        assert!(table.contains("\nlit\\\\u{1b} "), "{table}");
+        assert!(table.contains("\nx\\u{2067}y "), "{table}");
+        // JSON: escaped, and the parsed values are exactly the logged ones.
+        let json = raw(Format::Json, GroupBy::Process);
+        assert!(json.contains(r#""d\u007fe\u009b2Jl""#), "{json}");
+        let v: Value = serde_json::from_str(&json).expect("json");
+        let comms: HashSet<&str> = v["processes"]["rows"]
+            .as_array()
+            .expect("rows")
+            .iter()
+            .filter_map(|r| r["comm"].as_str())
+            .collect();
+        assert_eq!(comms, nasty.iter().copied().collect());
     }
 
     #[test]

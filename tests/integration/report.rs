@@ -219,3 +219,108 @@ fn status_shows_the_live_state_to_root_only() {
         stderr_str(&out)
     );
 }
+
+/// Runs `relocfs report ARGS... LOG` and returns its stdout, which must be UTF-8.
+fn report_text(log: &std::path::Path, args: &[&str]) -> String {
+    let out = relocfs(
+        std::iter::once(std::ffi::OsStr::new("report"))
+            .chain(args.iter().map(std::ffi::OsStr::new))
+            .chain([log.as_os_str()]),
+    );
+    assert!(out.status.success(), "report failed: {}", stderr_str(&out));
+    assert!(out.stderr.is_empty(), "{}", stderr_str(&out));
+    String::from_utf8(out.stdout).expect("the report is UTF-8")
+}
+
+/// Any user names its process what it likes (prctl(PR_SET_NAME)); the report must not hand
+/// that name to a spreadsheet as a formula, nor to a terminal as a control sequence. Three
+/// real threads, named with prctl, read a file and miss another through a real mount.
+#[test]
+fn report_neutralises_hostile_process_names() {
+    if !require_fuse() {
+        return;
+    }
+    let b = MountBuilder::new();
+    let real = b.real();
+    write_file(&real.join("data"), b"x", 0o644);
+    let m = b.map("/", &real).mount();
+    // The kernel keeps 15 bytes of a name: the formula arrives as `=cmd|' /C calc'`.
+    let names: [&[u8]; 3] = [
+        b"=cmd|' /C calc'!A0",
+        b"\x1b[2Jwipe",
+        "\u{9b}31mred".as_bytes(),
+    ];
+    let comms: Vec<String> = names
+        .iter()
+        .map(|n| String::from_utf8(n[..n.len().min(15)].to_vec()).unwrap())
+        .collect();
+    for name in names {
+        let mnt = m.mnt.clone();
+        let mut cname = name.to_vec();
+        cname.push(0);
+        std::thread::spawn(move || {
+            // SAFETY: PR_SET_NAME reads a NUL-terminated string (the kernel takes 15 bytes).
+            let rc = unsafe { libc::prctl(libc::PR_SET_NAME, cname.as_ptr()) };
+            assert_eq!(rc, 0, "prctl");
+            assert_eq!(fs::read(mnt.join("data")).unwrap(), b"x");
+            assert!(fs::metadata(mnt.join("missing")).is_err());
+        })
+        .join()
+        .unwrap();
+    }
+    let log = m.audit.clone();
+    unmount_and_wait(&m);
+    let logged: Vec<String> = read_audit(&log)
+        .iter()
+        .filter(|l| l["op"] == "open")
+        .filter_map(|l| l["comm"].as_str().map(str::to_owned))
+        .collect();
+    for comm in &comms {
+        assert!(logged.contains(comm), "{comm:?} not in {logged:?}");
+    }
+
+    let unsafe_char =
+        |c: char| c != '\n' && (c.is_control() || ('\u{202a}'..='\u{202e}').contains(&c));
+    for by in ["path", "process"] {
+        for format in ["table", "csv", "json"] {
+            let text = report_text(&log, &["--by", by, "--format", format, "--limit", "0"]);
+            assert!(!text.contains(unsafe_char), "{by} {format}: {text:?}");
+        }
+    }
+    let table = report_text(&log, &["--by", "process"]);
+    assert!(table.contains("\\u{1b}[2Jwipe"), "{table}");
+    assert!(table.contains("\\u{9b}31mred"), "{table}");
+
+    let csv = report_text(
+        &log,
+        &["--by", "process", "--format", "csv", "--limit", "0"],
+    );
+    for line in csv.lines() {
+        for cell in line.split(',') {
+            let cell = cell.trim_start_matches('"');
+            assert!(!cell.starts_with(['=', '+', '-', '@']), "{line}");
+        }
+    }
+    assert!(csv.contains("\n'=cmd|' /C calc',/"), "{csv}");
+    assert!(csv.contains("\n\\u{1b}[2Jwipe,/"), "{csv}");
+
+    // JSON escapes, and what a script parses is exactly the name.
+    let json = report_text(
+        &log,
+        &["--by", "process", "--format", "json", "--limit", "0"],
+    );
+    assert!(json.contains(r#""\u009b31mred""#), "{json}");
+    let r: Value = serde_json::from_str(&json).unwrap();
+    let reported: Vec<&str> = r["processes"]["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["comm"].as_str())
+        .collect();
+    for comm in &comms {
+        assert!(
+            reported.contains(&comm.as_str()),
+            "{comm:?} not in {reported:?}"
+        );
+    }
+}
