@@ -324,3 +324,47 @@ fn report_neutralises_hostile_process_names() {
         );
     }
 }
+
+/// `relocfs report ... | head`: once the reader has closed the pipe, the report stops
+/// quietly (exit 0, nothing on stderr), as coreutils do. The output (about 1 MB) is far more
+/// than a pipe holds, so the report is still writing when the pipe closes.
+#[test]
+fn report_into_a_pipe_closed_early_stops_quietly() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::Stdio;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("audit.jsonl");
+    let mut data = Vec::new();
+    for i in 0..8000 {
+        writeln!(
+            data,
+            r#"{{"v":1,"ts":"2026-11-27T10:00:00Z","op":"lookup","path":"/l/dir{}/missing-{i}","pid":1,"uid":1000,"gid":1000,"comm":"c{}","result":"ENOENT"}}"#,
+            i % 50,
+            i % 300
+        )
+        .unwrap();
+    }
+    fs::write(&log, &data).unwrap();
+    for format in ["table", "csv", "json"] {
+        let mut child = Command::new(BIN)
+            .args([
+                "report", "--limit", "0", "--by", "process", "--format", format,
+            ])
+            .arg(&log)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut first = String::new();
+        let mut reader = BufReader::new(child.stdout.take().unwrap());
+        reader.read_line(&mut first).unwrap();
+        assert!(!first.is_empty());
+        drop(reader); // `head -1` exits: the pipe's read end is closed
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+        let status = child.wait().unwrap();
+        assert!(status.success(), "{format}: {status:?}: {stderr}");
+        assert_eq!(stderr, "", "{format}");
+    }
+}
