@@ -40,6 +40,22 @@ const CHUNK: usize = 1024 * 1024;
 /// Upper bound on parsing threads; past the point where reading (or gunzip) is the limit.
 const MAX_WORKERS: usize = 8;
 
+/// Default of `--max-memory`: what the aggregation may use before it summarises rows.
+pub const DEFAULT_MAX_MEMORY: u64 = 512 << 20;
+
+/// Estimated heap bytes per tuple: the tuple (64), its slot in the key index, and the slack
+/// of both growing by doubling.
+const TUPLE_COST: usize = 160;
+
+/// Estimated heap bytes per interned string beside its text: the shared allocation, its
+/// entry in the id map and in the names vector, with their slack.
+const STRING_COST: usize = 120;
+
+/// Of `--max-memory`, the share the merged aggregation may hold; the workers' partial
+/// aggregations share as much again, and the sections built at the end need about as much
+/// as the merged aggregation. Measured: see README ("Reports").
+const BUDGET_SHARE: u64 = 2;
+
 const MICROS_PER_SEC: i64 = 1_000_000;
 const SECS_PER_DAY: i64 = 86_400;
 
@@ -101,6 +117,9 @@ pub struct ReportArgs {
     pub format: Format,
     /// Rows per section; 0 means all.
     pub limit: usize,
+    /// Memory the aggregation may use (bytes, estimated) before it summarises the rows of
+    /// the users with the most distinct events; 0: no cap. Totals stay exact either way.
+    pub max_memory: u64,
     /// The current time, for tests; `None` means `SystemTime::now()`.
     pub now: Option<SystemTime>,
 }
@@ -114,6 +133,7 @@ impl Default for ReportArgs {
             by: GroupBy::Path,
             format: Format::Table,
             limit: 10,
+            max_memory: DEFAULT_MAX_MEMORY,
             now: None,
         }
     }
@@ -132,17 +152,32 @@ impl Default for ReportArgs {
 /// ```text
 /// totals:     events (sum of `count`), lost_events (sum of "dropped" counts),
 ///             lower_bounds (lost_events > 0: every figure is a lower bound),
-///             malformed_lines, files_read, outside_window (events skipped by since/until),
+///             suppressed_events (not logged: the daemon's per-user rate limit; not in
+///             events), truncated_events (events with a name the daemon shortened),
+///             summarised_events (events in summarised rows), max_memory (bytes, 0: none),
+///             malformed_lines, overlong_lines (of those, longer than 8 MiB),
+///             newer_version_lines (schema newer than 1: skipped),
+///             files_read, outside_window (events skipped by since/until),
 ///             first_seen, last_seen, since, until, now,
-///             files: [{path, gzip, lines, malformed, error}]   (error: a read error midway)
+///             files: [{path, gzip, lines, malformed, overlong, newer_version, error}]
+///                    (error: a read error midway)
 /// groups:     by ("path"|"process"|"user"|"rule"), total (rows before --limit),
-///             rows: [{key, <by fields>, hits, processes, users, paths, first_seen, last_seen}]
-///             <by fields>: path: directory; process: comm, exe; user: uid; rule: rule
-/// processes:  total, rows: [{comm, exe, uid, hits, paths, first_seen, last_seen}]
-/// misses:     total, rows: [{path, hits, processes: [{comm, hits}], first_seen, last_seen}]
-/// denials:    total, rows: [{op, path, result, hits, processes: [{comm, hits}],
-///                            first_seen, last_seen}]
-/// verdict:    text, last_access: null | {ts, ago_seconds, op, path, result, comm, exe, uid}
+///             rows: [{key, <by fields>, hits, processes, users, paths, first_seen, last_seen,
+///                     <marks>}]
+///             <by fields>: path: directory; process: comm, exe; user: uid, suppressed;
+///             rule: rule
+/// processes:  total, rows: [{comm, exe, uid, hits, paths, first_seen, last_seen, <marks>}]
+/// misses:     total, rows: [{path, hits, processes: [{comm, hits, <marks>}], first_seen,
+///                            last_seen, <marks>}]
+/// denials:    total, rows: [{op, path, result, hits, processes: [{comm, hits, <marks>}],
+///                            first_seen, last_seen, <marks>}]
+/// suppressed: total, rows: [{uid, events, first_seen, last_seen}]
+/// verdict:    text, last_access: null | {ts, ago_seconds, op, path, result, comm, exe, uid,
+///                                        <marks>}
+/// <marks>:    escaped: [field names whose value is not UTF-8, shown encoded: \\, \xHH],
+///             truncated: [field names the daemon shortened],
+///             summarised (the row holds events folded to stay within max_memory; its
+///             names are "" where it is keyed by them, its distinct counts lower bounds)
 /// ```
 ///
 /// `processes`/`paths`/`users` in rows are counts of distinct values; in misses and denials
@@ -154,8 +189,9 @@ pub fn run(args: &ReportArgs, out: &mut dyn Write) -> Result<(), String> {
     let now = micros_of(args.now.unwrap_or_else(SystemTime::now));
     let window = Window::new(args.since.as_deref(), args.until.as_deref(), now)?;
     let workers = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
-    let (agg, files) = aggregate(&args.logs, window, workers)?;
-    let report = agg.into_report(args.by, files, args.limit, now);
+    let (agg, files) = aggregate(&args.logs, window, workers, args.max_memory)?;
+    let mut report = agg.into_report(args.by, files, args.limit, now);
+    report.totals.max_memory = args.max_memory;
     let written = match args.format {
         Format::Table => write_table(&report, out),
         Format::Json => write_json(&report, out),
@@ -229,9 +265,9 @@ struct Partial {
 }
 
 impl Partial {
-    fn new(window: Window, files: usize) -> Partial {
+    fn new(window: Window, files: usize, budget: usize) -> Partial {
         Partial {
-            agg: Aggregator::new(window),
+            agg: Aggregator::new(window, budget),
             counts: vec![LineCounts::default(); files],
             line: Vec::with_capacity(1024),
         }
@@ -255,9 +291,18 @@ fn aggregate(
     logs: &[PathBuf],
     window: Window,
     workers: usize,
+    max_memory: u64,
 ) -> Result<(Aggregator, Vec<FileStats>), String> {
     let workers = workers.clamp(1, MAX_WORKERS);
     let nfiles = logs.len();
+    let share = |n: u64| {
+        if max_memory == 0 {
+            usize::MAX
+        } else {
+            usize::try_from(max_memory / BUDGET_SHARE / n).unwrap_or(usize::MAX)
+        }
+    };
+    let (total_budget, worker_budget) = (share(1), share(workers as u64));
     // Bounded: the reader waits rather than buffering a whole file ahead of the workers.
     let (tx, rx) = mpsc::sync_channel::<Chunk>(workers * 2);
     let rx = Mutex::new(rx);
@@ -269,7 +314,7 @@ fn aggregate(
                 let spawned = std::thread::Builder::new()
                     .name(format!("relocfs-report-{n}"))
                     .spawn_scoped(scope, move || {
-                        let mut partial = Partial::new(window, nfiles);
+                        let mut partial = Partial::new(window, nfiles, worker_budget);
                         loop {
                             // Holding the lock while waiting is fine: whoever holds it gets
                             // the next chunk, the others would only wait on the channel.
@@ -288,7 +333,7 @@ fn aggregate(
             }
         }
 
-        let mut inline = Partial::new(window, nfiles);
+        let mut inline = Partial::new(window, nfiles, total_budget);
         let mut files = Vec::with_capacity(nfiles);
         let mut failed = None;
         {
@@ -677,6 +722,8 @@ type IdSet = HashSet<u64, BuildHasherDefault<FxHasher>>;
 struct Interner {
     ids: HashMap<Arc<str>, u32>,
     names: Vec<Arc<str>>,
+    /// Estimated heap bytes held, for the memory cap: [`STRING_COST`] plus the text each.
+    bytes: usize,
 }
 
 impl Interner {
@@ -690,6 +737,7 @@ impl Interner {
         let name: Arc<str> = Arc::from(s);
         self.names.push(Arc::clone(&name));
         self.ids.insert(name, id);
+        self.bytes = self.bytes.saturating_add(STRING_COST + s.len());
         id
     }
 
@@ -752,6 +800,40 @@ struct Tuple {
     next: u32,
 }
 
+impl Tuple {
+    /// The key of this tuple, its strings from `s`.
+    fn key<'s>(&self, s: &'s Interner) -> EventKey<'s> {
+        EventKey {
+            op: s.get(self.op),
+            path: s.get(self.path),
+            map: s.opt(self.map),
+            uid: self.uid,
+            comm: s.get(self.comm),
+            exe: s.opt(self.exe),
+            result: s.get(self.result),
+            flags: self.flags,
+        }
+    }
+}
+
+/// The largest `level` such that `sum(min(count, level)) <= allowed`: each uid keeps at most
+/// `level` exact tuples. `counts` is sorted in place.
+fn water_level(counts: &mut [usize], allowed: usize) -> usize {
+    counts.sort_unstable();
+    let mut used = 0usize;
+    let mut left = counts.len();
+    for &c in counts.iter() {
+        // Every uid from here on has at least `c`: can all of them keep `c`?
+        let all = c.saturating_mul(left);
+        if used.saturating_add(all) > allowed {
+            return (allowed - used) / left.max(1);
+        }
+        used += c;
+        left -= 1;
+    }
+    usize::MAX
+}
+
 /// The on-the-fly aggregation: one [`Tuple`] per distinct event key. Real logs repeat the
 /// same few thousand (process, path, result) combinations millions of times, so per event
 /// this is one keyed hash of the borrowed fields, one lookup and a compare; strings are
@@ -773,11 +855,14 @@ struct Aggregator {
     suppressed: IdMap<u32, Seen>,
     /// Events with a field the daemon shortened.
     truncated: u64,
+    /// Estimated bytes this aggregation may hold before it summarises ([`Aggregator::compact`]).
+    budget: usize,
 }
 
 impl Aggregator {
-    fn new(window: Window) -> Aggregator {
+    fn new(window: Window, budget: usize) -> Aggregator {
         Aggregator {
+            budget,
             window,
             strings: Interner::default(),
             hasher: std::collections::hash_map::RandomState::new(),
@@ -897,11 +982,120 @@ impl Aggregator {
         self.events = self.events.saturating_add(count);
         let mut seen = Seen::new();
         seen.add(ts, count);
-        self.merge_tuple(key, &seen);
+        if self.merge_tuple(key, &seen) && self.mem() > self.budget {
+            self.compact();
+        }
     }
 
-    /// Adds `seen` to the tuple of `key`, creating it the first time the key appears.
-    fn merge_tuple(&mut self, key: &EventKey<'_>, seen: &Seen) {
+    /// Estimated heap bytes of the aggregation: strings and tuples with their index.
+    fn mem(&self) -> usize {
+        self.strings
+            .bytes
+            .saturating_add(self.tuples.len().saturating_mul(TUPLE_COST))
+    }
+
+    /// Brings the aggregation back under half its budget by folding tuples into summarised
+    /// ones, which keep op, result, uid, rule and every count and time, but no path, process
+    /// name or executable. Totals stay exact; only rows lose detail.
+    ///
+    /// Fair between users: the users with the most distinct tuples are summarised first
+    /// (each user keeps at most `level` exact tuples, the most-hit ones, `level` chosen as
+    /// high as fits), so a user who floods the log with distinct misses gets their own
+    /// misses summarised, not another user's one-off access. Each call at least halves the
+    /// memory, so the cost is amortised over the tuples added in between.
+    fn compact(&mut self) {
+        let target = self.budget / 2;
+        let exact = self
+            .tuples
+            .iter()
+            .filter(|t| t.flags & SUMMARISED == 0)
+            .count();
+        let per_tuple = (self.mem() / self.tuples.len().max(1)).max(1);
+        let mut allowed = (target / per_tuple).min(exact);
+        loop {
+            let mut per_uid: IdMap<u32, usize> = IdMap::default();
+            for t in self.tuples.iter().filter(|t| t.flags & SUMMARISED == 0) {
+                *per_uid.entry(t.uid).or_default() += 1;
+            }
+            let mut counts: Vec<usize> = per_uid.into_values().collect();
+            let level = water_level(&mut counts, allowed);
+            self.rebuild(level);
+            if self.mem() <= target {
+                return;
+            }
+            if level == 0 {
+                // Only summarised tuples are left, and they alone exceed the target (it
+                // takes a vast number of users): raise the budget rather than compact again
+                // at every new tuple. They are bounded by ops x results x rules x users.
+                self.budget = self.budget.max(self.mem().saturating_mul(2));
+                return;
+            }
+            allowed /= 2;
+        }
+    }
+
+    /// Keeps, per uid, the `level` most-hit exact tuples and folds the others.
+    fn rebuild(&mut self, level: usize) {
+        let old_tuples = std::mem::take(&mut self.tuples);
+        let old_strings = std::mem::take(&mut self.strings);
+        self.heads = IdMap::default();
+        // Which tuples stay exact: per uid, by hits, then the most recent, then first seen.
+        let mut order: Vec<usize> = (0..old_tuples.len())
+            .filter(|&i| old_tuples.get(i).is_some_and(|t| t.flags & SUMMARISED == 0))
+            .collect();
+        let hits = |i: usize| {
+            old_tuples
+                .get(i)
+                .map_or((0, 0, 0), |t| (t.uid, t.seen.hits, t.seen.last))
+        };
+        order.sort_unstable_by(|&a, &b| {
+            let ((ua, ha, la), (ub, hb, lb)) = (hits(a), hits(b));
+            ua.cmp(&ub)
+                .then(hb.cmp(&ha))
+                .then(lb.cmp(&la))
+                .then(a.cmp(&b))
+        });
+        let mut keep = vec![false; old_tuples.len()];
+        let mut run: Option<(u32, usize)> = None;
+        for &i in &order {
+            let uid = hits(i).0;
+            let n = match run {
+                Some((u, n)) if u == uid => n + 1,
+                _ => 1,
+            };
+            run = Some((uid, n));
+            if n <= level {
+                if let Some(k) = keep.get_mut(i) {
+                    *k = true;
+                }
+            }
+        }
+        drop(order);
+        let s = &old_strings;
+        for (i, t) in old_tuples.iter().enumerate() {
+            let summarise = t.flags & SUMMARISED == 0 && !keep.get(i).copied().unwrap_or(false);
+            let key = if summarise {
+                EventKey {
+                    op: s.get(t.op),
+                    path: "",
+                    map: s.opt(t.map),
+                    uid: t.uid,
+                    comm: "",
+                    exe: None,
+                    result: s.get(t.result),
+                    flags: SUMMARISED | (t.flags & MAP_FLAGS),
+                }
+            } else {
+                t.key(s)
+            };
+            self.merge_tuple(&key, &t.seen);
+        }
+        self.tuples.shrink_to_fit();
+    }
+
+    /// Adds `seen` to the tuple of `key`, creating it the first time the key appears;
+    /// `true` if it was created.
+    fn merge_tuple(&mut self, key: &EventKey<'_>, seen: &Seen) -> bool {
         let hash = self.hasher.hash_one(key);
         let head = self.heads.get(&hash).copied().unwrap_or(NONE);
         let mut at = head;
@@ -910,14 +1104,14 @@ impl Aggregator {
                 if let Some(tuple) = self.tuples.get_mut(at as usize) {
                     tuple.seen.merge(seen);
                 }
-                return;
+                return false;
             }
             at = tuple.next;
         }
         // A new combination (or, astronomically rarely, a 64-bit hash collision: chained).
         let Some(index) = u32::try_from(self.tuples.len()).ok().filter(|&i| i != NONE) else {
             // 4 billion distinct combinations would not fit in memory long before this.
-            return;
+            return false;
         };
         let s = &mut self.strings;
         let tuple = Tuple {
@@ -934,6 +1128,7 @@ impl Aggregator {
         };
         self.tuples.push(tuple);
         self.heads.insert(hash, index);
+        true
     }
 
     /// Adds another worker's aggregation to this one.
@@ -950,17 +1145,9 @@ impl Aggregator {
         }
         let s = &other.strings;
         for t in &other.tuples {
-            let key = EventKey {
-                op: s.get(t.op),
-                path: s.get(t.path),
-                map: s.opt(t.map),
-                uid: t.uid,
-                comm: s.get(t.comm),
-                exe: s.opt(t.exe),
-                result: s.get(t.result),
-                flags: t.flags,
-            };
-            self.merge_tuple(&key, &t.seen);
+            if self.merge_tuple(&t.key(s), &t.seen) && self.mem() > self.budget {
+                self.compact();
+            }
         }
     }
 
@@ -1017,7 +1204,9 @@ impl Aggregator {
         /// A name and its flags as one set member: two names that read the same but one is
         /// escaped are two names.
         fn member(id: u32, flags: u16) -> u64 {
-            u64::from(id) << 16 | u64::from(flags)
+            // The id in the low bits: FxHash keeps low zero bits zero, and the table indexes
+            // by the low bits.
+            u64::from(flags) << 32 | u64::from(id)
         }
 
         let enoent = strings.id("ENOENT");
@@ -1032,9 +1221,13 @@ impl Aggregator {
         let mut misses: IdMap<(u32, u16), HitAgg> = IdMap::default();
         let mut denials: IdMap<(u32, u32, u32, u16), HitAgg> = IdMap::default();
         let mut last: Option<&Tuple> = None;
+        let mut summarised_events = 0u64;
 
         for t in &tuples {
             merge(&mut span, &t.seen);
+            if t.flags & SUMMARISED != 0 {
+                summarised_events = summarised_events.saturating_add(t.seen.hits);
+            }
             let path_flags = t.flags & PATH_FLAGS;
             let proc_flags = t.flags & (COMM_FLAGS | EXE_FLAGS);
             let key = match by {
@@ -1306,6 +1499,8 @@ impl Aggregator {
                 malformed_lines: files.iter().map(|f| f.malformed).sum(),
                 overlong_lines: files.iter().map(|f| f.overlong).sum(),
                 newer_version_lines: files.iter().map(|f| f.newer_version).sum(),
+                summarised_events,
+                max_memory: 0,
                 files_read: files.len(),
                 outside_window: outside,
                 first_seen: span.map(|s| fmt_ts(s.first)),
@@ -1488,6 +1683,10 @@ struct Totals {
     overlong_lines: u64,
     /// Lines of a newer schema version: skipped.
     newer_version_lines: u64,
+    /// Events held in summarised rows (folded to stay within `max_memory`).
+    summarised_events: u64,
+    /// The `--max-memory` cap in bytes; 0: none.
+    max_memory: u64,
     files_read: usize,
     outside_window: u64,
     first_seen: Option<String>,
@@ -1910,6 +2109,15 @@ fn write_table(r: &Report, out: &mut dyn Write) -> io::Result<()> {
             if r.suppressed.total == 1 { "a user" } else { "users" }
         )?;
     }
+    if t.summarised_events > 0 {
+        writeln!(
+            out,
+            "WARNING: {} event{} summarised to stay within --max-memory {}: rows marked \\[summarised] hold them, without path or process name; totals are exact, other rows and distinct counts are lower bounds.\n",
+            t.summarised_events,
+            if t.summarised_events == 1 { " was" } else { "s were" },
+            fmt_size(t.max_memory)
+        )?;
+    }
     if t.newer_version_lines > 0 {
         writeln!(
             out,
@@ -1947,6 +2155,17 @@ fn write_table(r: &Report, out: &mut dyn Write) -> io::Result<()> {
                 "{} event{} with a name shortened by the daemon, marked \\[truncated]",
                 t.truncated_events,
                 plural(t.truncated_events)
+            ),
+        ]);
+    }
+    if t.summarised_events > 0 {
+        totals.row(vec![
+            "summarised".into(),
+            format!(
+                "{} event{} (--max-memory {})",
+                t.summarised_events,
+                plural(t.summarised_events),
+                fmt_size(t.max_memory)
             ),
         ]);
     }
@@ -2332,6 +2551,40 @@ fn short(ts: &str) -> String {
         Some(dot) if ts.ends_with('Z') => format!("{}Z", &ts[..dot]),
         _ => ts.to_owned(),
     }
+}
+
+/// A size as `--max-memory` takes it: "512M", "3G", "1000".
+fn fmt_size(n: u64) -> String {
+    for (shift, unit) in [(40, "T"), (30, "G"), (20, "M"), (10, "K")] {
+        if n >= 1 << shift && n % (1 << shift) == 0 {
+            return format!("{}{unit}", n >> shift);
+        }
+    }
+    n.to_string()
+}
+
+/// `--max-memory`: bytes, or a number with K, M, G or T (powers of 1024; `KiB`, `MB`, ...
+/// read the same). 0 means no cap.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        "t" | "tb" | "tib" => 40,
+        _ => u32::MAX,
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .filter(|_| shift != u32::MAX)
+        .and_then(|n| n.checked_mul(1u64.checked_shl(shift)?))
+        .ok_or_else(|| {
+            format!("invalid size '{s}': expected bytes or a number with K, M, G or T (512M)")
+        })
 }
 
 /// `--since`/`--until`: an RFC 3339 timestamp, a date (midnight UTC), or an age relative to
@@ -2773,7 +3026,7 @@ Verdict: last access 4 days ago by bash (uid 0) to /home/optdir/jumpserver/conf/
         let now = micros_of(now());
         let report_with = |workers| {
             let (agg, files) =
-                aggregate(&[plain.clone(), gz.clone()], window, workers).expect("aggregate");
+                aggregate(&[plain.clone(), gz.clone()], window, workers, 0).expect("aggregate");
             serde_json::to_value(agg.into_report(GroupBy::Path, files, 0, now)).expect("json")
         };
         let one = report_with(1);
@@ -3402,8 +3655,8 @@ Verdict: last access 4 days ago by bash (uid 0) to /home/optdir/jumpserver/conf/
         assert_eq!(
             keys(&r["totals"]),
             "events,files,files_read,first_seen,last_seen,lost_events,lower_bounds,\
-             malformed_lines,newer_version_lines,now,outside_window,overlong_lines,since,\
-             suppressed_events,truncated_events,until"
+             malformed_lines,max_memory,newer_version_lines,now,outside_window,overlong_lines,\
+             since,summarised_events,suppressed_events,truncated_events,until"
         );
         assert_eq!(
             keys(&r["totals"]["files"][0]),
@@ -3911,6 +4164,25 @@ Verdict: last access 4 days ago by bash (uid 0) to /home/optdir/jumpserver/conf/
         assert_eq!(r["totals"]["events"], u64::MAX);
         assert_eq!(r["misses"]["rows"][0]["hits"], u64::MAX);
         assert_eq!(r["misses"]["rows"][0]["processes"][0]["hits"], u64::MAX);
+    }
+
+    #[test]
+    fn sizes_and_the_fair_level() {
+        assert_eq!(parse_size("512M"), Ok(512 << 20));
+        assert_eq!(parse_size("2g"), Ok(2 << 30));
+        assert_eq!(parse_size("64KiB"), Ok(64 << 10));
+        assert_eq!(parse_size("1000"), Ok(1000));
+        assert_eq!(parse_size("0"), Ok(0));
+        for bad in ["", "M", "1.5G", "-1M", "12X", "99999999999T"] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
+        assert_eq!(fmt_size(512 << 20), "512M");
+        assert_eq!(fmt_size(1000), "1000");
+        // Users with 1, 5 and 100 tuples, 30 allowed: each keeps up to 24 (1 + 5 + 24).
+        assert_eq!(water_level(&mut [100, 1, 5], 30), 24);
+        assert_eq!(water_level(&mut [100, 1, 5], 106), usize::MAX);
+        assert_eq!(water_level(&mut [100, 1, 5], 2), 0);
+        assert_eq!(water_level(&mut [], 2), usize::MAX);
     }
 
     #[test]

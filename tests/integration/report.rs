@@ -368,3 +368,132 @@ fn report_into_a_pipe_closed_early_stops_quietly() {
         assert_eq!(stderr, "", "{format}");
     }
 }
+
+/// The report's memory is driven by users: each distinct event costs memory. A user who
+/// floods the log with distinct misses (any user can, in seconds) gets their rows
+/// summarised past `--max-memory`; every total stays exact, another user's one-off accesses
+/// stay exact, and every format says the rows were summarised.
+#[test]
+fn report_memory_cap_summarises_the_flooding_user_and_keeps_totals_exact() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("audit.jsonl");
+    let mut data = Vec::new();
+    let flood = 30_000u64;
+    let others = flood / 10_000;
+    for i in 0..flood {
+        writeln!(
+            data,
+            r#"{{"v":1,"ts":"2026-11-27T10:00:{:02}.{:06}Z","op":"lookup","path":"/l/cache/entry-{i:09}.json","pid":7,"uid":1000,"gid":1000,"comm":"flood","result":"ENOENT"}}"#,
+            i / 1_000_000 % 60,
+            i % 1_000_000
+        )
+        .unwrap();
+        if i % 10_000 == 5000 {
+            // Another user's rare accesses, among the flood.
+            writeln!(
+                data,
+                r#"{{"v":1,"ts":"2026-11-27T10:00:00Z","op":"open","path":"/l/app/settings-{i}.py","pid":8,"uid":998,"gid":998,"comm":"python3","result":"ENOENT"}}"#
+            )
+            .unwrap();
+        }
+    }
+    writeln!(data, r#"{{"v":1,"ts":"2026-11-27T10:00:02Z","op":"suppressed","uid":1000,"count":777,"since":"2026-11-27T10:00:01Z"}}"#).unwrap();
+    fs::write(&log, &data).unwrap();
+
+    let capped = |format: &str, by: &str| {
+        report_text(
+            &log,
+            &[
+                "--max-memory",
+                "1M",
+                "--limit",
+                "0",
+                "--format",
+                format,
+                "--by",
+                by,
+            ],
+        )
+    };
+    let r: Value = serde_json::from_str(&capped("json", "path")).unwrap();
+    let t = &r["totals"];
+    assert_eq!(t["events"], flood + others);
+    assert_eq!(t["suppressed_events"], 777);
+    assert_eq!(t["max_memory"], 1 << 20);
+    let summarised = t["summarised_events"].as_u64().unwrap();
+    assert!(
+        summarised > flood / 2 && summarised <= flood,
+        "{summarised}"
+    );
+    // Every miss is counted exactly once, in an exact row or a summarised one.
+    let misses = r["misses"]["rows"].as_array().unwrap();
+    let hits: u64 = misses.iter().map(|m| m["hits"].as_u64().unwrap()).sum();
+    assert_eq!(hits, flood + others);
+    let summary: Vec<&Value> = misses.iter().filter(|m| m["summarised"] == true).collect();
+    assert_eq!(summary.len(), 1);
+    assert_eq!(summary[0]["hits"], summarised);
+    assert_eq!(summary[0]["path"], "");
+    // The other user's one-off misses are all still there, exactly.
+    let theirs: Vec<&Value> = misses
+        .iter()
+        .filter(|m| m["path"].as_str().unwrap().starts_with("/l/app/"))
+        .collect();
+    assert_eq!(theirs.len() as u64, others);
+    assert!(theirs
+        .iter()
+        .all(|m| m["hits"] == 1 && m["summarised"] == false));
+    let procs = r["processes"]["rows"].as_array().unwrap();
+    let proc_hits: u64 = procs.iter().map(|p| p["hits"].as_u64().unwrap()).sum();
+    assert_eq!(proc_hits, flood + others);
+
+    // By user: exact per user, the flooder's row marked.
+    let r: Value = serde_json::from_str(&capped("json", "user")).unwrap();
+    let users = r["groups"]["rows"].as_array().unwrap();
+    assert_eq!(users[0]["uid"], 1000);
+    assert_eq!(users[0]["hits"], flood);
+    assert_eq!(users[0]["suppressed"], 777);
+    assert_eq!(users[0]["summarised"], true);
+    assert_eq!(users[1]["uid"], 998);
+    assert_eq!(users[1]["hits"], others);
+    assert_eq!(users[1]["summarised"], false);
+
+    let table = capped("table", "path");
+    assert!(
+        // How many exactly depends on how the lines were split among the parsing threads.
+        table.contains(" events were summarised to stay within --max-memory 1M: "),
+        "{table}"
+    );
+    assert!(table.contains("\n\\[summarised]  "), "{table}");
+    let csv = capped("csv", "user");
+    assert!(csv.contains(&format!("\n1000,777,{flood},")), "{csv}");
+    assert!(
+        csv.lines().nth(1).unwrap().ends_with(",summarised"),
+        "{csv}"
+    );
+    // Even with --limit 1 and a summarised row outside it, CSV says so.
+    let csv = report_text(
+        &log,
+        &[
+            "--max-memory",
+            "1M",
+            "--limit",
+            "1",
+            "--format",
+            "csv",
+            "--by",
+            "process",
+        ],
+    );
+    assert!(csv.contains(",summarised\n"), "{csv}");
+
+    // Without the cap the same log is reported in full detail: the same totals.
+    let r: Value = serde_json::from_str(&report_text(
+        &log,
+        &["--max-memory", "0", "--format", "json"],
+    ))
+    .unwrap();
+    assert_eq!(r["totals"]["events"], flood + others);
+    assert_eq!(r["totals"]["summarised_events"], 0);
+    assert_eq!(r["misses"]["total"], flood + others);
+}
