@@ -117,6 +117,11 @@ enum Command {
         /// Rows per section (0: all)
         #[arg(long, default_value_t = 10)]
         limit: usize,
+        /// Memory for the aggregation (512M, 2G; 0: no cap). Past it, the rows of the users
+        /// with the most distinct events are summarised (no path or process name); totals
+        /// stay exact and the report says so
+        #[arg(long, value_name = "SIZE", default_value = "512M", value_parser = report::parse_size)]
+        max_memory: u64,
     },
 }
 
@@ -152,6 +157,7 @@ fn run(cli: Cli) -> Result<(), String> {
             by,
             format,
             limit,
+            max_memory,
         }) => {
             let args = report::ReportArgs {
                 logs,
@@ -160,6 +166,7 @@ fn run(cli: Cli) -> Result<(), String> {
                 by,
                 format,
                 limit,
+                max_memory,
                 now: None,
             };
             report::run(&args, &mut std::io::stdout().lock())
