@@ -412,8 +412,15 @@ impl NodeTable {
 
     /// A handle that pinned `node` closed: its fd may be closed again under pressure.
     pub fn unpin(&self, node: &Arc<Node>) {
-        if node.pins.fetch_sub(1, Ordering::Relaxed) == 1 {
-            self.remember(node);
+        if node.pins.fetch_sub(1, Ordering::Relaxed) != 1 {
+            return;
+        }
+        match &node.kind {
+            // An old generation's node keeps no fd once nothing needs it (see `fd`).
+            Kind::Real { fd, .. } if node.rules.is_retired() => {
+                fd.evict();
+            }
+            _ => self.remember(node),
         }
     }
 

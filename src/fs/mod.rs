@@ -1285,3 +1285,51 @@ fn root_node(nodes: &NodeTable, rules: Arc<Rules>) -> io::Result<Node> {
         link,
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Grants handles to `uid` until EMFILE; returns how many.
+    fn fill(budget: &Budget, uid: u32) -> usize {
+        let mut n = 0;
+        while budget.admit(uid, true).is_ok() {
+            n += 1;
+        }
+        n
+    }
+
+    #[test]
+    fn one_uid_gets_its_share_and_leaves_room_for_others_and_root() {
+        let budget = Budget::new(128);
+        assert_eq!(fill(&budget, 1000), budget.per_uid);
+        assert_eq!(budget.per_uid, 87);
+        // Another user gets the rest of the users' part, root its reserve on top.
+        assert_eq!(fill(&budget, 1001), budget.users_pool - budget.per_uid);
+        assert_eq!(fill(&budget, 0), budget.pool - budget.users_pool);
+        // Node fds keep their minimum, and the daemon its reserve.
+        let fds = lock(&budget.state).fds;
+        assert!(budget.node_budget(fds) >= crate::node::MIN_BUDGET);
+        assert!(fds + budget.node_budget(fds) + budget.reserve <= 128);
+        // Closing gives the share back.
+        budget.release(1000, true);
+        assert!(budget.admit(1000, true).is_ok());
+        assert_eq!(budget.admit(1000, true), Err(Errno::EMFILE));
+    }
+
+    #[test]
+    fn shares_hold_at_any_limit() {
+        for limit in [0, 1, 16, 64, 128, 256, 1024, 20_000, 1 << 20] {
+            let b = Budget::new(limit);
+            assert!(
+                b.per_uid <= b.users_pool && b.users_pool <= b.pool,
+                "limit {limit}"
+            );
+            assert!(b.per_uid > 0, "limit {limit}");
+            if limit >= 128 {
+                assert!(b.pool + b.reserve <= limit, "limit {limit}");
+                assert!(b.users_pool - b.per_uid >= 4, "limit {limit}");
+            }
+        }
+    }
+}

@@ -414,3 +414,77 @@ fn reloads_under_load_do_not_accumulate_fds() {
         "the daemon holds {fds} fds after {RELOADS} reloads, {warm} before"
     );
 }
+
+/// After reloads have retired the rules they were opened under (and closed those rules'
+/// fds), open files, open directories and working directories of the old rules still work,
+/// and see the old targets; new paths see the new ones.
+#[test]
+fn old_rules_keep_serving_what_is_open_in_them() {
+    if !require_fuse() {
+        return;
+    }
+    let b = MountBuilder::new().no_audit();
+    let real = b.real();
+    let (a, z) = (b.root().join("a"), b.root().join("z"));
+    for (dir, tag) in [(&a, "a"), (&z, "z")] {
+        mkdir_p(&dir.join("sub"));
+        files(&dir.join("sub"), 50);
+        fs::write(dir.join("sub/which"), tag).unwrap();
+    }
+    let config = |target: &Path| {
+        format!(
+            "[[map]]\nfrom = \"/\"\nto = {:?}\n\n[[map]]\nfrom = \"/x\"\nto = {:?}\n",
+            real.to_str().unwrap(),
+            target.to_str().unwrap()
+        )
+    };
+    let m = b.raw_config(&config(&a)).mount();
+    let pid = m.daemon_pid();
+    let file = File::open(m.at("x/sub/which")).unwrap();
+    let mut dir = Dir::open(&m.at("x/sub"));
+    let first: Vec<String> = (0..10).map(|_| dir.next().unwrap()).collect();
+    // A shell working in the old directory, answering after the reloads.
+    let mut shell = Command::new("bash")
+        .arg("-c")
+        .arg("cd \"$1/x/sub\" && read x && cat which && ls | wc -l")
+        .arg("bash")
+        .arg(&m.mnt)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(wait_until(Duration::from_secs(10), || {
+        fs::read_link(format!("/proc/{}/cwd", shell.id())).is_ok_and(|p| p.ends_with("x/sub"))
+    }));
+    for (i, (target, tag)) in [(&z, "z"), (&a, "a"), (&z, "z")].into_iter().enumerate() {
+        fs::write(&m.config, config(target)).unwrap();
+        unsafe { libc::kill(pid, libc::SIGHUP) };
+        assert!(
+            wait_until(Duration::from_secs(10), || {
+                fs::read_to_string(m.at("x/sub/which")).ok().as_deref() == Some(tag)
+            }),
+            "reload {i} did not take effect"
+        );
+    }
+    use std::os::unix::fs::FileExt;
+    let mut buf = [0u8; 1];
+    file.read_exact_at(&mut buf, 0).unwrap();
+    assert_eq!(&buf, b"a", "the open file is the old rule's");
+    assert_eq!(file.metadata().unwrap().len(), 1);
+    let mut rest = dir.rest();
+    rest.extend(first);
+    assert_eq!(
+        rest.len(),
+        53,
+        "the open directory lists the old target: {rest:?}"
+    );
+    shell.stdin.take().unwrap().write_all(b"\n").unwrap();
+    let out = shell.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "shell in the old directory: {}",
+        stderr_str(&out)
+    );
+    assert_eq!(stdout_str(&out), "a51\n");
+}
