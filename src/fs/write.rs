@@ -477,9 +477,15 @@ impl Fs {
         };
         let node = self.node(id)?;
         let handle = self.handle(fh)?;
+        // A passthrough handle keeps no file of its own: reopen the object from its node.
+        let io;
         // `None`: a virtual directory, which has no flags and takes none.
         let file = match &*handle {
             Handle::File(file) => Some(file),
+            Handle::Passthrough(_) => {
+                io = self.io_file(fh)?;
+                Some(io.file()?)
+            }
             Handle::Dir { file, .. } => file.as_ref(),
         };
         let reply = |mut data: Vec<u8>| {

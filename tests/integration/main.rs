@@ -7,12 +7,12 @@
 mod common;
 
 mod audit;
-mod demo;
 mod auditsafety;
+mod demo;
 mod fdlimit;
 mod fstab;
-mod ioctl;
 mod handles;
+mod ioctl;
 mod lifecycle;
 mod output;
 mod prefix;

@@ -14,12 +14,18 @@ fn reopen_while_open(size: usize) {
     let b = MountBuilder::new();
     let real = b.real();
     write_file(&real.join("f"), &vec![b'a'; size], 0o666);
-    let m = b.map_mode("/", &real, "rw").mount();
+    let m = b.map_mode("/", &real, "rw").opt("allow_other").mount();
     let path = m.mnt.join("f");
+    // As an ordinary user, whose large and written files are passed through (root's never are).
+    spawn_as_user(USER, USER, &[], move || reopen_as_user(size, &path, &real))
+        .join()
+        .expect("the user's opens");
+}
 
+fn reopen_as_user(size: usize, path: &std::path::Path, real: &std::path::Path) {
     // Read-only first (the small file is then served by the daemon), then a writer.
-    let reader = fs::File::open(&path).unwrap();
-    let mut writer = OpenOptions::new().write(true).open(&path).unwrap();
+    let reader = fs::File::open(path).unwrap();
+    let mut writer = OpenOptions::new().write(true).open(path).unwrap();
     writer.write_all(b"NEW").unwrap();
     writer.sync_all().unwrap();
     let mut buf = [0u8; 3];
@@ -31,8 +37,8 @@ fn reopen_while_open(size: usize) {
     drop((reader, writer));
 
     // Writer first (passthrough), then a reader.
-    let writer = OpenOptions::new().write(true).open(&path).unwrap();
-    let reader = fs::File::open(&path).unwrap();
+    let writer = OpenOptions::new().write(true).open(path).unwrap();
+    let reader = fs::File::open(path).unwrap();
     writer.write_all_at(b"MORE", 3).unwrap();
     let mut buf = [0u8; 7];
     reader.read_exact_at(&mut buf, 0).unwrap();
@@ -84,6 +90,9 @@ fn kernel_has_passthrough() -> bool {
 
 const LARGE: usize = 8 << 20;
 
+/// The ordinary user whose opens are passed through.
+const USER: u32 = 4242;
+
 /// Reads a fresh large file whole through the mount and overwrites it whole, through a new
 /// open each; returns the bytes the daemon moved meanwhile.
 fn daemon_bytes_for_large_io(extra_config: &str) -> u64 {
@@ -91,22 +100,32 @@ fn daemon_bytes_for_large_io(extra_config: &str) -> u64 {
     let real = b.real();
     let data = pattern(LARGE, 7);
     write_file(&real.join("big"), &data, 0o666);
-    let m = b.map_mode("/", &real, "rw").extra(extra_config).mount();
+    let m = b
+        .map_mode("/", &real, "rw")
+        .opt("allow_other")
+        .extra(extra_config)
+        .mount();
     let pid = m.daemon_pid();
     let path = m.at("big");
     let before = daemon_io_bytes(pid);
 
-    let mut read = Vec::with_capacity(LARGE);
-    fs::File::open(&path)
-        .unwrap()
-        .read_to_end(&mut read)
-        .unwrap();
-    assert!(read == data, "read back through the mount");
+    // As an ordinary user: root's opens are never passed through (a backing file keeps the
+    // rights of the task that registered it, and every opener of the inode shares it).
     let new = pattern(LARGE, 8);
-    let mut w = OpenOptions::new().write(true).open(&path).unwrap();
-    w.write_all(&new).unwrap();
-    w.sync_all().unwrap();
-    drop(w);
+    let written = new.clone();
+    spawn_as_user(USER, USER, &[], move || {
+        let mut read = Vec::with_capacity(LARGE);
+        fs::File::open(&path)
+            .unwrap()
+            .read_to_end(&mut read)
+            .unwrap();
+        assert!(read == data, "read back through the mount");
+        let mut w = OpenOptions::new().write(true).open(&path).unwrap();
+        w.write_all(&written).unwrap();
+        w.sync_all().unwrap();
+    })
+    .join()
+    .expect("the user's reads and writes");
 
     let moved = daemon_io_bytes(pid) - before;
     assert!(
