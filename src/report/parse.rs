@@ -1,0 +1,465 @@
+//! The line parser: one audit line (any bytes) into the aggregation, and the time formats.
+
+use super::*;
+
+/// A string field borrowed from the line when it has no escapes (the common case), owned
+/// otherwise. `Option<Cow<str>>` would always allocate: serde only borrows a bare `Cow`.
+pub(super) struct Str<'a>(Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Str<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Str<'a>, D::Error> {
+        struct StrVisitor<'a>(PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for StrVisitor<'a> {
+            type Value = Cow<'a, str>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Cow::Borrowed(v))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Cow::Owned(v.to_owned()))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+                Ok(Cow::Owned(v))
+            }
+        }
+        deserializer
+            .deserialize_str(StrVisitor(PhantomData))
+            .map(Str)
+    }
+}
+
+/// The fields of an audit line the report uses; everything else (pid, gid, target, flags,
+/// cmdline, future fields) is skipped by the parser. All optional here so a missing field is
+/// a malformed line we count rather than a parse error.
+#[derive(serde::Deserialize)]
+pub(super) struct RawEvent<'a> {
+    /// Schema version; absent is read as 1 (hand-written lines), 0 is malformed.
+    pub(super) v: Option<u64>,
+    #[serde(borrow)]
+    pub(super) ts: Option<Str<'a>>,
+    #[serde(borrow)]
+    pub(super) op: Option<Str<'a>>,
+    #[serde(borrow)]
+    pub(super) path: Option<Str<'a>>,
+    #[serde(borrow)]
+    pub(super) map: Option<Str<'a>>,
+    pub(super) uid: Option<u32>,
+    #[serde(borrow)]
+    pub(super) comm: Option<Str<'a>>,
+    #[serde(borrow)]
+    pub(super) exe: Option<Str<'a>>,
+    #[serde(borrow)]
+    pub(super) result: Option<Str<'a>>,
+    /// Collapsed repeats: the line stands for `count` identical events (default 1).
+    pub(super) count: Option<u64>,
+    /// Fields whose value was not valid UTF-8 and is encoded: `\\` for a backslash, `\xHH`
+    /// for each byte that is not part of valid UTF-8.
+    #[serde(borrow)]
+    pub(super) escaped: Option<Vec<Str<'a>>>,
+    /// Fields the daemon shortened (head, `…[N bytes]…`, tail).
+    #[serde(borrow)]
+    pub(super) truncated: Option<Vec<Str<'a>>>,
+}
+
+/// Only the schema version, for a line that does not parse as a known event.
+#[derive(serde::Deserialize)]
+pub(super) struct VersionOnly {
+    pub(super) v: Option<u64>,
+}
+
+/// The schema version this report reads (the `v` the audit writer puts in every line).
+pub(super) const SCHEMA_VERSION: u64 = 1;
+
+// Flags of an event key: per field, whether the value is escaped (not UTF-8) or truncated.
+// Two values that read the same but differ here are different names and never merged.
+pub(super) const PATH_ESCAPED: u16 = 1;
+pub(super) const PATH_TRUNCATED: u16 = 1 << 1;
+pub(super) const COMM_ESCAPED: u16 = 1 << 2;
+pub(super) const COMM_TRUNCATED: u16 = 1 << 3;
+pub(super) const EXE_ESCAPED: u16 = 1 << 4;
+pub(super) const EXE_TRUNCATED: u16 = 1 << 5;
+pub(super) const MAP_ESCAPED: u16 = 1 << 6;
+pub(super) const MAP_TRUNCATED: u16 = 1 << 7;
+/// A tuple that stands for many, folded to stay within the memory cap: path, comm and exe
+/// are not known (empty), op, result, uid and rule are.
+pub(super) const SUMMARISED: u16 = 1 << 8;
+
+/// The flags that belong to each name of a key (a summarised key has no names at all).
+pub(super) const PATH_FLAGS: u16 = PATH_ESCAPED | PATH_TRUNCATED | SUMMARISED;
+pub(super) const COMM_FLAGS: u16 = COMM_ESCAPED | COMM_TRUNCATED | SUMMARISED;
+pub(super) const EXE_FLAGS: u16 = EXE_ESCAPED | EXE_TRUNCATED | SUMMARISED;
+pub(super) const MAP_FLAGS: u16 = MAP_ESCAPED | MAP_TRUNCATED;
+
+/// The `escaped`/`truncated` flags of a field name the report uses; 0 for the others.
+pub(super) fn field_flag(field: &str, escaped: bool) -> u16 {
+    let (e, t) = match field {
+        "path" => (PATH_ESCAPED, PATH_TRUNCATED),
+        "comm" => (COMM_ESCAPED, COMM_TRUNCATED),
+        "exe" => (EXE_ESCAPED, EXE_TRUNCATED),
+        "map" => (MAP_ESCAPED, MAP_TRUNCATED),
+        _ => return 0,
+    };
+    if escaped {
+        e
+    } else {
+        t
+    }
+}
+
+/// What a line turned out to be, when it is not malformed.
+pub(super) enum Outcome {
+    Accepted,
+    /// A schema version newer than [`SCHEMA_VERSION`]: skipped and counted.
+    Newer,
+}
+
+/// What makes two events "the same" for every section of the report; borrowed from the line.
+#[derive(Hash)]
+pub(super) struct EventKey<'a> {
+    pub(super) op: &'a str,
+    pub(super) path: &'a str,
+    pub(super) map: Option<&'a str>,
+    pub(super) uid: u32,
+    pub(super) comm: &'a str,
+    pub(super) exe: Option<&'a str>,
+    pub(super) result: &'a str,
+    /// [`PATH_ESCAPED`] and the others.
+    pub(super) flags: u16,
+}
+
+/// The time window of `--since`/`--until`, in microseconds since the epoch, half-open.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Window {
+    pub(super) since: Option<i64>,
+    pub(super) until: Option<i64>,
+}
+
+impl Window {
+    pub(super) fn new(
+        since: Option<&str>,
+        until: Option<&str>,
+        now: i64,
+    ) -> Result<Window, String> {
+        let since = since.map(|s| parse_when(s, now, "--since")).transpose()?;
+        let until = until.map(|s| parse_when(s, now, "--until")).transpose()?;
+        if let (Some(s), Some(u)) = (since, until) {
+            if s >= u {
+                return Err(format!(
+                    "--since ({}) is not before --until ({})",
+                    fmt_ts_short(s),
+                    fmt_ts_short(u)
+                ));
+            }
+        }
+        Ok(Window { since, until })
+    }
+
+    pub(super) fn contains(&self, ts: i64) -> bool {
+        self.since.is_none_or(|s| ts >= s) && self.until.is_none_or(|u| ts < u)
+    }
+}
+
+impl Aggregator {
+    pub(super) fn line(&mut self, line: Option<&[u8]>, stats: &mut LineCounts) {
+        let Some(line) = line else {
+            stats.lines += 1;
+            stats.malformed += 1;
+            stats.overlong += 1;
+            return;
+        };
+        // trim also drops the \r of a log that went through a CRLF tool.
+        let line = line.trim_ascii();
+        if line.is_empty() {
+            // Blank lines carry no event and are not damage (e.g. an editor's final newline).
+            return;
+        }
+        stats.lines += 1;
+        match self.event(line) {
+            Some(Outcome::Accepted) => stats.accepted += 1,
+            Some(Outcome::Newer) => stats.newer += 1,
+            None => stats.malformed += 1,
+        }
+    }
+
+    /// Parses and adds one line; `None` if it is malformed.
+    pub(super) fn event(&mut self, line: &[u8]) -> Option<Outcome> {
+        // One UTF-8 check of the whole line, then the str parser: serde_json's slice parser
+        // re-validates every string and runs at half the speed.
+        let line = std::str::from_utf8(line).ok()?;
+        let raw: RawEvent = match serde_json::from_str(line) {
+            Ok(raw) => raw,
+            // A newer schema may have changed a field this report reads: say that, rather
+            // than call the line damaged.
+            Err(_) => {
+                return match serde_json::from_str::<VersionOnly>(line) {
+                    Ok(VersionOnly { v: Some(v) }) if v > SCHEMA_VERSION => Some(Outcome::Newer),
+                    _ => None,
+                }
+            }
+        };
+        match raw.v {
+            Some(0) => return None,
+            Some(v) if v > SCHEMA_VERSION => return Some(Outcome::Newer),
+            _ => {}
+        }
+        let ts = parse_rfc3339(&raw.ts?.0)?;
+        let op = raw.op?;
+        let count = raw.count.unwrap_or(1);
+        if op.0 == "dropped" {
+            if self.window.contains(ts) {
+                self.lost = self.lost.saturating_add(count);
+            }
+            return Some(Outcome::Accepted);
+        }
+        if op.0 == "suppressed" {
+            // Events the daemon did not write because `uid` exceeded its rate limit: counted
+            // for the user, never as accesses of a path (there is none).
+            let (uid, count) = (raw.uid?, raw.count?);
+            if self.window.contains(ts) && count > 0 {
+                self.suppressed
+                    .entry(uid)
+                    .or_insert_with(Seen::new)
+                    .add(ts, count);
+            }
+            return Some(Outcome::Accepted);
+        }
+        // Checked before the window so whether a line is malformed never depends on it.
+        let (path, comm, result, uid) = (raw.path?, raw.comm?, raw.result?, raw.uid?);
+        let mut flags = 0;
+        for (list, escaped) in [(&raw.escaped, true), (&raw.truncated, false)] {
+            for field in list.iter().flatten() {
+                flags |= field_flag(&field.0, escaped);
+            }
+        }
+        if raw.exe.is_none() {
+            flags &= !EXE_FLAGS;
+        }
+        if raw.map.is_none() {
+            flags &= !MAP_FLAGS;
+        }
+        if !self.window.contains(ts) {
+            self.outside = self.outside.saturating_add(count);
+            return Some(Outcome::Accepted);
+        }
+        if count == 0 {
+            // Stands for no event at all.
+            return Some(Outcome::Accepted);
+        }
+        if raw.truncated.as_ref().is_some_and(|t| !t.is_empty()) {
+            self.truncated = self.truncated.saturating_add(count);
+        }
+        let key = EventKey {
+            op: &op.0,
+            path: &path.0,
+            map: raw.map.as_ref().map(|m| &*m.0),
+            uid,
+            comm: &comm.0,
+            exe: raw.exe.as_ref().map(|e| &*e.0),
+            result: &result.0,
+            flags,
+        };
+        self.add(&key, ts, count);
+        Some(Outcome::Accepted)
+    }
+}
+
+pub(super) fn micros_of(t: SystemTime) -> i64 {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_micros()).unwrap_or(i64::MAX),
+        Err(e) => i64::try_from(e.duration().as_micros()).map_or(i64::MIN, |m| -m),
+    }
+}
+
+pub(super) fn time_of(micros: i64) -> SystemTime {
+    let d = Duration::from_micros(micros.unsigned_abs());
+    let t = if micros >= 0 {
+        UNIX_EPOCH.checked_add(d)
+    } else {
+        UNIX_EPOCH.checked_sub(d)
+    };
+    t.unwrap_or(UNIX_EPOCH)
+}
+
+/// Full precision, for JSON: "2026-11-27T21:56:23.416335Z".
+pub(super) fn fmt_ts(micros: i64) -> String {
+    format_rfc3339(time_of(micros))
+}
+
+/// To the second, for people: "2026-11-27T21:56:23Z".
+pub(super) fn fmt_ts_short(micros: i64) -> String {
+    short(&fmt_ts(micros))
+}
+
+/// Drops the fraction of an RFC 3339 UTC timestamp (what [`fmt_ts`] produces).
+pub(super) fn short(ts: &str) -> String {
+    match ts.find('.') {
+        Some(dot) if ts.ends_with('Z') => format!("{}Z", &ts[..dot]),
+        _ => ts.to_owned(),
+    }
+}
+
+/// A size as `--max-memory` takes it: "512M", "3G", "1000".
+pub(super) fn fmt_size(n: u64) -> String {
+    for (shift, unit) in [(40, "T"), (30, "G"), (20, "M"), (10, "K")] {
+        if n >= 1 << shift && n % (1 << shift) == 0 {
+            return format!("{}{unit}", n >> shift);
+        }
+    }
+    n.to_string()
+}
+
+/// `--max-memory`: bytes, or a number with K, M, G or T (powers of 1024; `KiB`, `MB`, ...
+/// read the same). 0 means no cap.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        "t" | "tb" | "tib" => 40,
+        _ => u32::MAX,
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .filter(|_| shift != u32::MAX)
+        .and_then(|n| n.checked_mul(1u64.checked_shl(shift)?))
+        .ok_or_else(|| {
+            format!("invalid size '{s}': expected bytes or a number with K, M, G or T (512M)")
+        })
+}
+
+/// `--since`/`--until`: an RFC 3339 timestamp, a date (midnight UTC), or an age relative to
+/// `now` such as `7d`.
+pub(super) fn parse_when(s: &str, now: i64, what: &str) -> Result<i64, String> {
+    let s = s.trim();
+    parse_rfc3339(s)
+        .or_else(|| parse_date(s.as_bytes()).map(|days| days * SECS_PER_DAY * MICROS_PER_SEC))
+        .or_else(|| parse_relative(s).map(|ago| now.saturating_sub(ago)))
+        .ok_or_else(|| {
+            format!(
+                "invalid {what} '{s}': expected an RFC 3339 timestamp (2026-11-01T08:00:00Z), \
+                 a date (2026-11-01) or an age (30m, 12h, 7d, 2w)"
+            )
+        })
+}
+
+/// "12h" → microseconds. Units: s, m, h, d, w.
+pub(super) fn parse_relative(s: &str) -> Option<i64> {
+    let unit = s.chars().last()?;
+    let secs = match unit {
+        's' => 1,
+        'm' => 60,
+        'h' => 3600,
+        'd' => SECS_PER_DAY,
+        'w' => 7 * SECS_PER_DAY,
+        _ => return None,
+    };
+    let digits = &s[..s.len() - 1];
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n: i64 = digits.parse().ok()?;
+    n.checked_mul(secs)?.checked_mul(MICROS_PER_SEC)
+}
+
+pub(super) fn digits(b: &[u8]) -> Option<i64> {
+    if b.is_empty() || !b.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(b.iter().fold(0, |n, &d| n * 10 + i64::from(d - b'0')))
+}
+
+/// "YYYY-MM-DD" → days since 1970-01-01, validated (no February 30th).
+pub(super) fn parse_date(b: &[u8]) -> Option<i64> {
+    let [y0, y1, y2, y3, b'-', m0, m1, b'-', d0, d1] = *b else {
+        return None;
+    };
+    let (y, m, d) = (
+        digits(&[y0, y1, y2, y3])?,
+        digits(&[m0, m1])?,
+        digits(&[d0, d1])?,
+    );
+    let leap = y % 4 == 0 && (y % 100 != 0 || y % 400 == 0);
+    let month_days = match m {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if leap => 29,
+        2 => 28,
+        _ => return None,
+    };
+    if d < 1 || d > month_days {
+        return None;
+    }
+    Some(days_from_civil(y, m, d))
+}
+
+/// Howard Hinnant's days_from_civil, the inverse of audit's civil_from_days.
+pub(super) fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// RFC 3339 → microseconds since the epoch. Accepts 'T', 't' or ' ' between date and time,
+/// any number of fraction digits (beyond microseconds truncated), and `Z` or `±HH:MM`.
+/// A leap second (:60) counts as :59.
+pub(super) fn parse_rfc3339(s: &str) -> Option<i64> {
+    let (date, rest) = s.as_bytes().split_at_checked(10)?;
+    let days = parse_date(date)?;
+    let [b'T' | b't' | b' ', h0, h1, b':', n0, n1, b':', s0, s1, rest @ ..] = rest else {
+        return None;
+    };
+    let (hour, min, sec) = (
+        digits(&[*h0, *h1])?,
+        digits(&[*n0, *n1])?,
+        digits(&[*s0, *s1])?,
+    );
+    if hour > 23 || min > 59 || sec > 60 {
+        return None;
+    }
+    let (micros, rest) = match rest {
+        [b'.', fraction @ ..] => {
+            let n = fraction.iter().take_while(|d| d.is_ascii_digit()).count();
+            let (fraction, rest) = fraction.split_at_checked(n)?;
+            if fraction.is_empty() {
+                return None;
+            }
+            // Exactly six digits: pad, or truncate what is finer than a microsecond.
+            let micros = fraction
+                .iter()
+                .chain(std::iter::repeat(&b'0'))
+                .take(6)
+                .fold(0, |n, &d| n * 10 + i64::from(d - b'0'));
+            (micros, rest)
+        }
+        _ => (0, rest),
+    };
+    let offset = match *rest {
+        [b'Z' | b'z'] => 0,
+        [sign @ (b'+' | b'-'), oh0, oh1, b':', om0, om1] => {
+            let (oh, om) = (digits(&[oh0, oh1])?, digits(&[om0, om1])?);
+            if oh > 23 || om > 59 {
+                return None;
+            }
+            let offset = oh * 3600 + om * 60;
+            if sign == b'-' {
+                -offset
+            } else {
+                offset
+            }
+        }
+        _ => return None,
+    };
+    let secs = days * SECS_PER_DAY + hour * 3600 + min * 60 + sec.min(59) - offset;
+    Some(secs * MICROS_PER_SEC + micros)
+}
