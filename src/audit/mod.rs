@@ -96,8 +96,9 @@ pub struct Event {
     pub flags: Option<&'static str>,
     /// The second legacy path of a two-path change: a rename's or link's new name.
     pub dest: Option<PathBuf>,
-    /// What a change changed, e.g. "mode=0644 size=0" for setattr.
-    pub detail: Option<String>,
+    /// What a change changed, e.g. "mode=0644 size=0" for setattr, or an xattr's name (bytes,
+    /// escaped when written if not UTF-8).
+    pub detail: Option<std::ffi::OsString>,
     /// Caller's thread id as given by FUSE.
     pub pid: u32,
     pub uid: u32,
@@ -187,7 +188,10 @@ fn bound_event(e: &mut Event) -> u8 {
         bits |= text(m, PATH_CAP, F_MAP);
     }
     if let Some(d) = &mut e.detail {
-        bits |= text(d, DETAIL_CAP, F_DETAIL);
+        if let Some(short) = encode::shorten(d.as_bytes(), DETAIL_CAP) {
+            *d = std::ffi::OsString::from_vec(short);
+            bits |= F_DETAIL;
+        }
     }
     bits
 }
@@ -195,8 +199,8 @@ fn bound_event(e: &mut Event) -> u8 {
 fn event_cost(e: &Event, proc: &ProcInfo) -> u64 {
     let len = |p: &Option<PathBuf>| p.as_ref().map_or(0, |p| p.as_os_str().len());
     let text = |s: &Option<String>| s.as_ref().map_or(0, String::len);
-    (e.path.as_os_str().len() + len(&e.target) + len(&e.dest) + text(&e.map) + text(&e.detail))
-        as u64
+    let detail = e.detail.as_ref().map_or(0, |d| d.len());
+    (e.path.as_os_str().len() + len(&e.target) + len(&e.dest) + text(&e.map) + detail) as u64
         + proc.size()
         + EVENT_OVERHEAD
 }
@@ -704,7 +708,7 @@ struct EventLine<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     dest: Option<Cow<'a, str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    detail: Option<&'a str>,
+    detail: Option<Cow<'a, str>>,
     pid: u32,
     uid: u32,
     gid: u32,
@@ -1076,6 +1080,10 @@ impl Writer {
             .dest
             .as_deref()
             .map(|d| esc(d.as_os_str().as_bytes(), F_DEST, &mut escaped));
+        let detail = ev
+            .detail
+            .as_deref()
+            .map(|d| esc(d.as_bytes(), F_DETAIL, &mut escaped));
         let comm = esc(&q.proc.comm, F_COMM, &mut escaped);
         let exe = q.proc.exe.as_deref().map(|e| esc(e, F_EXE, &mut escaped));
         let cmdline = q
@@ -1092,7 +1100,7 @@ impl Writer {
             map: ev.map.as_deref(),
             flags: ev.flags,
             dest,
-            detail: ev.detail.as_deref(),
+            detail,
             pid: ev.pid,
             uid: ev.uid,
             gid: ev.gid,
@@ -1918,7 +1926,7 @@ mod tests {
             e.target = Some(raw(100_000));
             e.dest = Some(raw(100_000));
             e.map = Some(text(100_000));
-            e.detail = Some(text(100_000));
+            e.detail = Some(raw(100_000).into_os_string());
             let truncated = bound_event(&mut e);
             let cut = |n: usize, cap: usize| encode::shorten(&vec![byte; n], cap).unwrap();
             let proc = Arc::new(ProcInfo {
@@ -1957,7 +1965,9 @@ mod tests {
             if byte == 0xff {
                 assert_eq!(
                     v["escaped"],
-                    serde_json::json!(["path", "target", "dest", "comm", "exe", "cmdline"])
+                    serde_json::json!([
+                        "path", "target", "dest", "detail", "comm", "exe", "cmdline"
+                    ])
                 );
             } else {
                 assert!(v.get("escaped").is_none(), "valid UTF-8 is not escaped");

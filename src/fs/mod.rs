@@ -1228,7 +1228,7 @@ struct Audited<'a> {
     flags: Option<&'static str>,
     /// The second path of a rename or link: directory node and new name.
     dest: Option<(&'a Arc<Node>, &'a OsStr)>,
-    detail: Option<String>,
+    detail: Option<OsString>,
 }
 
 /// Open flags passed on to the real file; O_CREAT/O_EXCL only apply to `create`.

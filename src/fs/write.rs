@@ -165,7 +165,7 @@ impl Fs {
                 name: Some(name),
                 flags: Some(crate::audit::access_flags(flags)),
                 dest: None,
-                detail: Some(format!("mode={:04o}", mode & 0o7777)),
+                detail: Some(format!("mode={:04o}", mode & 0o7777).into()),
             },
             result.as_ref().map(|_| ()),
         );
@@ -341,7 +341,7 @@ impl Fs {
                 name: None,
                 flags: None,
                 dest: None,
-                detail: Some(change.describe()),
+                detail: Some(change.describe().into()),
             },
             result.as_ref().map(|_| ()),
         );
@@ -444,7 +444,7 @@ impl Fs {
                 name: None,
                 flags: None,
                 dest: None,
-                detail: Some(name.to_string_lossy().into_owned()),
+                detail: Some(name.to_os_string()),
             },
             result.as_ref().map(|_| ()),
         );

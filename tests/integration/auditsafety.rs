@@ -167,6 +167,53 @@ fn planted_directory_symlink_in_a_shared_directory_is_not_followed() {
     );
 }
 
+#[test]
+fn names_that_are_not_utf8_are_logged_losslessly() {
+    if !require_fuse() {
+        return;
+    }
+    use std::os::unix::ffi::OsStrExt;
+    let b = MountBuilder::new();
+    let real = b.real();
+    let names: [&[u8]; 4] = [
+        b"bad\xff\xfe",
+        b"bad\xfe\xff",
+        "bad\u{fffd}\u{fffd}".as_bytes(),
+        b"back\\slash\xff",
+    ];
+    for name in names {
+        write_file(&real.join(std::ffi::OsStr::from_bytes(name)), b"x", 0o644);
+    }
+    let m = b.map("/", &real).mount();
+    let mut pids = Vec::new();
+    for name in names {
+        let p = m.at("").join(std::ffi::OsStr::from_bytes(name));
+        let (pid, out) = run_as_pid(0, 0, Command::new("cat").arg(&p));
+        assert_eq!(out.stdout, b"x", "{}", stderr_str(&out));
+        pids.push(pid);
+    }
+    let mnt = m.mnt.display().to_string();
+    let want = [
+        (format!("{mnt}/bad\\xff\\xfe"), true),
+        (format!("{mnt}/bad\\xfe\\xff"), true),
+        (format!("{mnt}/bad\u{fffd}\u{fffd}"), false),
+        (format!("{mnt}/back\\\\slash\\xff"), true),
+    ];
+    for (pid, (path, escaped)) in pids.into_iter().zip(want) {
+        let e = wait_for_audit(
+            &m.audit,
+            |e| e["op"] == "open" && n(e, "pid") == Some(u64::from(pid)),
+            AUDIT_TIMEOUT,
+        );
+        assert_eq!(s(&e, "path"), Some(path.as_str()), "{e}");
+        if escaped {
+            assert_eq!(e["escaped"], serde_json::json!(["path", "target"]), "{e}");
+        } else {
+            assert!(e.get("escaped").is_none(), "{e}");
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // One user's events: bounded in size, rate-limited into counted summaries, never hidden.
 // ---------------------------------------------------------------------------------------------
