@@ -526,10 +526,9 @@ impl Fs {
                         flags: None,
                         dest: None,
                         // The (x)flags word leads both structures.
-                        detail: input
-                            .get(..4)
-                            .and_then(|b| b.try_into().ok())
-                            .map(|b| format!("{}={:#x}", op.flags_name(), u32::from_ne_bytes(b))),
+                        detail: input.get(..4).and_then(|b| b.try_into().ok()).map(|b| {
+                            format!("{}={:#x}", op.flags_name(), u32::from_ne_bytes(b)).into()
+                        }),
                     },
                     result.as_ref().map(|_| ()),
                 );
