@@ -2,7 +2,7 @@
 //! enter, where `relocfs status MOUNTPOINT` reads the live state of a running mount.
 
 use std::io::{Read, Write};
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::Weak;
@@ -139,14 +139,23 @@ impl Source {
     }
 }
 
-/// The listening socket; removed when dropped.
+/// The listening socket; removed when dropped, if the path still names it.
 pub struct Server {
     path: PathBuf,
+    /// (st_dev, st_ino) of the socket this daemon bound: a daemon that outlives its mount
+    /// (lazily detached, open files still served) must not remove the socket of the newer
+    /// daemon serving the same mountpoint.
+    id: (u64, u64),
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
+        match std::fs::symlink_metadata(&self.path) {
+            Ok(md) if (md.dev(), md.ino()) == self.id => {
+                let _ = std::fs::remove_file(&self.path);
+            }
+            _ => {}
+        }
     }
 }
 
@@ -165,6 +174,8 @@ pub fn serve(source: Source) -> std::io::Result<Server> {
     let _ = std::fs::remove_file(&path);
     let listener = UnixListener::bind(&path)?;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    let md = std::fs::symlink_metadata(&path)?;
+    let id = (md.dev(), md.ino());
     std::thread::Builder::new()
         .name("control".into())
         .spawn(move || {
@@ -182,7 +193,7 @@ pub fn serve(source: Source) -> std::io::Result<Server> {
                 }
             }
         })?;
-    Ok(Server { path })
+    Ok(Server { path, id })
 }
 
 /// `relocfs status MOUNTPOINT`: asks the daemon serving it.

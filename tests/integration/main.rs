@@ -16,6 +16,7 @@ mod readonly;
 mod reads;
 mod readwrite;
 mod report;
+mod restart;
 mod security;
 mod story;
 mod syslog;
