@@ -139,7 +139,7 @@ fn serve_inner(
     sys::ignore_sigpipe();
     // Blocked before any thread starts, so every thread inherits the mask and only the
     // signal thread sees these.
-    let signals = sys::block_signals(&[libc::SIGTERM, libc::SIGINT, libc::SIGHUP])
+    let signals = sys::block_signals(&[libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGUSR1])
         .map_err(|e| format!("signal setup: {e}"))?;
 
     let audit = Arc::new(match &config.audit.log {
@@ -318,10 +318,17 @@ struct Control {
 
 impl Control {
     /// TERM and INT unmount (the session then ends by itself once the kernel lets go); HUP
-    /// reopens the audit log and reloads the configuration.
+    /// reloads the configuration (and reopens the audit log, as it always did: a logrotate
+    /// stanza written for that keeps working); USR1 only reopens the audit log.
     fn handle_signals(mut self, signals: &libc::sigset_t) {
         loop {
             match sys::wait_signal(signals) {
+                Ok(libc::SIGUSR1) => {
+                    if let Some(audit) = self.audit.upgrade() {
+                        log::info!("SIGUSR1: reopening the audit log");
+                        audit.reopen();
+                    }
+                }
                 Ok(libc::SIGHUP) => {
                     notify_systemd("RELOADING=1");
                     if let Some(audit) = self.audit.upgrade() {

@@ -7,6 +7,7 @@
 mod common;
 
 mod audit;
+mod control;
 mod fdlimit;
 mod fstab;
 mod lifecycle;
