@@ -601,6 +601,41 @@ mod tests {
     }
 
     #[test]
+    fn socket_dir_planted_by_another_user_or_as_symlink_is_refused() {
+        if sys::geteuid() != 0 {
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        // Created and owned by this user: accepted, made 0700.
+        let mine = tmp.path().join("mine");
+        std::fs::create_dir(&mine).unwrap();
+        std::fs::set_permissions(&mine, std::fs::Permissions::from_mode(0o777)).unwrap();
+        prepare_dir(&mine).unwrap();
+        let mode = std::fs::metadata(&mine).unwrap().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+        // Planted by another uid: refused, left as it was.
+        let planted = tmp.path().join("planted");
+        std::fs::create_dir(&planted).unwrap();
+        std::os::unix::fs::chown(&planted, Some(65534), Some(65534)).unwrap();
+        let e = prepare_dir(&planted).unwrap_err();
+        assert!(e.to_string().contains("belongs to uid 65534"), "{e}");
+        // A symlink to a directory of ours: not followed.
+        let link = tmp.path().join("link");
+        std::os::unix::fs::symlink(&mine, &link).unwrap();
+        let e = prepare_dir(&link).unwrap_err();
+        assert!(e.to_string().contains("symlink"), "{e}");
+    }
+
+    #[test]
+    fn printable_escapes_controls_and_bidi() {
+        assert_eq!(
+            printable("a\u{1b}[2Jb\r\u{202e}c"),
+            "a\\u{1b}[2Jb\\u{d}\\u{202e}c"
+        );
+        assert_eq!(printable("/home/ünïcode ok"), "/home/ünïcode ok");
+    }
+
+    #[test]
     fn status_renders_every_field() {
         let status = Status {
             mountpoint: "/legacy".into(),
