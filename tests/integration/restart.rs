@@ -72,6 +72,18 @@ fn restart_while_busy(how: &str) {
     let new_conn = conn(&m.mnt);
     assert_ne!(new_conn, old_conn);
 
+    if how != "SIGTERM" {
+        // Stopping the old daemon now (systemctl stop of the old unit, say) must not remove
+        // the mount that is at its path now.
+        assert_eq!(unsafe { libc::kill(old, libc::SIGTERM) }, 0);
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(
+            mount_entry(&m.mnt).map(|e| e.dev),
+            Some(new_conn.clone()),
+            "{how}: SIGTERM to the old daemon unmounted the new mount"
+        );
+    }
+
     // The holder closes: the old connection ends and its daemon exits.
     drop(holder);
     assert!(
