@@ -436,3 +436,77 @@ fn sigusr1_reopens_without_reloading() {
     assert!(pid_alive(pid), "SIGUSR1 killed the daemon");
     assert_errno("after SIGUSR1", fs::metadata(m.at("extra/g")), libc::ENOENT);
 }
+
+/// A daemon older than the `reopen` request answers any request with its status: `relocfs
+/// reopen` then sends SIGHUP to the process the kernel names as the socket's peer (here a
+/// stand-in that records the signal), which reopens such a daemon's log.
+#[test]
+fn reopen_falls_back_to_sighup_for_an_older_daemon() {
+    if !require_fuse() {
+        return;
+    }
+    let Some(python) = system_python() else {
+        skip_or_fail("/usr/bin/python3 is missing");
+        return;
+    };
+    let b = MountBuilder::new();
+    let legacy = b.root().join("legacy");
+    mkdir_p(&legacy);
+    let xdg = runtime_dir(&b.root(), NOBODY);
+    let sockdir = xdg.join("relocfs");
+    let marker = xdg.join("got-sighup");
+    let script = r#"
+import json, os, signal, socket, sys
+sockdir, name, marker = sys.argv[1], sys.argv[2], sys.argv[3]
+signal.signal(signal.SIGHUP, lambda *a: open(marker, "w").close())
+os.mkdir(sockdir, 0o700)
+s = socket.socket(socket.AF_UNIX)
+s.bind(os.path.join(sockdir, name))
+s.listen(4)
+print("ready", flush=True)
+while True:
+    c, _ = s.accept()
+    c.settimeout(0.5)
+    try:
+        c.recv(64)
+    except OSError:
+        pass
+    c.sendall(json.dumps({"pid": os.getpid(), "uptime_secs": 1, "mountpoint": "/x"}).encode())
+    c.close()
+"#;
+    let mut cmd = Command::new(python);
+    cmd.arg("-c")
+        .arg(script)
+        .arg(&sockdir)
+        .arg(socket_name(&legacy))
+        .arg(&marker);
+    use std::os::unix::process::CommandExt;
+    cmd.uid(NOBODY)
+        .gid(NOBODY)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let mut old = cmd.spawn().unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut line = String::new();
+    let mut out = std::io::BufReader::new(old.stdout.take().unwrap());
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    let old = Kill(old);
+    assert_eq!(line, "ready\n");
+
+    let mut cmd = Command::new(BIN);
+    cmd.arg("reopen").arg(&legacy).env("XDG_RUNTIME_DIR", &xdg);
+    let out = run_as(NOBODY, NOBODY, &mut cmd);
+    assert!(out.status.success(), "reopen: {}", stderr_str(&out));
+    assert!(
+        wait_until(SETTLE_TIMEOUT, || marker.exists()),
+        "the older daemon got no SIGHUP"
+    );
+    drop(old);
+}
