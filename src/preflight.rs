@@ -139,7 +139,7 @@ fn check_mountpoint(mp: &Path, stale: Stale) -> Result<PathBuf, String> {
         }
         let st = match sys::lstat(mp) {
             Err(e) if is_dead_connection(&e) => {
-                replace_dead(mp, stale)?;
+                replace_dead(mp, stale, None)?;
                 continue;
             }
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
@@ -195,7 +195,7 @@ fn check_existing_mount(path: &Path, stale: Stale) -> Result<Existing, String> {
         // attr_timeout seconds after the daemon died; statfs always goes to the daemon.
         match probe_statfs(path, PROBE_WAIT) {
             Some(Err(e)) if is_dead_connection(&e) => {
-                replace_dead(path, stale)?;
+                replace_dead(path, stale, Some(mount.dev))?;
                 return Ok(Existing::Replaced);
             }
             None => {
@@ -223,10 +223,18 @@ fn is_dead_connection(e: &std::io::Error) -> bool {
     )
 }
 
-/// Detaches the dead mount at `mp` if it is relocfs's own; refuses anything else.
-fn replace_dead(mp: &Path, stale: Stale) -> Result<(), String> {
+/// Detaches the dead mount at `mp` if it is relocfs's own; refuses anything else. `dead` is the
+/// device of the mount found dead: if the topmost mount there is another one by now (a relocfs
+/// started at the same moment mounted over it), nothing is detached and the caller looks again.
+fn replace_dead(mp: &Path, stale: Stale, dead: Option<(u32, u32)>) -> Result<(), String> {
     let shown = mp.display();
-    let fstype = mount_type(mp).unwrap_or_else(|| "unknown".into());
+    let now = mount_at(mp);
+    if let (Some(want), Some(m)) = (dead, &now) {
+        if m.dev != want {
+            return Ok(());
+        }
+    }
+    let fstype = now.map_or_else(|| "unknown".into(), |m| m.fstype);
     if fstype != "fuse.relocfs" {
         return Err(format!(
             "mountpoint {shown} is a dead FUSE mount of another filesystem ({fstype}): \
