@@ -93,6 +93,16 @@ enum Command {
         #[arg(value_name = "MOUNTPOINT")]
         mountpoints: Vec<PathBuf>,
     },
+    /// Ask the daemons serving these mountpoints to reread their configuration files (as
+    /// SIGHUP or `systemctl reload` do): validated first, an invalid file is refused and the
+    /// old rules stay; the outcome goes to the daemon's log (journal or syslog). Run `relocfs
+    /// check` on the file first
+    #[command(arg_required_else_help = true)]
+    Reload {
+        /// Mountpoints of running relocfs daemons
+        #[arg(value_name = "MOUNTPOINT", required = true)]
+        mountpoints: Vec<PathBuf>,
+    },
     /// Write the man pages or shell completions (for packagers)
     #[command(hide = true, subcommand)]
     Generate(generate::Generate),
@@ -144,6 +154,7 @@ fn run(cli: Cli) -> Result<(), String> {
             Ok(())
         }
         Some(Command::Reopen { all, mountpoints }) => control::reopen(&mountpoints, all),
+        Some(Command::Reload { mountpoints }) => control::reload(&mountpoints),
         Some(Command::Report {
             logs,
             since,

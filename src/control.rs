@@ -171,6 +171,17 @@ impl Source {
                     "mountpoint": self.mountpoint.display().to_string(),
                 })
             }
+            "reload" => {
+                // The signal thread owns the configuration: it reloads on SIGHUP, and logs the
+                // outcome (journal or syslog) as for `systemctl reload`.
+                self.fs.upgrade()?;
+                sys::kill(std::process::id() as i32, libc::SIGHUP).ok()?;
+                serde_json::json!({
+                    "reloading": true,
+                    "pid": std::process::id(),
+                    "mountpoint": self.mountpoint.display().to_string(),
+                })
+            }
             // An empty request is an older client, which only ever asked for the status.
             "status" | "" => serde_json::to_value(self.status()?).ok()?,
             _ => serde_json::json!({ "error": "unknown request" }),
@@ -490,7 +501,8 @@ pub fn reopen(mountpoints: &[PathBuf], all: bool) -> Result<(), String> {
         }
     }
     for mp in mountpoints {
-        if let Err(e) = ask(mp, "reopen").and_then(|(answer, pid)| confirm(answer, pid)) {
+        if let Err(e) = ask(mp, "reopen").and_then(|(answer, pid)| confirm(answer, pid, "reopened"))
+        {
             problems.push(e);
         }
     }
@@ -518,7 +530,9 @@ fn sockets_in(dir: &Path) -> Vec<PathBuf> {
 fn reopen_at(socket: &Path) -> Result<(), String> {
     let shown = printable(&socket.display().to_string());
     match connect_trusted(socket, sys::geteuid()) {
-        Ok(stream) => exchange(stream, "reopen", &shown).and_then(|(a, pid)| confirm(a, pid)),
+        Ok(stream) => {
+            exchange(stream, "reopen", &shown).and_then(|(a, pid)| confirm(a, pid, "reopened"))
+        }
         Err(Refused::Io(e))
             if matches!(
                 e.raw_os_error(),
@@ -532,17 +546,35 @@ fn reopen_at(socket: &Path) -> Result<(), String> {
     }
 }
 
-/// The daemon said it reopened its log. A daemon older than the `reopen` request answers with
-/// its status instead: it is sent SIGHUP (which reopens the log, and rereads its config), at
-/// the pid the kernel gave for the socket's peer, never a pid read from the answer.
-fn confirm(answer: serde_json::Value, pid: i32) -> Result<(), String> {
-    if answer["reopened"].as_bool() == Some(true) {
+/// The daemon said it did (`key`: `reopened`, `reloading`). A daemon older than these requests
+/// answers with its status instead: it is sent SIGHUP (which reopens its log and rereads its
+/// config), at the pid the kernel gave for the socket's peer, never a pid read from the answer.
+fn confirm(answer: serde_json::Value, pid: i32, key: &str) -> Result<(), String> {
+    if answer[key].as_bool() == Some(true) {
         return Ok(());
     }
     if answer.get("uptime_secs").is_some() && pid > 0 {
         return sys::kill(pid, libc::SIGHUP).map_err(|e| format!("SIGHUP to pid {pid}: {e}"));
     }
-    Err(printable(&format!("unexpected answer to reopen: {answer}")))
+    Err(printable(&format!("unexpected answer: {answer}")))
+}
+
+/// `relocfs reload MOUNTPOINT...`: asks each daemon to reread its configuration (as SIGHUP
+/// does, without finding its pid); the daemon logs the outcome.
+pub fn reload(mountpoints: &[PathBuf]) -> Result<(), String> {
+    let problems: Vec<String> = mountpoints
+        .iter()
+        .filter_map(|mp| {
+            ask(mp, "reload")
+                .and_then(|(answer, pid)| confirm(answer, pid, "reloading"))
+                .err()
+        })
+        .collect();
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.join("; "))
+    }
 }
 
 /// Renders the JSON answer as text (the client may be older or newer than the daemon, so it

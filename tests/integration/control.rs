@@ -510,3 +510,47 @@ while True:
     );
     drop(old);
 }
+
+/// `relocfs reload MOUNTPOINT` rereads the config of that daemon (no pid, no pkill pattern);
+/// another user cannot ask for it.
+#[test]
+fn reload_request_rereads_the_config() {
+    if !require_fuse() {
+        return;
+    }
+    let b = MountBuilder::new();
+    let real = b.real();
+    let extra = b.root().join("extra");
+    write_file(&extra.join("g"), b"g\n", 0o644);
+    let m = b.map("/", &real).opt("allow_other").mount();
+    let pid = m.daemon_pid();
+    let config = fs::read_to_string(&m.config).unwrap();
+    fs::write(
+        &m.config,
+        format!(
+            "[[map]]\nfrom = \"/extra\"\nto = {}\n\n{config}",
+            serde_json::to_string(extra.to_str().unwrap()).unwrap()
+        ),
+    )
+    .unwrap();
+    let mut cmd = Command::new(BIN);
+    cmd.arg("reload").arg(&m.mnt).env_remove("XDG_RUNTIME_DIR");
+    let out = run_as(NOBODY, NOBODY, &mut cmd);
+    assert_refusal(&out, &["permission denied"]);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_errno(
+        "after a refused reload",
+        fs::metadata(m.at("extra/g")),
+        libc::ENOENT,
+    );
+
+    let out = relocfs([Path::new("reload"), m.mnt.as_path()]);
+    assert!(out.status.success(), "reload: {}", stderr_str(&out));
+    assert!(out.stdout.is_empty() && out.stderr.is_empty());
+    assert!(
+        wait_until(SETTLE_TIMEOUT, || fs::read(m.at("extra/g")).ok().as_deref()
+            == Some(b"g\n")),
+        "the rule added to the config did not appear after relocfs reload"
+    );
+    assert_eq!(m.daemon_pids(), vec![pid]);
+}
