@@ -93,6 +93,28 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Ask running relocfs daemons to reopen their audit logs (after logrotate moved them):
+    /// over each daemon's control socket, root or the mounting user only; no signal is sent
+    /// to any other process. Prints nothing when every daemon answered
+    #[command(arg_required_else_help = true)]
+    Reopen {
+        /// Every daemon of this user (root: every mount made by root)
+        #[arg(long, conflicts_with = "mountpoints")]
+        all: bool,
+        /// Mountpoints of running relocfs daemons
+        #[arg(value_name = "MOUNTPOINT")]
+        mountpoints: Vec<PathBuf>,
+    },
+    /// Ask the daemons serving these mountpoints to reread their configuration files (as
+    /// SIGHUP or `systemctl reload` do): validated first, an invalid file is refused and the
+    /// old rules stay; the outcome goes to the daemon's log (journal or syslog). Run `relocfs
+    /// check` on the file first
+    #[command(arg_required_else_help = true)]
+    Reload {
+        /// Mountpoints of running relocfs daemons
+        #[arg(value_name = "MOUNTPOINT", required = true)]
+        mountpoints: Vec<PathBuf>,
+    },
     /// Write the man pages or shell completions (for packagers)
     #[command(hide = true, subcommand)]
     Generate(generate::Generate),
@@ -150,6 +172,8 @@ fn run(cli: Cli) -> Result<(), String> {
             print!("{}", control::query(&mountpoint, json)?);
             Ok(())
         }
+        Some(Command::Reopen { all, mountpoints }) => control::reopen(&mountpoints, all),
+        Some(Command::Reload { mountpoints }) => control::reload(&mountpoints),
         Some(Command::Report {
             logs,
             since,

@@ -1,8 +1,16 @@
 //! The control channel: a Unix socket per mount, in a directory only the daemon's user can
-//! enter, where `relocfs status MOUNTPOINT` reads the live state of a running mount.
+//! enter, where `relocfs status MOUNTPOINT` reads the live state of a running mount and
+//! `relocfs reopen` asks the daemon to reopen its audit log.
+//!
+//! Protocol: the client sends one request line (`status` or `reopen`, at most
+//! `MAX_REQUEST` bytes); the daemon answers with one JSON object and closes. Neither side
+//! trusts the other blindly: the daemon serves only root and its own user (SO_PEERCRED), and
+//! the client connects only to a socket whose directory, file and listening process belong to
+//! the user it expects, reads with a deadline and a size cap, and escapes what it prints.
 
 use std::io::{Read, Write};
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::fd::AsFd;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::Weak;
@@ -24,10 +32,22 @@ fn socket_dir() -> PathBuf {
 
 const ROOT_DIR: &str = "/run/relocfs";
 
+/// The longest request line the daemon reads.
+const MAX_REQUEST: usize = 64;
+
+/// The largest answer a client accepts (a real status is a few KiB).
+const MAX_ANSWER: usize = 1 << 20;
+
+/// How long a client waits for the whole answer.
+const ANSWER_DEADLINE: Duration = Duration::from_secs(10);
+
+/// An ordinary user's socket directory: `$XDG_RUNTIME_DIR/relocfs`, or `$TMPDIR/relocfs-UID`
+/// without one (checked for ownership on both sides, since others can write to /tmp). Root
+/// never uses this: its sockets are in /run/relocfs only.
 fn user_socket_dir() -> PathBuf {
     match std::env::var_os("XDG_RUNTIME_DIR") {
-        Some(dir) => PathBuf::from(dir).join("relocfs"),
-        None => std::env::temp_dir().join(format!("relocfs-{}", sys::geteuid())),
+        Some(dir) if Path::new(&dir).is_absolute() => PathBuf::from(dir).join("relocfs"),
+        _ => std::env::temp_dir().join(format!("relocfs-{}", sys::geteuid())),
     }
 }
 
@@ -137,120 +157,436 @@ impl Source {
             operations: fs.operation_counts(),
         })
     }
+
+    /// Answers one request; `None` once the filesystem is gone (the daemon is exiting).
+    fn answer(&self, request: &str) -> Option<Vec<u8>> {
+        let body = match request {
+            "reopen" => {
+                let audit = self.audit.upgrade()?;
+                audit.reopen();
+                log::info!("reopening the audit log (relocfs reopen)");
+                serde_json::json!({
+                    "reopened": true,
+                    "pid": std::process::id(),
+                    "mountpoint": self.mountpoint.display().to_string(),
+                })
+            }
+            "reload" => {
+                // The signal thread owns the configuration: it reloads on SIGHUP, and logs the
+                // outcome (journal or syslog) as for `systemctl reload`.
+                self.fs.upgrade()?;
+                sys::kill(std::process::id() as i32, libc::SIGHUP).ok()?;
+                serde_json::json!({
+                    "reloading": true,
+                    "pid": std::process::id(),
+                    "mountpoint": self.mountpoint.display().to_string(),
+                })
+            }
+            // An empty request is an older client, which only ever asked for the status.
+            "status" | "" => serde_json::to_value(self.status()?).ok()?,
+            _ => serde_json::json!({ "error": "unknown request" }),
+        };
+        serde_json::to_vec(&body).ok()
+    }
 }
 
-/// The listening socket; removed when dropped.
+/// The listening socket; removed when dropped, if the path still names it.
 pub struct Server {
     path: PathBuf,
+    /// (st_dev, st_ino) of the socket this daemon bound: a daemon that outlives its mount
+    /// (lazily detached, open files still served) must not remove the socket of the newer
+    /// daemon serving the same mountpoint.
+    id: (u64, u64),
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
+        match std::fs::symlink_metadata(&self.path) {
+            Ok(md) if (md.dev(), md.ino()) == self.id => {
+                let _ = std::fs::remove_file(&self.path);
+            }
+            _ => {}
+        }
     }
 }
 
-/// Binds the socket of `source.mountpoint` and answers each connection with the status as
-/// JSON, from a thread of its own. A stale socket of a dead daemon is replaced.
+/// Creates (or checks) the socket directory without following a symlink: it must be a real
+/// directory owned by this user; anything else was planted and is refused. Mode 0700.
+fn prepare_dir(dir: &Path) -> std::io::Result<()> {
+    let euid = sys::geteuid();
+    if euid != 0 {
+        if let Some(parent) = dir.parent() {
+            // $XDG_RUNTIME_DIR exists; /tmp too. Nothing else is created on the way.
+            if !parent.is_dir() {
+                return Err(std::io::Error::other(format!(
+                    "{} does not exist",
+                    parent.display()
+                )));
+            }
+        }
+    }
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e),
+    }
+    let handle = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+        .open(dir)
+        .map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!(
+                    "{}: {e} (a symlink or not a directory: refused)",
+                    dir.display()
+                ),
+            )
+        })?;
+    let md = handle.metadata()?;
+    if md.uid() != euid {
+        return Err(std::io::Error::other(format!(
+            "{} belongs to uid {}, not to this daemon's uid {euid}: refused (remove it)",
+            dir.display(),
+            md.uid()
+        )));
+    }
+    // Only the daemon's user (root, or the mounting user) may connect.
+    handle.set_permissions(std::fs::Permissions::from_mode(0o700))
+}
+
+/// Binds the socket of `source.mountpoint` and answers each connection from a thread of its
+/// own. A stale socket of a dead daemon is replaced.
 pub fn serve(source: Source) -> std::io::Result<Server> {
     let path = socket_path(&source.mountpoint);
     if let Some(dir) = path.parent() {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)?;
-        // Only the daemon's user (root, or the mounting user) may connect.
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+        prepare_dir(dir)?;
     }
     let _ = std::fs::remove_file(&path);
     let listener = UnixListener::bind(&path)?;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    let md = std::fs::symlink_metadata(&path)?;
+    let id = (md.dev(), md.ino());
+    let euid = sys::geteuid();
     std::thread::Builder::new()
         .name("control".into())
         .spawn(move || {
             for stream in listener.incoming() {
                 let Ok(mut stream) = stream else { continue };
+                // The directory is 0700 already; the peer's credentials say it again.
+                match sys::peer_cred(stream.as_fd()) {
+                    Ok((_, uid, _)) if uid == 0 || uid == euid => {}
+                    _ => continue,
+                }
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
                 let _ = stream.set_write_timeout(Some(Duration::from_secs(5)));
-                let Some(status) = source.status() else {
+                let request = read_request(&mut stream);
+                let Some(body) = source.answer(request.trim()) else {
                     return;
                 };
-                match serde_json::to_vec(&status) {
-                    Ok(body) => {
-                        let _ = stream.write_all(&body);
-                    }
-                    Err(e) => log::error!("status: {e}"),
-                }
+                let _ = stream.write_all(&body);
             }
         })?;
-    Ok(Server { path })
+    Ok(Server { path, id })
+}
+
+/// The request line: what arrives before a newline, EOF, the size limit or the timeout.
+fn read_request(stream: &mut UnixStream) -> String {
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    while buf.len() < MAX_REQUEST {
+        match stream.read(&mut byte) {
+            Ok(1) if byte[0] != b'\n' => buf.push(byte[0]),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+/// Connects to `path` only if it is what a daemon of `uid` would have made: a socket owned by
+/// `uid`, in a real directory (not a symlink) owned by `uid` that nobody else can write to,
+/// with a listener running as `uid`.
+fn connect_trusted(path: &Path, uid: u32) -> Result<UnixStream, Refused> {
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    let dmd = std::fs::symlink_metadata(dir).map_err(Refused::Io)?;
+    if !dmd.file_type().is_dir() || dmd.uid() != uid || dmd.mode() & 0o022 != 0 {
+        return Err(Refused::Untrusted(format!(
+            "{} is not a directory of uid {uid} that only it can write to",
+            dir.display()
+        )));
+    }
+    let smd = std::fs::symlink_metadata(path).map_err(Refused::Io)?;
+    use std::os::unix::fs::FileTypeExt;
+    if !smd.file_type().is_socket() || smd.uid() != uid {
+        return Err(Refused::Untrusted(format!(
+            "{} is not a socket of uid {uid}",
+            path.display()
+        )));
+    }
+    let stream = UnixStream::connect(path).map_err(Refused::Io)?;
+    match sys::peer_cred(stream.as_fd()) {
+        Ok((_, peer, _)) if peer == uid => Ok(stream),
+        Ok((_, peer, _)) => Err(Refused::Untrusted(format!(
+            "{} is served by uid {peer}, not uid {uid}",
+            path.display()
+        ))),
+        Err(e) => Err(Refused::Io(e)),
+    }
+}
+
+/// Why a candidate socket was not used.
+enum Refused {
+    Io(std::io::Error),
+    Untrusted(String),
+}
+
+/// The sockets that may serve `mountpoint` for this user, each with the uid it must belong
+/// to: root looks only in /run/relocfs; an ordinary user in its own directory first (a mount
+/// it made), then in /run/relocfs (so that it learns root's status is not for it).
+fn candidates(mountpoint: &Path) -> Vec<(PathBuf, u32)> {
+    let name = socket_name(mountpoint);
+    let euid = sys::geteuid();
+    let root = (Path::new(ROOT_DIR).join(&name), 0);
+    if euid == 0 {
+        vec![root]
+    } else {
+        vec![(user_socket_dir().join(&name), euid), root]
+    }
+}
+
+/// Sends `request` to the daemon serving `mountpoint` and returns its JSON answer, with the
+/// pid of the process that answered (from SO_PEERCRED).
+fn ask(mountpoint: &Path, request: &str) -> Result<(serde_json::Value, i32), String> {
+    let shown = printable(&mountpoint.display().to_string());
+    let canonical = mountpoint
+        .canonicalize()
+        .map_err(|e| format!("{shown}: {e}"))?;
+    let mut problems = Vec::new();
+    let mut denied = None;
+    for (path, uid) in candidates(&canonical) {
+        match connect_trusted(&path, uid) {
+            Ok(stream) => return exchange(stream, request, &shown),
+            Err(Refused::Io(e)) if e.raw_os_error() == Some(libc::EACCES) => {
+                denied = Some(path);
+            }
+            Err(Refused::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(Refused::Io(e)) => problems.push(format!("{}: {e}", path.display())),
+            Err(Refused::Untrusted(why)) => problems.push(format!("refused {why}")),
+        }
+    }
+    if let Some(path) = denied {
+        return Err(format!(
+            "{}: permission denied: only root or the user who mounted {shown} can ask its daemon",
+            path.display()
+        ));
+    }
+    let why = if problems.is_empty() {
+        "no control socket".to_string()
+    } else {
+        printable(&problems.join("; "))
+    };
+    Err(format!("no relocfs daemon is serving {shown} ({why})"))
+}
+
+fn exchange(
+    mut stream: UnixStream,
+    request: &str,
+    shown: &str,
+) -> Result<(serde_json::Value, i32), String> {
+    let pid = sys::peer_cred(stream.as_fd()).map_or(0, |(pid, _, _)| pid);
+    let _ = stream.set_write_timeout(Some(Duration::from_secs(5)));
+    stream
+        .write_all(format!("{request}\n").as_bytes())
+        .map_err(|e| format!("asking the daemon of {shown}: {e}"))?;
+    let body = read_answer(&mut stream, ANSWER_DEADLINE, MAX_ANSWER)
+        .map_err(|e| format!("reading the answer of the daemon of {shown}: {e}"))?;
+    if body.is_empty() {
+        return Err(format!("the relocfs daemon of {shown} is shutting down"));
+    }
+    let value = serde_json::from_slice(&body)
+        .map_err(|e| format!("the daemon of {shown} answered something that is not JSON: {e}"))?;
+    Ok((value, pid))
+}
+
+/// Reads until EOF, giving up after `deadline` in total (however slowly the bytes come) or
+/// once more than `cap` bytes arrived.
+fn read_answer(
+    stream: &mut UnixStream,
+    deadline: Duration,
+    cap: usize,
+) -> std::io::Result<Vec<u8>> {
+    let end = Instant::now() + deadline;
+    let mut body = Vec::new();
+    let mut chunk = [0u8; 8192];
+    loop {
+        let left = end.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no complete answer within {} s", deadline.as_secs()),
+            ));
+        }
+        stream.set_read_timeout(Some(left))?;
+        match stream.read(&mut chunk) {
+            Ok(0) => return Ok(body),
+            Ok(n) => {
+                if body.len() + n > cap {
+                    return Err(std::io::Error::other(format!(
+                        "the answer is larger than {} KiB",
+                        cap / 1024
+                    )));
+                }
+                body.extend_from_slice(&chunk[..n]);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Marks and overrides that reorder text on a terminal.
+fn is_bidi(c: char) -> bool {
+    matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// Text from the daemon (or whoever answered) made safe for a terminal: control characters
+/// (ESC, CR, C1 ...) and bidirectional overrides are written as `\u{..}` escapes.
+fn printable(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() || is_bidi(c) {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// `relocfs status MOUNTPOINT`: asks the daemon serving it.
 pub fn query(mountpoint: &Path, json: bool) -> Result<String, String> {
-    let shown = mountpoint.display();
-    let canonical = mountpoint
-        .canonicalize()
-        .map_err(|e| format!("{shown}: {e}"))?;
-    // A mount made by root answers in /run/relocfs, one made by this user in its own
-    // directory; try both, so a user asking about root's mount learns it is not allowed.
-    let name = socket_name(&canonical);
-    let candidates = [
-        user_socket_dir().join(&name),
-        Path::new(ROOT_DIR).join(&name),
-    ];
-    let mut last = None;
-    let mut stream = None;
-    for path in &candidates {
-        match UnixStream::connect(path) {
-            Ok(s) => {
-                stream = Some(s);
-                break;
-            }
-            Err(e) => last = Some((path, e)),
-        }
-    }
-    let mut stream = match (stream, last) {
-        (Some(s), _) => s,
-        (None, Some((path, e))) => {
-            let denied = candidates.iter().find(|p| {
-                matches!(UnixStream::connect(p), Err(e) if e.raw_os_error() == Some(libc::EACCES))
-            });
-            return Err(match denied {
-                Some(p) => format!(
-                    "{}: permission denied: only root or the user who mounted {shown} can read its status",
-                    p.display()
-                ),
-                None => format!(
-                    "no relocfs daemon is serving {shown} (no control socket at {}: {e})",
-                    path.display()
-                ),
-            });
-        }
-        (None, None) => return Err(format!("no relocfs daemon is serving {shown}")),
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
-    let mut body = Vec::new();
-    stream
-        .read_to_end(&mut body)
-        .map_err(|e| format!("reading the status of {shown}: {e}"))?;
-    if body.is_empty() {
-        return Err(format!("the relocfs daemon of {shown} is shutting down"));
-    }
+    let (status, _) = ask(mountpoint, "status")?;
     if json {
-        return Ok(format!("{}\n", String::from_utf8_lossy(&body)));
+        // Re-serialised: whatever the answer held, control characters come out escaped; so do
+        // bidirectional overrides (they can only be inside strings, where `\uXXXX` is valid).
+        let mut out = String::new();
+        for c in status.to_string().chars() {
+            if is_bidi(c) {
+                out.push_str(&format!("\\u{:04x}", u32::from(c)));
+            } else {
+                out.push(c);
+            }
+        }
+        out.push('\n');
+        return Ok(out);
     }
-    let status: serde_json::Value =
-        serde_json::from_slice(&body).map_err(|e| format!("status of {shown}: {e}"))?;
     Ok(render_value(&status))
+}
+
+/// `relocfs reopen [--all | MOUNTPOINT...]`: asks each daemon to reopen its audit log (what
+/// logrotate runs). Returns the problems met; daemons that answered are not reported.
+pub fn reopen(mountpoints: &[PathBuf], all: bool) -> Result<(), String> {
+    let mut problems = Vec::new();
+    if all {
+        for socket in sockets_in(&socket_dir()) {
+            // A socket left by a killed daemon refuses connections: nothing to reopen there.
+            if let Err(e) = reopen_at(&socket) {
+                problems.push(e);
+            }
+        }
+    }
+    for mp in mountpoints {
+        if let Err(e) = ask(mp, "reopen").and_then(|(answer, pid)| confirm(answer, pid, "reopened"))
+        {
+            problems.push(e);
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.join("; "))
+    }
+}
+
+/// Every socket in this user's socket directory (none when it does not exist).
+fn sockets_in(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut out: Vec<PathBuf> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "sock"))
+        .collect();
+    out.sort();
+    out
+}
+
+fn reopen_at(socket: &Path) -> Result<(), String> {
+    let shown = printable(&socket.display().to_string());
+    match connect_trusted(socket, sys::geteuid()) {
+        Ok(stream) => {
+            exchange(stream, "reopen", &shown).and_then(|(a, pid)| confirm(a, pid, "reopened"))
+        }
+        Err(Refused::Io(e))
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::ECONNREFUSED) | Some(libc::ENOENT)
+            ) =>
+        {
+            Ok(())
+        }
+        Err(Refused::Io(e)) => Err(format!("{shown}: {e}")),
+        Err(Refused::Untrusted(why)) => Err(printable(&format!("refused {why}"))),
+    }
+}
+
+/// The daemon said it did (`key`: `reopened`, `reloading`). A daemon older than these requests
+/// answers with its status instead: it is sent SIGHUP (which reopens its log and rereads its
+/// config), at the pid the kernel gave for the socket's peer, never a pid read from the answer.
+fn confirm(answer: serde_json::Value, pid: i32, key: &str) -> Result<(), String> {
+    if answer[key].as_bool() == Some(true) {
+        return Ok(());
+    }
+    if answer.get("uptime_secs").is_some() && pid > 0 {
+        return sys::kill(pid, libc::SIGHUP).map_err(|e| format!("SIGHUP to pid {pid}: {e}"));
+    }
+    Err(printable(&format!("unexpected answer: {answer}")))
+}
+
+/// `relocfs reload MOUNTPOINT...`: asks each daemon to reread its configuration (as SIGHUP
+/// does, without finding its pid); the daemon logs the outcome.
+pub fn reload(mountpoints: &[PathBuf]) -> Result<(), String> {
+    let problems: Vec<String> = mountpoints
+        .iter()
+        .filter_map(|mp| {
+            ask(mp, "reload")
+                .and_then(|(answer, pid)| confirm(answer, pid, "reloading"))
+                .err()
+        })
+        .collect();
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.join("; "))
+    }
 }
 
 /// Renders the JSON answer as text (the client may be older or newer than the daemon, so it
 /// reads fields by name rather than into the exact struct).
 fn render_value(v: &serde_json::Value) -> String {
     let s = |k: &str| {
-        v[k].as_str()
-            .map(str::to_string)
-            .unwrap_or_else(|| v[k].to_string())
+        printable(
+            &v[k]
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| v[k].to_string()),
+        )
     };
     let mut out = format!(
         "mountpoint     {}\nconfig         {}\npid            {}\nuptime         {}s\n\
@@ -262,17 +598,17 @@ fn render_value(v: &serde_json::Value) -> String {
         s("uptime_secs"),
         s("nodes"),
         s("node_fds"),
-        v["audit_log"].as_str().unwrap_or("(none)"),
+        printable(v["audit_log"].as_str().unwrap_or("(none)")),
         s("audit_written"),
         s("audit_dropped"),
     );
     for rule in v["rules"].as_array().into_iter().flatten() {
-        out.push_str(&format!("  {}\n", rule.as_str().unwrap_or("?")));
+        out.push_str(&format!("  {}\n", printable(rule.as_str().unwrap_or("?"))));
     }
     out.push_str("operations (audited)\n");
     for row in v["operations"].as_array().into_iter().flatten() {
-        let op = row[0].as_str().unwrap_or("?");
-        let result = row[1].as_str().unwrap_or("?");
+        let op = printable(row[0].as_str().unwrap_or("?"));
+        let result = printable(row[1].as_str().unwrap_or("?"));
         out.push_str(&format!("  {op:<12} {result:<10} {}\n", row[2]));
     }
     out
@@ -294,6 +630,41 @@ mod tests {
         assert_ne!(name("/a/b"), name("/a-b"));
         let long = format!("/{}", "x".repeat(200));
         assert!(name(&long).len() < 30);
+    }
+
+    #[test]
+    fn socket_dir_planted_by_another_user_or_as_symlink_is_refused() {
+        if sys::geteuid() != 0 {
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        // Created and owned by this user: accepted, made 0700.
+        let mine = tmp.path().join("mine");
+        std::fs::create_dir(&mine).unwrap();
+        std::fs::set_permissions(&mine, std::fs::Permissions::from_mode(0o777)).unwrap();
+        prepare_dir(&mine).unwrap();
+        let mode = std::fs::metadata(&mine).unwrap().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+        // Planted by another uid: refused, left as it was.
+        let planted = tmp.path().join("planted");
+        std::fs::create_dir(&planted).unwrap();
+        std::os::unix::fs::chown(&planted, Some(65534), Some(65534)).unwrap();
+        let e = prepare_dir(&planted).unwrap_err();
+        assert!(e.to_string().contains("belongs to uid 65534"), "{e}");
+        // A symlink to a directory of ours: not followed.
+        let link = tmp.path().join("link");
+        std::os::unix::fs::symlink(&mine, &link).unwrap();
+        let e = prepare_dir(&link).unwrap_err();
+        assert!(e.to_string().contains("symlink"), "{e}");
+    }
+
+    #[test]
+    fn printable_escapes_controls_and_bidi() {
+        assert_eq!(
+            printable("a\u{1b}[2Jb\r\u{202e}c"),
+            "a\\u{1b}[2Jb\\u{d}\\u{202e}c"
+        );
+        assert_eq!(printable("/home/ünïcode ok"), "/home/ünïcode ok");
     }
 
     #[test]

@@ -6,6 +6,7 @@ use std::fs::File;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 
 use crate::audit::{AuditLog, AuditOptions};
@@ -138,7 +139,7 @@ fn serve_inner(
     sys::ignore_sigpipe();
     // Blocked before any thread starts, so every thread inherits the mask and only the
     // signal thread sees these.
-    let signals = sys::block_signals(&[libc::SIGTERM, libc::SIGINT, libc::SIGHUP])
+    let signals = sys::block_signals(&[libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGUSR1])
         .map_err(|e| format!("signal setup: {e}"))?;
 
     let audit = Arc::new(match &config.audit.log {
@@ -187,6 +188,23 @@ fn serve_inner(
     fuser_config.clone_fd = true;
     let session = fuser::Session::new(adapter, &mountpoint, &fuser_config)
         .map_err(|e| format!("cannot mount {}: {}", mountpoint.display(), mount_error(&e)))?;
+    // This mount's FUSE connection, by the device number the kernel gave its superblock. The
+    // path alone does not name it: once it is detached lazily, a newer relocfs can mount on
+    // the same path, and every unmount this daemon makes checks that the mount there is
+    // still this one.
+    let Some(conn) = preflight::mount_at(&mountpoint)
+        .filter(|m| m.fstype == "fuse.relocfs")
+        .map(|m| m.dev)
+    else {
+        // Dropping the session unmounts the mount it made a moment ago.
+        return Err(format!(
+            "mounted {}, but cannot find the mount in /proc/self/mountinfo",
+            mountpoint.display()
+        ));
+    };
+    let notifier = session.notifier();
+    let session =
+        run_session(session).map_err(|e| format!("cannot start the FUSE session: {e}"))?;
 
     // Held until the session ends; the socket goes with it.
     let _control = control::serve(control::Source {
@@ -202,12 +220,15 @@ fn serve_inner(
 
     // The signal thread holds only weak references: when the session ends, the filesystem
     // and its audit log are dropped (and flushed) by the session itself.
+    let asked_to_stop = Arc::new(AtomicBool::new(false));
     let control = Control {
         fs: Arc::downgrade(&fs),
         audit: Arc::downgrade(&audit),
-        notifier: session.notifier(),
+        notifier,
         config,
         mountpoint: mountpoint.clone(),
+        conn,
+        asked_to_stop: Arc::clone(&asked_to_stop),
     };
     drop(fs);
     std::thread::Builder::new()
@@ -224,14 +245,64 @@ fn serve_inner(
         crate::logging::to_syslog();
     }
     log::info!("serving {}", mountpoint.display());
-    let result = session.run();
+    let result = match session.join() {
+        Ok(result) => result,
+        Err(_) => Err(io::Error::other("the FUSE session thread panicked")),
+    };
     // Every event recorded before the unmount is on disk before the process exits.
     match Arc::try_unwrap(audit) {
         Ok(audit) => audit.shutdown(),
         Err(_) => log::warn!("audit log still in use at exit; it is flushed when dropped"),
     }
     result.map_err(|e| format!("{}: session ended: {e}", mountpoint.display()))?;
-    log::info!("unmounted {}", mountpoint.display());
+    if asked_to_stop.load(Ordering::SeqCst) {
+        log::info!("unmounted {}", mountpoint.display());
+        return Ok(());
+    }
+    ended_from_outside(&mountpoint, conn)
+}
+
+/// Runs the session's request loops on threads of their own and returns the handle to join.
+///
+/// fuser's `Mount` unmounts on drop by path (`umount2(path)`, or `fusermount3 -u path`), and
+/// the session drops it when its loops end — by then the path may carry a newer relocfs
+/// mount, which it would tear down. So the `BackgroundSession` holding the `Mount` is never
+/// dropped: its join handle is taken out and the rest is forgotten (one fd and a few bytes,
+/// until the process exits). This daemon unmounts only through `unmount_own`.
+fn run_session(
+    session: fuser::Session<Adapter>,
+) -> io::Result<std::thread::JoinHandle<io::Result<()>>> {
+    let placeholder = std::thread::Builder::new().spawn(|| Ok(()))?;
+    let mut background = session.spawn()?;
+    let handle = std::mem::replace(&mut background.guard, placeholder);
+    std::mem::forget(background);
+    Ok(handle)
+}
+
+/// The session ended without a SIGTERM/SIGINT: someone else unmounted the mount (`umount`,
+/// `umount -l`, or a newer relocfs found it detached and mounted in its place).
+///
+/// From the command line or fstab, `umount MOUNTPOINT` is the documented way to stop a mount:
+/// exit 0. Under systemd (NOTIFY_SOCKET), the service is stopped with SIGTERM, so an unmount
+/// from outside is a failure: exit 1, so that `Restart=on-failure` mounts it again (and, when
+/// another relocfs now serves the path, the restart is refused and the unit shows as failed
+/// instead of quietly inactive).
+fn ended_from_outside(mountpoint: &Path, conn: (u32, u32)) -> Result<(), String> {
+    let shown = mountpoint.display();
+    let now = match preflight::mount_at(mountpoint) {
+        Some(m) if m.dev != conn => format!(
+            "; {} now carries another mount ({} {}:{})",
+            shown, m.fstype, m.dev.0, m.dev.1
+        ),
+        _ => String::new(),
+    };
+    if std::env::var_os("NOTIFY_SOCKET").is_some() {
+        return Err(format!(
+            "{shown} was unmounted from outside, not by `systemctl stop`{now}: exiting with \
+             failure"
+        ));
+    }
+    log::info!("unmounted {shown} (from outside){now}");
     Ok(())
 }
 
@@ -242,14 +313,25 @@ struct Control {
     notifier: fuser::Notifier,
     config: Config,
     mountpoint: PathBuf,
+    /// This mount's FUSE connection (see `unmount_own`).
+    conn: (u32, u32),
+    /// Set before the signal thread unmounts: the session's end is then a clean stop.
+    asked_to_stop: Arc<AtomicBool>,
 }
 
 impl Control {
     /// TERM and INT unmount (the session then ends by itself once the kernel lets go); HUP
-    /// reopens the audit log and reloads the configuration.
+    /// reloads the configuration (and reopens the audit log, as it always did: a logrotate
+    /// stanza written for that keeps working); USR1 only reopens the audit log.
     fn handle_signals(mut self, signals: &libc::sigset_t) {
         loop {
             match sys::wait_signal(signals) {
+                Ok(libc::SIGUSR1) => {
+                    if let Some(audit) = self.audit.upgrade() {
+                        log::info!("SIGUSR1: reopening the audit log");
+                        audit.reopen();
+                    }
+                }
                 Ok(libc::SIGHUP) => {
                     notify_systemd("RELOADING=1");
                     if let Some(audit) = self.audit.upgrade() {
@@ -266,7 +348,8 @@ impl Control {
                 Ok(sig) => {
                     log::info!("signal {sig}: unmounting {}", self.mountpoint.display());
                     notify_systemd("STOPPING=1");
-                    unmount(&self.mountpoint);
+                    self.asked_to_stop.store(true, Ordering::SeqCst);
+                    unmount_own(&self.mountpoint, self.conn);
                     return;
                 }
                 Err(e) => {
@@ -340,7 +423,29 @@ fn mount_error(e: &io::Error) -> String {
     }
 }
 
-/// Unmounts as root directly, as an ordinary user through fusermount3.
+/// Unmounts `mountpoint` only if the topmost mount there is still the connection `conn`
+/// (its device number in mountinfo): after a lazy detach the path may carry a newer relocfs
+/// mount, which is not this daemon's to remove.
+pub fn unmount_own(mountpoint: &Path, conn: (u32, u32)) {
+    let shown = mountpoint.display();
+    match preflight::mount_at(mountpoint) {
+        Some(m) if m.dev == conn => unmount(mountpoint),
+        Some(m) => log::warn!(
+            "{shown} now carries another mount ({} {}:{}), not this daemon's ({}:{}): left alone",
+            m.fstype,
+            m.dev.0,
+            m.dev.1,
+            conn.0,
+            conn.1
+        ),
+        None => {
+            log::info!("{shown} is already unmounted (detached); serving open files until closed")
+        }
+    }
+}
+
+/// Unmounts whatever is at `mountpoint`: as root directly, as an ordinary user through
+/// fusermount3. The daemon itself uses `unmount_own`.
 pub fn unmount(mountpoint: &Path) {
     if sys::geteuid() != 0 {
         let status = Command::new("fusermount3")

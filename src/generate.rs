@@ -468,14 +468,21 @@ fn extra_sections() -> Roff {
         &mut roff,
         "SIGTERM, SIGINT",
         "Unmount and exit once the kernel lets go, after flushing the audit log. A busy \
-         mountpoint is detached lazily: no new access enters, and open files are served \
-         until they are closed. umount(8) of the mountpoint has the same effect.",
+         mountpoint is detached lazily: new paths through the mountpoint no longer reach \
+         it, but open files, and processes whose working directory is inside, are served \
+         (and audited) until they let go. umount(8) of the mountpoint has the same effect.",
+    );
+    item(
+        &mut roff,
+        "SIGUSR1",
+        "Reopen the audit log (after logrotate(8) moved it away), nothing else. \
+         /etc/logrotate.d/relocfs runs relocfs reopen --all instead, which asks each \
+         daemon over its control socket and signals no process.",
     );
     item(
         &mut roff,
         "SIGHUP",
-        "Reopen the audit log (after logrotate(8) moved it away) and reread the \
-         configuration file: the rules apply to new lookups at once; changed [audit] and \
+        "Reread the configuration file (and reopen the audit log): the rules apply to new lookups at once; changed [audit] and \
          [fuse] settings take effect at the next mount; a file that fails \
          validation is refused (the error goes to standard error: the journal under \
          systemd, nowhere without -f) and the old rules stay. \
@@ -494,7 +501,9 @@ fn extra_sections() -> Roff {
         &mut roff,
         "1",
         "Any failure, reported as one line starting with \"relocfs: \" on standard error. \
-         When mounting fails, nothing is left mounted.",
+         When mounting fails, nothing is left mounted. Under systemd (NOTIFY_SOCKET set), \
+         also a mount unmounted from outside rather than by SIGTERM, so that \
+         Restart=on-failure mounts it again.",
     );
     item(
         &mut roff,

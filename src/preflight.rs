@@ -4,6 +4,8 @@
 
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::Duration;
 
 use crate::config::{Action, Config};
 use crate::options::{Access, MountOptions};
@@ -120,73 +122,184 @@ pub fn check_placement(config: &Config, mountpoint: &Path) -> Result<(), String>
     Ok(())
 }
 
+/// How long `relocfs` waits for a relocfs mount found at the mountpoint to answer statfs
+/// before it calls its daemon hung (a live daemon answers in microseconds).
+const PROBE_WAIT: Duration = Duration::from_secs(3);
+
 /// The mountpoint must be a real directory: mounting on a symlink would mount on its target,
 /// which on a migrated host is the real installation itself. A dead relocfs mount there (the
 /// daemon was killed) is replaced; any other mount is left alone and refused.
 fn check_mountpoint(mp: &Path, stale: Stale) -> Result<PathBuf, String> {
     let shown = mp.display();
-    let st = match sys::lstat(mp) {
-        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
-            let fstype = mount_type(mp).unwrap_or_else(|| "unknown".into());
-            if fstype != "fuse.relocfs" {
+    // A dead mount stacked on another dead one is replaced too, one at a time.
+    for _ in 0..8 {
+        // Before anything stats the path: stat(2) of a hung daemon's root would hang too.
+        if check_existing_mount(mp, stale)? == Existing::Replaced {
+            continue;
+        }
+        let st = match sys::lstat(mp) {
+            Err(e) if is_dead_connection(&e) => {
+                replace_dead(mp, stale, None)?;
+                continue;
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
                 return Err(format!(
-                    "mountpoint {shown} is a dead FUSE mount of another filesystem ({fstype}): \
-                     relocfs replaces only its own; unmount it with `umount -l {shown}`"
+                    "mountpoint {shown} does not exist: create it with `mkdir -p {shown}`"
+                ))
+            }
+            Err(e) => return Err(format!("mountpoint {shown}: {e}")),
+            Ok(st) => st,
+        };
+        match st.st_mode & libc::S_IFMT {
+            libc::S_IFDIR => {}
+            libc::S_IFLNK => {
+                let to = std::fs::read_link(mp)
+                    .map(|t| format!(" (to {})", t.display()))
+                    .unwrap_or_default();
+                return Err(format!(
+                    "mountpoint {shown} is a symlink{to}: relocfs replaces that symlink; remove \
+                     it and create an empty directory: `rm {shown} && mkdir {shown}`"
                 ));
             }
-            if stale == Stale::Report {
-                return Err(format!(
-                    "mountpoint {shown} is a dead relocfs mount (its daemon died): mounting \
-                     relocfs there again replaces it"
-                ));
-            }
-            log::warn!("{shown}: replacing a dead relocfs mount");
-            sys::umount(mp, libc::MNT_DETACH)
-                .map_err(|e| format!("cannot detach the dead relocfs mount at {shown}: {e}"))?;
-            sys::lstat(mp).map_err(|e| format!("mountpoint {shown}: {e}"))?
+            _ => return Err(format!("mountpoint {shown} is not a directory")),
         }
-        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
-            return Err(format!(
-                "mountpoint {shown} does not exist: create it with `mkdir -p {shown}`"
-            ))
+        let canonical = mp
+            .canonicalize()
+            .map_err(|e| format!("mountpoint {shown}: {e}"))?;
+        if canonical != mp && check_existing_mount(&canonical, stale)? == Existing::Replaced {
+            continue;
         }
-        Err(e) => return Err(format!("mountpoint {shown}: {e}")),
-        Ok(st) => st,
-    };
-    match st.st_mode & libc::S_IFMT {
-        libc::S_IFDIR => {}
-        libc::S_IFLNK => {
-            let to = std::fs::read_link(mp)
-                .map(|t| format!(" (to {})", t.display()))
-                .unwrap_or_default();
-            return Err(format!(
-                "mountpoint {shown} is a symlink{to}: relocfs replaces that symlink; remove it \
-                 and create an empty directory: `rm {shown} && mkdir {shown}`"
-            ));
-        }
-        _ => return Err(format!("mountpoint {shown} is not a directory")),
+        return Ok(canonical);
     }
-    let canonical = mp
-        .canonicalize()
-        .map_err(|e| format!("mountpoint {shown}: {e}"))?;
-    if let Some(fstype) = mount_type(&canonical) {
+    Err(format!(
+        "mountpoint {shown}: dead mounts keep reappearing there; detach them with `umount -l {shown}`"
+    ))
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Existing {
+    Nothing,
+    Replaced,
+}
+
+/// Looks at the mount exactly at `path` (from mountinfo, touching nothing below it). None:
+/// fine. A dead relocfs mount: replaced. Anything else, a live or a hung relocfs included:
+/// refused.
+fn check_existing_mount(path: &Path, stale: Stale) -> Result<Existing, String> {
+    let shown = path.display();
+    let Some(mount) = mount_at(path) else {
+        return Ok(Existing::Nothing);
+    };
+    if mount.fstype == "fuse.relocfs" {
+        // The kernel answers stat(2) of a dead mount's root from its attribute cache for
+        // attr_timeout seconds after the daemon died; statfs always goes to the daemon.
+        match probe_statfs(path, PROBE_WAIT) {
+            Some(Err(e)) if is_dead_connection(&e) => {
+                replace_dead(path, stale, Some(mount.dev))?;
+                return Ok(Existing::Replaced);
+            }
+            None => {
+                return Err(format!(
+                    "{shown} is a relocfs mount whose daemon does not answer (no statfs reply \
+                     in {} s): stop that daemon, or detach the mount with `umount -l {shown}`",
+                    PROBE_WAIT.as_secs()
+                ))
+            }
+            Some(_) => {}
+        }
+    }
+    Err(format!(
+        "{shown} is already a mount point ({}): unmount it first (`umount {shown}`)",
+        mount.fstype
+    ))
+}
+
+/// The errors of a FUSE connection whose daemon is gone: ENOTCONN for new requests,
+/// ECONNABORTED for those in flight when it went.
+fn is_dead_connection(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::ENOTCONN) | Some(libc::ECONNABORTED)
+    )
+}
+
+/// Detaches the dead mount at `mp` if it is relocfs's own; refuses anything else. `dead` is the
+/// device of the mount found dead: if the topmost mount there is another one by now (a relocfs
+/// started at the same moment mounted over it), nothing is detached and the caller looks again.
+fn replace_dead(mp: &Path, stale: Stale, dead: Option<(u32, u32)>) -> Result<(), String> {
+    let shown = mp.display();
+    let now = mount_at(mp);
+    if let (Some(want), Some(m)) = (dead, &now) {
+        if m.dev != want {
+            return Ok(());
+        }
+    }
+    let fstype = now.map_or_else(|| "unknown".into(), |m| m.fstype);
+    if fstype != "fuse.relocfs" {
         return Err(format!(
-            "{shown} is already a mount point ({fstype}): unmount it first (`umount {shown}`)"
+            "mountpoint {shown} is a dead FUSE mount of another filesystem ({fstype}): \
+             relocfs replaces only its own; unmount it with `umount -l {shown}`"
         ));
     }
-    Ok(canonical)
+    if stale == Stale::Report {
+        return Err(format!(
+            "mountpoint {shown} is a dead relocfs mount (its daemon died): mounting relocfs \
+             there again replaces it"
+        ));
+    }
+    log::warn!("{shown}: replacing a dead relocfs mount");
+    sys::umount(mp, libc::MNT_DETACH)
+        .map_err(|e| format!("cannot detach the dead relocfs mount at {shown}: {e}"))
+}
+
+/// statfs of `path` from a short-lived thread, waiting at most `wait`: `None` when it did not
+/// answer. The thread is joined whenever it answered, so the process is single-threaded again
+/// before it forks; when it hangs, the caller refuses and exits without forking.
+fn probe_statfs(path: &Path, wait: Duration) -> Option<std::io::Result<()>> {
+    let (tx, rx) = mpsc::channel();
+    let owned = path.to_path_buf();
+    let spawned = std::thread::Builder::new()
+        .name("statfs-probe".into())
+        .spawn(move || {
+            let _ = tx.send(sys::statfs(&owned));
+        });
+    let Ok(handle) = spawned else {
+        return Some(sys::statfs(path));
+    };
+    let answer = rx.recv_timeout(wait).ok()?;
+    let _ = handle.join();
+    Some(answer)
+}
+
+/// One mount of /proc/self/mountinfo.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountInfo {
+    /// The superblock's device (major, minor): for FUSE, the connection itself.
+    pub dev: (u32, u32),
+    pub fstype: String,
 }
 
 /// The filesystem type of the topmost mount exactly at `path`, from /proc/self/mountinfo.
 pub fn mount_type(path: &Path) -> Option<String> {
+    mount_at(path).map(|m| m.fstype)
+}
+
+/// The topmost mount exactly at `path`, from /proc/self/mountinfo.
+pub fn mount_at(path: &Path) -> Option<MountInfo> {
     let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
     let wanted = path.as_os_str().to_string_lossy();
     info.lines().rev().find_map(|line| {
         let fields: Vec<&str> = line.split(' ').collect();
         let mountpoint = unescape_mountinfo(fields.get(4)?);
+        if mountpoint != wanted {
+            return None;
+        }
+        let (major, minor) = fields.get(2)?.split_once(':')?;
         let dash = fields.iter().position(|f| *f == "-")?;
-        let fstype = fields.get(dash + 1)?;
-        (mountpoint == wanted).then(|| fstype.to_string())
+        Some(MountInfo {
+            dev: (major.parse().ok()?, minor.parse().ok()?),
+            fstype: fields.get(dash + 1)?.to_string(),
+        })
     })
 }
 

@@ -918,3 +918,40 @@ pub fn read_dir_chunk(dir: &File) -> io::Result<Vec<(DirEntry, u64)>> {
     }
     Ok(entries)
 }
+
+/// statfs(2) of a path, result discarded: the FUSE kernel never answers it from a cache, so
+/// on a relocfs mount it always reaches the daemon (ENOTCONN when the daemon is dead).
+pub fn statfs(path: &Path) -> io::Result<()> {
+    let c = cstring(path.as_os_str().as_bytes())?;
+    // SAFETY: an all-zero statfs is valid; `c` is NUL-terminated and `buf` writable.
+    let mut buf: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: see above.
+    check(unsafe { libc::statfs(c.as_ptr(), &mut buf) })?;
+    Ok(())
+}
+
+/// The peer of a connected Unix socket: (pid, uid, gid), as the kernel recorded them when the
+/// peer connected or listened (SO_PEERCRED): the peer cannot lie about them.
+pub fn peer_cred(sock: BorrowedFd<'_>) -> io::Result<(i32, u32, u32)> {
+    // SAFETY: an all-zero ucred is valid; getsockopt writes at most `len` bytes into it.
+    let mut cred: libc::ucred = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: `sock` is a live fd; `cred` and `len` are writable and sized as told.
+    check(unsafe {
+        libc::getsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    })?;
+    Ok((cred.pid, cred.uid, cred.gid))
+}
+
+/// Sends `signal` to `pid`.
+pub fn kill(pid: i32, signal: libc::c_int) -> io::Result<()> {
+    // SAFETY: kill has no memory effects.
+    check(unsafe { libc::kill(pid, signal) })?;
+    Ok(())
+}

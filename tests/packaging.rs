@@ -433,8 +433,8 @@ fn logrotate_config_parses_and_covers_the_example_log() {
     let config = read("packaging/logrotate/relocfs");
     assert!(config.contains("/var/log/relocfs/*.jsonl {"), "{config}");
     assert!(
-        config.contains("pkill -HUP -x relocfs || true"),
-        "postrotate must HUP relocfs: {config}"
+        config.contains("\t\t/usr/bin/relocfs reopen --all\n") && !config.contains("pkill"),
+        "postrotate must ask the daemons with `relocfs reopen --all`, never signal by name: {config}"
     );
     let example: toml::Table = read("config.example.toml").parse().unwrap();
     let log = example["audit"]["log"].as_str().unwrap();

@@ -8,6 +8,7 @@ mod common;
 
 mod audit;
 mod auditsafety;
+mod control;
 mod demo;
 mod fdlimit;
 mod fstab;
@@ -22,6 +23,7 @@ mod reads;
 mod readwrite;
 mod report;
 mod reserved;
+mod restart;
 mod security;
 mod story;
 mod syslog;
