@@ -377,9 +377,14 @@ fn callers_of_a_killed_daemon() {
     }
     let (b, real) = simple();
     write_file(&real.join("big"), &pattern(256 * 1024, 7), 0o644);
-    let m = long_cache(b.map("/", &real)).mount();
+    let m = long_cache(b.map("/", &real)).opt("allow_other").mount();
     let pid = m.daemon_pid();
-    let big = fs::File::open(m.at("big")).unwrap();
+    // Opened by an ordinary user: root's opens are never passed through.
+    let big_path = m.at("big");
+    let big = spawn_as_user(65534, 65534, &[], move || fs::File::open(big_path))
+        .join()
+        .unwrap()
+        .unwrap();
     let small = fs::File::open(m.at("hello.txt")).unwrap();
     fs::metadata(m.at("hello.txt")).unwrap();
 
