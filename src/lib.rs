@@ -23,6 +23,7 @@ pub mod generate;
 pub mod logging;
 pub mod node;
 pub mod options;
+pub mod plan;
 pub mod prefix;
 pub mod preflight;
 pub mod report;
