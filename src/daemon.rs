@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 
 use crate::audit::AuditLog;
+use crate::cli::exit::Exit;
 use crate::config::{self, Config};
 use crate::control;
 use crate::fs::Fs;
@@ -98,16 +99,16 @@ pub fn run(
                 detached: true,
             };
             // The parent has printed the error already when it came before readiness.
-            let code = match serve(plan, prepared, readiness) {
-                Ok(()) => 0,
+            let exit = match serve(plan, prepared, readiness) {
+                Ok(()) => Exit::Success,
                 Err(message) => {
                     if !message.is_empty() {
                         log::error!("{message}");
                     }
-                    1
+                    Exit::Failure
                 }
             };
-            std::process::exit(code)
+            exit.exit_process()
         }
     }
 }
