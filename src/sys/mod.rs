@@ -807,3 +807,64 @@ pub fn syslog(priority: libc::c_int, text: &str) {
         unsafe { libc::syslog(priority, c"%s".as_ptr(), message.as_ptr()) };
     }
 }
+
+/// Makes a FIFO at `path` (tests of the audit writer use one as a log that stalls).
+pub fn mkfifo(path: &Path, mode: u32) -> io::Result<()> {
+    let c = cstring(path.as_os_str().as_bytes())?;
+    // SAFETY: `c` is a valid NUL-terminated string; mkfifo only reads it.
+    check(unsafe { libc::mkfifo(c.as_ptr(), mode as libc::mode_t) })?;
+    Ok(())
+}
+
+/// Sets an open file's status flags (F_SETFL: O_NONBLOCK, O_APPEND, ...).
+pub fn set_status_flags(fd: BorrowedFd<'_>, flags: libc::c_int) -> io::Result<()> {
+    // SAFETY: `fd` is live for the call; F_SETFL takes an int and touches no memory.
+    check(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags) })?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gettid_names_this_thread() {
+        let tid = gettid();
+        std::thread::spawn(move || assert_ne!(gettid(), tid))
+            .join()
+            .unwrap();
+        let status = std::fs::read_to_string("/proc/thread-self/status").unwrap();
+        assert!(
+            status.lines().any(|l| l == format!("Pid:\t{tid}")),
+            "{status}"
+        );
+    }
+
+    #[test]
+    fn fifo_and_status_flags() {
+        use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("f");
+        mkfifo(&fifo, 0o600).unwrap();
+        assert!(std::fs::metadata(&fifo).unwrap().file_type().is_fifo());
+        assert_eq!(
+            mkfifo(&fifo, 0o600).unwrap_err().raw_os_error(),
+            Some(libc::EEXIST)
+        );
+        let reader = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&fifo)
+            .unwrap();
+        set_status_flags(reader.as_fd(), 0).unwrap();
+        // The flags as /proc shows them (octal): O_NONBLOCK is gone.
+        let fdinfo =
+            std::fs::read_to_string(format!("/proc/self/fdinfo/{}", reader.as_raw_fd())).unwrap();
+        let flags = fdinfo
+            .lines()
+            .find_map(|l| l.strip_prefix("flags:"))
+            .map(|f| i32::from_str_radix(f.trim(), 8).unwrap())
+            .unwrap();
+        assert_eq!(flags & libc::O_NONBLOCK, 0);
+    }
+}
