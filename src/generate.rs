@@ -450,7 +450,8 @@ fn extra_sections() -> Roff {
         &mut roff,
         "SIGHUP",
         "Reread the configuration file (and reopen the audit log): the rules apply to new lookups at once; changed [audit] and \
-         [fuse] settings take effect at the next mount; a file that fails \
+         [fuse] settings take effect at the next mount (the daemon logs one line naming \
+         them); a file that fails \
          validation is refused (the error goes to standard error: the journal under \
          systemd, nowhere without -f) and the old rules stay. \
          systemctl reload sends it to a relocfs@.service instance.",
