@@ -3,9 +3,8 @@
 //! Data flow: `config` (validated file) -> `prefix` (rules as a trie) -> `daemon` (preflight,
 //! fork, mount) -> `fuse` (thin fuser adapter) -> `fs` (the core, over the `node` table and the
 //! `sys` wrappers) -> `audit` (bounded queue to a JSON-lines writer thread).
-//!
-//! Every `unsafe` block is in `sys`: the rest of the crate cannot write one.
 
+// Every `unsafe` block is in `sys`, the one module allowed it.
 #![deny(unsafe_code)]
 
 // Until audit's `libc::gettid()` becomes `sys::gettid()` (the audit module's own change).
