@@ -7,8 +7,9 @@
 //! has, for example, CAP_SYS_RESOURCE, and the real filesystem would let it into the blocks
 //! reserved for root and past the user's quota.
 //!
-//! The raw syscalls are used on purpose: glibc's `setgroups`/`setfsuid` wrappers would apply the
-//! change to every thread of the process, and the other FUSE threads serve other callers.
+//! The syscalls themselves are in [`crate::sys::creds`] (raw, per thread: glibc's wrappers would
+//! apply the change to every thread of the process, and the other FUSE threads serve other
+//! callers).
 
 use std::cell::Cell;
 use std::collections::HashMap;
@@ -18,6 +19,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::node::lock;
+use crate::sys::creds::{set_fsgid, set_fsuid, set_thread_groups, thread_groups, Caps};
 
 /// How long a process's supplementary groups are trusted from `/proc`: they rarely change, and
 /// reading them per request would cost a file read per create.
@@ -159,8 +161,8 @@ impl AsCaller {
         }
         if let Some(mask) = umask {
             own_fs_struct()?;
-            // SAFETY: umask only swaps this thread's mask (its fs struct is private now).
-            guard.old_umask = Some(unsafe { libc::umask(mask as libc::mode_t) });
+            // Only this thread's mask: its fs struct is private now.
+            guard.old_umask = Some(crate::sys::creds::umask(mask as libc::mode_t));
         }
         Ok(guard)
     }
@@ -169,8 +171,8 @@ impl AsCaller {
 impl Drop for AsCaller {
     fn drop(&mut self) {
         if let Some(mask) = self.old_umask {
-            // SAFETY: restores the mask this thread held a moment ago; no memory effects.
-            unsafe { libc::umask(mask) };
+            // Restores the mask this thread held a moment ago.
+            crate::sys::creds::umask(mask);
         }
         // Capabilities before ids: setfsuid(0) raises the filesystem set again from the
         // permitted set, and the rest must come back from the saved copy.
@@ -197,138 +199,13 @@ impl Drop for AsCaller {
     }
 }
 
-/// setfsuid for this thread, checked: the syscall reports failure only by not changing the id,
-/// so the id is read back (setfsuid(-1) changes nothing and returns the current one). Returns
-/// the previous fsuid.
-fn set_fsuid(uid: u32) -> io::Result<u32> {
-    // SAFETY: setfsuid changes only this thread's filesystem uid and returns the previous
-    // value; it touches no memory.
-    let old = unsafe { libc::syscall(libc::SYS_setfsuid, uid) } as u32;
-    // SAFETY: setfsuid(-1) is a query that changes nothing.
-    let now = unsafe { libc::syscall(libc::SYS_setfsuid, u32::MAX) } as u32;
-    if now != uid {
-        return Err(io::Error::from_raw_os_error(libc::EPERM));
-    }
-    Ok(old)
-}
-
-/// setfsgid for this thread, checked the same way. Returns the previous fsgid.
-fn set_fsgid(gid: u32) -> io::Result<u32> {
-    // SAFETY: setfsgid changes only this thread's filesystem gid and returns the previous
-    // value; it touches no memory.
-    let old = unsafe { libc::syscall(libc::SYS_setfsgid, gid) } as u32;
-    // SAFETY: setfsgid(-1) is a query that changes nothing.
-    let now = unsafe { libc::syscall(libc::SYS_setfsgid, u32::MAX) } as u32;
-    if now != gid {
-        return Err(io::Error::from_raw_os_error(libc::EPERM));
-    }
-    Ok(old)
-}
-
-/// `_LINUX_CAPABILITY_VERSION_3`: 64-bit sets in two 32-bit words.
-const CAP_VERSION_3: u32 = 0x2008_0522;
-
-#[repr(C)]
-struct CapHeader {
-    version: u32,
-    /// 0: the calling thread.
-    pid: libc::c_int,
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Default)]
-struct CapData {
-    effective: u32,
-    permitted: u32,
-    inheritable: u32,
-}
-
-/// The calling thread's capability sets (low word first).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Caps {
-    effective: [u32; 2],
-    permitted: [u32; 2],
-    inheritable: [u32; 2],
-}
-
-impl Caps {
-    /// capget of this thread (raw syscall; libcap and glibc are not involved).
-    fn get() -> io::Result<Caps> {
-        let mut header = CapHeader {
-            version: CAP_VERSION_3,
-            pid: 0,
-        };
-        let mut data = [CapData::default(); 2];
-        // SAFETY: version 3 makes the kernel write exactly two `CapData` records, which `data`
-        // holds; the header is readable and writable.
-        let ret = unsafe { libc::syscall(libc::SYS_capget, &mut header, data.as_mut_ptr()) };
-        if ret != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(Caps {
-            effective: [data[0].effective, data[1].effective],
-            permitted: [data[0].permitted, data[1].permitted],
-            inheritable: [data[0].inheritable, data[1].inheritable],
-        })
-    }
-
-    /// capset of this thread only: credentials are per thread in the kernel, and the raw
-    /// syscall (unlike glibc's set*id wrappers) is not broadcast to the other threads.
-    fn set(&self) -> io::Result<()> {
-        let mut header = CapHeader {
-            version: CAP_VERSION_3,
-            pid: 0,
-        };
-        let data = [0, 1].map(|i| CapData {
-            effective: self.effective[i],
-            permitted: self.permitted[i],
-            inheritable: self.inheritable[i],
-        });
-        // SAFETY: the kernel reads the header and two `CapData` records, all initialised.
-        let ret = unsafe { libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()) };
-        if ret != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
-    }
-}
-
 /// Gives this thread its own umask (and cwd), once: umask is per process otherwise.
 fn own_fs_struct() -> io::Result<()> {
     if OWN_FS.with(Cell::get) {
         return Ok(());
     }
-    // SAFETY: unshare(CLONE_FS) only detaches this thread's fs struct (cwd, root, umask).
-    if unsafe { libc::unshare(libc::CLONE_FS) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
+    crate::sys::creds::unshare_fs()?;
     OWN_FS.with(|c| c.set(true));
-    Ok(())
-}
-
-fn thread_groups() -> io::Result<Vec<libc::gid_t>> {
-    // SAFETY: getgroups(0, NULL) only returns the count.
-    let n = unsafe { libc::getgroups(0, std::ptr::null_mut()) };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let mut groups = vec![0 as libc::gid_t; n as usize];
-    // SAFETY: `groups` has room for `n` entries.
-    let n = unsafe { libc::getgroups(n, groups.as_mut_ptr()) };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    groups.truncate(n as usize);
-    Ok(groups)
-}
-
-/// setgroups for this thread only (the raw syscall; glibc's wrapper changes every thread).
-fn set_thread_groups(groups: &[libc::gid_t]) -> io::Result<()> {
-    // SAFETY: the kernel reads `groups.len()` gids from the pointer.
-    let ret = unsafe { libc::syscall(libc::SYS_setgroups, groups.len(), groups.as_ptr()) };
-    if ret != 0 {
-        return Err(io::Error::last_os_error());
-    }
     Ok(())
 }
 
@@ -359,7 +236,7 @@ mod tests {
     /// come back afterwards.
     #[test]
     fn guard_switches_and_restores() {
-        if unsafe { libc::geteuid() } != 0 {
+        if crate::sys::geteuid() != 0 {
             eprintln!("skipped: needs root");
             return;
         }
@@ -377,8 +254,7 @@ mod tests {
             let guard = AsCaller::new(4242, 4243, &[4244], Some(0o077)).unwrap();
             std::fs::write(&p, b"x").unwrap();
             drop(guard);
-            let now = unsafe { libc::syscall(libc::SYS_setfsuid, u32::MAX) } as u32;
-            assert_eq!(now, 0);
+            assert_eq!(crate::sys::creds::fsuid(), 0);
             assert!(!thread_groups().unwrap().contains(&4244));
         })
         .join()
@@ -417,12 +293,7 @@ mod tests {
     }
 
     fn fsid_now() -> (u32, u32) {
-        unsafe {
-            (
-                libc::syscall(libc::SYS_setfsuid, u32::MAX) as u32,
-                libc::syscall(libc::SYS_setfsgid, u32::MAX) as u32,
-            )
-        }
+        (crate::sys::creds::fsuid(), crate::sys::creds::fsgid())
     }
 
     const CAP_LINUX_IMMUTABLE: u64 = 1 << 9;
@@ -434,7 +305,7 @@ mod tests {
     /// daemon's set comes back whole on drop, and a root caller keeps everything.
     #[test]
     fn non_root_caller_has_no_extra_capabilities() {
-        if unsafe { libc::geteuid() } != 0 {
+        if crate::sys::geteuid() != 0 {
             eprintln!("skipped: needs root");
             return;
         }
@@ -480,7 +351,7 @@ mod tests {
     /// only by not changing it; the guard notices, fails with EPERM and leaves nothing changed.
     #[test]
     fn setfsgid_failure_fails_the_guard_cleanly() {
-        if unsafe { libc::geteuid() } != 0 {
+        if crate::sys::geteuid() != 0 {
             eprintln!("skipped: needs root");
             return;
         }

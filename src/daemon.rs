@@ -9,12 +9,14 @@ use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 
-use crate::audit::{AuditLog, AuditOptions};
+use crate::audit::AuditLog;
+use crate::cli::exit::Exit;
 use crate::config::{self, Config};
 use crate::control;
-use crate::fs::{Fs, FsOptions};
-use crate::fuse::{Adapter, Tuning};
+use crate::fs::Fs;
+use crate::fuse::Adapter;
 use crate::options::MountOptions;
+use crate::plan::MountPlan;
 use crate::prefix::PrefixTable;
 use crate::preflight::{self, check_unprivileged, preflight, probe_audit_log, Prepared, Stale};
 use crate::sys;
@@ -73,8 +75,9 @@ pub fn run(
         // Opened here (and closed) so a bad path is reported before forking.
         probe_audit_log(log)?;
     }
+    let plan = MountPlan::new(&config, options);
     if foreground {
-        return serve(config, prepared, options, Readiness::foreground());
+        return serve(plan, prepared, Readiness::foreground());
     }
     let (mut read_end, write_end) = sys::pipe().map_err(|e| format!("pipe: {e}"))?;
     match sys::fork().map_err(|e| format!("fork: {e}"))? {
@@ -96,28 +99,23 @@ pub fn run(
                 detached: true,
             };
             // The parent has printed the error already when it came before readiness.
-            let code = match serve(config, prepared, options, readiness) {
-                Ok(()) => 0,
+            let exit = match serve(plan, prepared, readiness) {
+                Ok(()) => Exit::Success,
                 Err(message) => {
                     if !message.is_empty() {
                         log::error!("{message}");
                     }
-                    1
+                    Exit::Failure
                 }
             };
-            std::process::exit(code)
+            exit.exit_process()
         }
     }
 }
 
 /// Mounts, reports readiness, and serves until unmounted.
-fn serve(
-    config: Config,
-    prepared: Prepared,
-    options: MountOptions,
-    mut readiness: Readiness,
-) -> Result<(), String> {
-    let result = serve_inner(config, prepared, options, &mut readiness);
+fn serve(plan: MountPlan, prepared: Prepared, mut readiness: Readiness) -> Result<(), String> {
+    let result = serve_inner(plan, prepared, &mut readiness);
     if let Err(message) = &result {
         if readiness.fail(message) {
             // The parent prints it; the detached child has nobody else to tell.
@@ -128,9 +126,8 @@ fn serve(
 }
 
 fn serve_inner(
-    config: Config,
+    plan: MountPlan,
     prepared: Prepared,
-    options: MountOptions,
     readiness: &mut Readiness,
 ) -> Result<(), String> {
     if let Err(e) = sys::raise_nofile_limit() {
@@ -142,51 +139,25 @@ fn serve_inner(
     let signals = sys::block_signals(&[libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGUSR1])
         .map_err(|e| format!("signal setup: {e}"))?;
 
-    let audit = Arc::new(match &config.audit.log {
-        Some(path) => AuditLog::open_with(
-            path,
-            AUDIT_QUEUE,
-            AuditOptions {
-                cmdline: config.audit.cmdline,
-                collapse: config.audit.collapse_window,
-                queue_bytes: config.audit.queue_bytes,
-                rate: config.audit.rate,
-                shutdown_timeout: config.audit.shutdown_timeout,
-            },
-        )
-        .map_err(|e| format!("cannot open audit log {}: {e}", path.display()))?,
+    let fixed = &plan.fixed;
+    let audit = Arc::new(match &fixed.audit_log {
+        Some(path) => AuditLog::open_with(path, AUDIT_QUEUE, fixed.audit)
+            .map_err(|e| format!("cannot open audit log {}: {e}", path.display()))?,
         None => AuditLog::disabled(),
     });
     let mountpoint = prepared.mountpoint.clone();
-    let table = PrefixTable::new(&config.rules);
-    let fs_options = FsOptions {
-        allow_devices: options.allows_devices(),
-    };
+    let table = PrefixTable::new(&plan.rules);
     let fs = Fs::new(
         mountpoint.clone(),
         table,
         prepared.roots,
         Arc::clone(&audit),
-        fs_options,
+        fixed.fs_options(),
     )
     .map(Arc::new)
     .map_err(|e| format!("cannot set up the filesystem: {e}"))?;
-    let adapter = Adapter::new(
-        Arc::clone(&fs),
-        Tuning {
-            attr_timeout: config.fuse.attr_timeout,
-            entry_timeout: config.fuse.entry_timeout,
-            passthrough: config.fuse.passthrough,
-            readdirplus: config.fuse.readdirplus,
-        },
-    );
-
-    let mut fuser_config = fuser::Config::default();
-    fuser_config.mount_options = options.to_fuser(&config.source.to_string_lossy());
-    fuser_config.acl = options.session_acl();
-    fuser_config.n_threads = Some(config.fuse.threads);
-    fuser_config.clone_fd = true;
-    let session = fuser::Session::new(adapter, &mountpoint, &fuser_config)
+    let adapter = Adapter::new(Arc::clone(&fs), fixed.tuning);
+    let session = fuser::Session::new(adapter, &mountpoint, &fixed.fuser_config())
         .map_err(|e| format!("cannot mount {}: {}", mountpoint.display(), mount_error(&e)))?;
     // This mount's FUSE connection, by the device number the kernel gave its superblock. The
     // path alone does not name it: once it is detached lazily, a newer relocfs can mount on
@@ -211,8 +182,8 @@ fn serve_inner(
         fs: Arc::downgrade(&fs),
         audit: Arc::downgrade(&audit),
         mountpoint: mountpoint.clone(),
-        config: config.source.clone(),
-        audit_log: config.audit.log.clone(),
+        config: fixed.source.clone(),
+        audit_log: fixed.audit_log.clone(),
         started: std::time::Instant::now(),
     })
     .map_err(|e| log::warn!("no control socket (relocfs status will not answer): {e}"))
@@ -225,7 +196,7 @@ fn serve_inner(
         fs: Arc::downgrade(&fs),
         audit: Arc::downgrade(&audit),
         notifier,
-        config,
+        plan,
         mountpoint: mountpoint.clone(),
         conn,
         asked_to_stop: Arc::clone(&asked_to_stop),
@@ -311,7 +282,8 @@ struct Control {
     fs: Weak<Fs>,
     audit: Weak<AuditLog>,
     notifier: fuser::Notifier,
-    config: Config,
+    /// The running mount's plan: its rules follow reloads, its fixed part never changes.
+    plan: MountPlan,
     mountpoint: PathBuf,
     /// This mount's FUSE connection (see `unmount_own`).
     conn: (u32, u32),
@@ -339,7 +311,7 @@ impl Control {
                     }
                     match self.reload() {
                         Ok(summary) => {
-                            log::info!("reloaded {}: {summary}", self.config.source.display())
+                            log::info!("reloaded {}: {summary}", self.plan.fixed.source.display())
                         }
                         Err(e) => log::error!("reload refused, keeping the old rules: {e}"),
                     }
@@ -362,23 +334,23 @@ impl Control {
 
     /// Validates the new configuration completely before anything changes; on any error the
     /// old rules stay. New rules apply to new lookups at once: the kernel's cached entries
-    /// below the root are dropped.
+    /// below the root are dropped. Every other setting that changed is named in one line and
+    /// keeps its running value until the next mount.
     fn reload(&mut self) -> Result<String, String> {
-        let new = config::load(&self.config.source).map_err(|e| e.to_string())?;
+        let new = config::load(&self.plan.fixed.source).map_err(|e| e.to_string())?;
         let roots = preflight::open_roots(&new)?;
         preflight::check_placement(&new, &self.mountpoint)?;
-        if new.audit.log != self.config.audit.log {
-            log::warn!("a new [audit] log path takes effect at the next mount");
-        }
-        if new.fuse.threads != self.config.fuse.threads
-            || new.fuse.attr_timeout != self.config.fuse.attr_timeout
-            || new.fuse.entry_timeout != self.config.fuse.entry_timeout
-        {
-            log::warn!("[fuse] settings take effect at the next mount");
+        let new_plan = MountPlan::new(&new, self.plan.fixed.mount.clone());
+        let changed = self.plan.fixed.changed_keys(&new_plan.fixed);
+        if !changed.is_empty() {
+            log::warn!(
+                "changed settings take effect at the next mount: {}",
+                changed.join(", ")
+            );
         }
         let fs = self.fs.upgrade().ok_or("the filesystem is shutting down")?;
         let names = fs
-            .reload(PrefixTable::new(&new.rules), roots)
+            .reload(PrefixTable::new(&new_plan.rules), roots)
             .map_err(|e| format!("cannot list the root: {e}"))?;
         drop(fs);
         for name in &names {
@@ -395,8 +367,8 @@ impl Control {
         let _ = self
             .notifier
             .inval_inode(fuser::INodeNo(crate::node::ROOT_ID), 0, 0);
-        let summary = format!("{} rules", new.rules.len());
-        self.config = new;
+        let summary = format!("{} rules", new_plan.rules.len());
+        self.plan.rules = new_plan.rules;
         Ok(summary)
     }
 }

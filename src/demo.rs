@@ -22,6 +22,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use crate::cli::exit::Exit;
 use crate::config::printable;
 use crate::daemon;
 use crate::sys;
@@ -181,7 +182,7 @@ fn on_signal(signals: &libc::sigset_t, scratch: &Mutex<Scratch>) {
         io::stderr(),
         "relocfs: demo interrupted by signal {sig}: {outcome}"
     );
-    std::process::exit(128 + sig);
+    Exit::Signal(sig).exit_process();
 }
 
 /// What the setup made, for the story.

@@ -5,13 +5,14 @@
 //! relocfs.toml(5) is hand-written roff (`packaging/man/relocfs.toml.5`), embedded here so the
 //! binary can write it with the rest; `tests/packaging.rs` checks it names every config key.
 //! Reached through the hidden `relocfs generate man|completions DIR` subcommand, which
-//! `packaging/build-deb.sh` runs before `cargo deb`.
+//! `packaging/build-deb.sh` runs before `cargo deb`; the CLI passes in its own clap command
+//! (`cli::Cli::command()`), so this module does not depend on the CLI.
 
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use clap::{Arg, ArgAction, Command, CommandFactory};
+use clap::{Arg, ArgAction, Command};
 use clap_complete::Shell;
 use clap_mangen::roff::{bold, italic, roman, Inline, Roff};
 use clap_mangen::Man;
@@ -22,53 +23,19 @@ const CONFIG_PAGE: &str = include_str!("../packaging/man/relocfs.toml.5");
 /// The name the binary is installed under, and the completions complete.
 const BIN: &str = "relocfs";
 
-/// `relocfs generate ...`: hidden, for packagers (`packaging/build-deb.sh`).
-#[derive(Debug, clap::Subcommand)]
-pub enum Generate {
-    /// Write relocfs.8 and relocfs.toml.5 into DIR (created if missing)
-    Man {
-        #[arg(value_name = "DIR")]
-        dir: PathBuf,
-    },
-    /// Write bash (relocfs.bash), zsh (_relocfs) and fish (relocfs.fish) completions into DIR
-    Completions {
-        #[arg(value_name = "DIR")]
-        dir: PathBuf,
-    },
-}
-
-/// Runs `relocfs generate ...`: writes the files and prints each path on its own line.
-pub fn run(what: Generate) -> Result<(), String> {
-    let written = match &what {
-        Generate::Man { dir } => man_pages(dir),
-        Generate::Completions { dir } => completions(dir),
-    }
-    .map_err(|e| format!("generate: {e}"))?;
-    let mut list = String::new();
-    for path in written {
-        list.push_str(&crate::config::printable(&path.to_string_lossy()));
-        list.push('\n');
-    }
-    crate::cli::print_out(&list)
-}
-
-/// The command as the binary parses it.
-fn command() -> Command {
-    <crate::cli::Cli as CommandFactory>::command()
-}
-
-/// Writes `relocfs.8` (from the clap command) and `relocfs.toml.5` into `dir`, uncompressed.
-pub fn man_pages(dir: &Path) -> io::Result<Vec<PathBuf>> {
+/// Writes `relocfs.8` (from the clap `command`) and `relocfs.toml.5` into `dir`, uncompressed.
+pub fn man_pages(dir: &Path, command: &Command) -> io::Result<Vec<PathBuf>> {
     create_dir(dir)?;
-    let main = write(&dir.join("relocfs.8"), &relocfs_8()?)?;
+    let main = write(&dir.join("relocfs.8"), &relocfs_8(command)?)?;
     let config = write(&dir.join("relocfs.toml.5"), CONFIG_PAGE.as_bytes())?;
     Ok(vec![main, config])
 }
 
-/// Writes bash, zsh and fish completions into `dir`: `relocfs.bash`, `_relocfs`, `relocfs.fish`.
-pub fn completions(dir: &Path) -> io::Result<Vec<PathBuf>> {
+/// Writes bash, zsh and fish completions of the clap `command` into `dir`: `relocfs.bash`,
+/// `_relocfs`, `relocfs.fish`.
+pub fn completions(dir: &Path, command: &Command) -> io::Result<Vec<PathBuf>> {
     create_dir(dir)?;
-    let mut cmd = visible(&command());
+    let mut cmd = visible(command);
     [Shell::Bash, Shell::Zsh, Shell::Fish]
         .into_iter()
         .map(|shell| {
@@ -111,8 +78,8 @@ fn visible(cmd: &Command) -> Command {
 /// relocfs(8): clap_mangen's NAME, DESCRIPTION and OPTIONS, a SYNOPSIS and COMMANDS built
 /// from the same command (one line per form, no pages per subcommand), and hand-written
 /// sections for what clap does not know.
-fn relocfs_8() -> io::Result<Vec<u8>> {
-    let mut cmd = command().disable_help_subcommand(true);
+fn relocfs_8(command: &Command) -> io::Result<Vec<u8>> {
+    let mut cmd = command.clone().disable_help_subcommand(true);
     cmd.build();
     let man = Man::new(cmd.clone())
         .title("RELOCFS")
@@ -483,7 +450,8 @@ fn extra_sections() -> Roff {
         &mut roff,
         "SIGHUP",
         "Reread the configuration file (and reopen the audit log): the rules apply to new lookups at once; changed [audit] and \
-         [fuse] settings take effect at the next mount; a file that fails \
+         [fuse] settings take effect at the next mount (the daemon logs one line naming \
+         them); a file that fails \
          validation is refused (the error goes to standard error: the journal under \
          systemd, nowhere without -f) and the old rules stay. \
          systemctl reload sends it to a relocfs@.service instance.",

@@ -2,7 +2,6 @@
 //! stderr while there is a terminal or a journal reading it (`-f`, systemd), and to syslog once
 //! a background daemon has let go of its terminal, so a refused reload still leaves a trace.
 
-use std::ffi::CString;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use log::{Level, Log, Metadata, Record};
@@ -31,13 +30,7 @@ impl Log for Logger {
             Level::Info => libc::LOG_INFO,
             Level::Debug | Level::Trace => libc::LOG_DEBUG,
         };
-        // A message with a NUL byte cannot be passed to syslog whole; cut it there.
-        let text = record.args().to_string();
-        let text = text.split('\0').next().unwrap_or_default();
-        if let Ok(message) = CString::new(text) {
-            // SAFETY: both strings are NUL-terminated; "%s" takes exactly one string argument.
-            unsafe { libc::syslog(priority, c"%s".as_ptr(), message.as_ptr()) };
-        }
+        crate::sys::syslog(priority, &record.args().to_string());
     }
 
     fn flush(&self) {
@@ -61,8 +54,6 @@ pub fn init() {
 
 /// From now on diagnostics go to syslog (facility daemon, tagged relocfs[PID]).
 pub fn to_syslog() {
-    // SAFETY: the identifier is a static NUL-terminated string, as openlog requires (it keeps
-    // the pointer).
-    unsafe { libc::openlog(c"relocfs".as_ptr(), libc::LOG_PID, libc::LOG_DAEMON) };
+    crate::sys::openlog_daemon();
     TO_SYSLOG.store(true, Ordering::Relaxed);
 }

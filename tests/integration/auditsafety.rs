@@ -2,7 +2,7 @@
 //! they can write, make one line huge, flood it, hide from it, or make the daemon hang on it;
 //! and that a deleted or stalled log never loses events without counting them.
 
-use std::ffi::CString;
+use std::ffi::{CString, OsStr};
 use std::fs;
 use std::io::Read;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -428,6 +428,23 @@ fn a_flooding_user_is_summarised_exactly_and_others_still_logged() {
         root_pids.push(pid);
     }
     assert_eq!(flood.join().unwrap(), FLOOD);
+    // `relocfs status` counts the events the limit held back.
+    let suppressed_now = || {
+        let out = relocfs([
+            OsStr::new("status"),
+            OsStr::new("--json"),
+            m.mnt.as_os_str(),
+        ]);
+        let s: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        s["audit_suppressed"].as_u64().unwrap_or(0)
+    };
+    assert!(wait_until(SETTLE_TIMEOUT, || suppressed_now() > 0));
+    let out = relocfs([OsStr::new("status"), m.mnt.as_os_str()]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(" suppressed\n"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     m.unmount_all();
     // The daemon writes what it holds before it exits.
     assert!(wait_until(SETTLE_TIMEOUT, || m.daemon_pids().is_empty()));

@@ -392,6 +392,84 @@ fn sighup_reloads_rules_and_survives_a_bad_config() {
     );
 }
 
+/// Kills and reaps a `relocfs -f` child if the test ends early (its mount goes with it).
+struct Foreground(std::process::Child);
+
+impl Drop for Foreground {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// A reload that changes settings only the next mount can apply says so in one line naming
+/// each key, and the new rules still apply. Before the mount plan, passthrough and
+/// collapse_window changes were ignored without a word.
+#[test]
+fn sighup_names_the_settings_that_wait_for_the_next_mount() {
+    if !require_fuse() {
+        return;
+    }
+    let (b, real) = simple();
+    let extra = b.root().join("extra");
+    write_file(&extra.join("g"), b"from extra\n", 0o644);
+    let log_path = b.root().join("daemon.log");
+    let m = b.map("/", &real).into_mounted();
+    let logs = fs::File::create(&log_path).unwrap();
+    let child = Command::new(BIN)
+        .arg("-f")
+        .arg(&m.config)
+        .arg(&m.mnt)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(logs)
+        .spawn()
+        .unwrap();
+    let mut child = Foreground(child);
+    assert!(
+        wait_until(SETTLE_TIMEOUT, || mounted(&m.mnt)),
+        "relocfs -f did not mount"
+    );
+
+    let mut text = rules_toml(&[("/", &real), ("/extra", &extra)], &m.audit);
+    text.push_str("collapse_window = 3.0\n[fuse]\npassthrough = \"off\"\n");
+    fs::write(&m.config, text).unwrap();
+    relocfs::sys::kill(child.0.id() as i32, libc::SIGHUP).unwrap();
+    let log = || fs::read_to_string(&log_path).unwrap_or_default();
+    assert!(
+        wait_until(SETTLE_TIMEOUT, || log().contains("reloaded ")),
+        "no reload in the daemon's log:\n{}",
+        log()
+    );
+    let log = log();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("take effect at the next mount"))
+        .collect();
+    assert_eq!(lines.len(), 1, "one line names the settings:\n{log}");
+    for key in ["[fuse] passthrough", "[audit] collapse_window"] {
+        assert!(lines[0].contains(key), "{key} not named:\n{log}");
+    }
+    for key in ["threads", "readdirplus", "cmdline", "[audit] log"] {
+        assert!(!lines[0].contains(key), "{key} did not change:\n{log}");
+    }
+    assert_eq!(fs::read(m.at("extra/g")).unwrap(), b"from extra\n");
+
+    let st = Command::new("umount").arg(&m.mnt).status().unwrap();
+    assert!(st.success(), "umount: {st}");
+    let mut status = None;
+    wait_until(SETTLE_TIMEOUT, || {
+        status = child.0.try_wait().unwrap();
+        status.is_some()
+    });
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "relocfs -f after umount: {status:?}"
+    );
+}
+
 #[test]
 fn sighup_reopens_the_audit_log() {
     if !require_fuse() {

@@ -1,22 +1,11 @@
-//! Command-line interface: `relocfs [-f] [-o OPTS] CONFIG MOUNTPOINT`, `check`, `demo`.
-//!
-//! User messages are not logs: every failure is one `relocfs: ...` line on stderr and a
-//! non-zero exit; `log` (RUST_LOG) carries the daemon's diagnostics.
+//! The command line as clap parses it: `relocfs [-f] [-o OPTS] CONFIG MOUNTPOINT` and the
+//! subcommands. Definitions only (their doc comments are `relocfs --help`); `cli::run` dispatches,
+//! and `generate` renders the man page and completions from `Cli::command()`.
 
-use std::fmt::Write as _;
-use std::io::{self, ErrorKind, Write};
-use std::path::{Component, Path, PathBuf};
-use std::process::ExitCode;
+use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use crate::config::{self, printable};
-use crate::control;
-use crate::daemon;
-use crate::demo;
-use crate::generate;
-use crate::options::MountOptions;
-use crate::preflight;
 use crate::report;
 
 /// Serve a relocated installation at its legacy path, and log who still uses it.
@@ -44,30 +33,31 @@ use crate::report;
 )]
 pub struct Cli {
     #[command(subcommand)]
-    command: Option<Command>,
+    pub command: Option<Command>,
 
     /// Stay in the foreground (for systemd and debugging); without it, relocfs returns once
     /// the mount is live and keeps serving in the background
     #[arg(short = 'f', long = "foreground")]
-    foreground: bool,
+    pub foreground: bool,
 
     /// Mount options, comma-separated: allow_other, allow_root, ro, fsname=NAME, nodev, nosuid,
     /// noexec, noatime, ...; fstab-only options (defaults, nofail, _netdev, x-*) are ignored.
     /// default_permissions is always on
     #[arg(short = 'o', value_name = "OPTS", action = clap::ArgAction::Append)]
-    options: Vec<String>,
+    pub options: Vec<String>,
 
     /// The configuration file (TOML): the prefix table and the audit log
     #[arg(value_name = "CONFIG", required = true)]
-    config: Option<PathBuf>,
+    pub config: Option<PathBuf>,
 
     /// The legacy path to mount on: an existing directory, not a symlink
     #[arg(value_name = "MOUNTPOINT", required = true)]
-    mountpoint: Option<PathBuf>,
+    pub mountpoint: Option<PathBuf>,
 }
 
+/// The subcommands.
 #[derive(Debug, Subcommand)]
-enum Command {
+pub enum Command {
     /// Validate a configuration (and a mountpoint) without mounting
     Check {
         /// The configuration file
@@ -117,7 +107,7 @@ enum Command {
     },
     /// Write the man pages or shell completions (for packagers)
     #[command(hide = true, subcommand)]
-    Generate(generate::Generate),
+    Generate(Generate),
     /// Summarise audit logs: who still uses the legacy path, what the migration missed, what
     /// was refused, and when the legacy path was last used
     Report {
@@ -147,139 +137,17 @@ enum Command {
     },
 }
 
-pub fn main() -> ExitCode {
-    crate::logging::init();
-    let cli = Cli::parse();
-    match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(message) => {
-            if !message.is_empty() {
-                // One line, whatever a path or a config value in it holds. A closed stderr
-                // leaves only the exit status to tell.
-                let _ = writeln!(io::stderr(), "relocfs: {}", printable(&message));
-            }
-            ExitCode::FAILURE
-        }
-    }
-}
-
-fn run(cli: Cli) -> Result<(), String> {
-    match cli.command {
-        Some(Command::Demo { pause }) => demo::run(pause),
-        Some(Command::Check { config, mountpoint }) => check(&config, mountpoint.as_deref()),
-        Some(Command::Generate(what)) => generate::run(what),
-        Some(Command::Status { mountpoint, json }) => {
-            print!("{}", control::query(&mountpoint, json)?);
-            Ok(())
-        }
-        Some(Command::Reopen { all, mountpoints }) => control::reopen(&mountpoints, all),
-        Some(Command::Reload { mountpoints }) => control::reload(&mountpoints),
-        Some(Command::Report {
-            logs,
-            since,
-            until,
-            by,
-            format,
-            limit,
-            max_memory,
-        }) => {
-            let args = report::ReportArgs {
-                logs,
-                since,
-                until,
-                by,
-                format,
-                limit,
-                max_memory,
-                now: None,
-            };
-            report::run(&args, &mut std::io::stdout().lock())
-        }
-        None => {
-            let (Some(config), Some(mountpoint)) = (cli.config, cli.mountpoint) else {
-                return Err("usage: relocfs [-f] [-o OPTS] CONFIG MOUNTPOINT".into());
-            };
-            let options = MountOptions::parse(&cli.options)?;
-            // Absolute, so reloads, `mount` output and `relocfs status` name it wherever the
-            // daemon's working directory is.
-            let config = config::load(&absolute(&config)?).map_err(|e| e.to_string())?;
-            let mountpoint = absolute(&mountpoint)?;
-            daemon::run(config, &mountpoint, options, cli.foreground)
-        }
-    }
-}
-
-fn check(config_path: &Path, mountpoint: Option<&Path>) -> Result<(), String> {
-    let config = config::load(config_path).map_err(|e| e.to_string())?;
-    let mountpoint = mountpoint.map(absolute).transpose()?;
-    preflight::preflight(&config, mountpoint.as_deref(), preflight::Stale::Report)?;
-    if let Some(log) = &config.audit.log {
-        preflight::probe_audit_log(log)?;
-    }
-    print_out(&check_summary(config_path, &config))
-}
-
-/// What `relocfs check` prints for a valid config. Every path and `from` is escaped: a TOML
-/// string can hold terminal escape sequences and newlines.
-fn check_summary(config_path: &Path, config: &config::Config) -> String {
-    let mut out = String::new();
-    let n = config.rules.len();
-    let _ = writeln!(
-        out,
-        "{}: valid, {n} rule{}",
-        printable(&config_path.to_string_lossy()),
-        if n == 1 { "" } else { "s" }
-    );
-    for rule in &config.rules {
-        let from = printable(&rule.from);
-        let _ = match &rule.action {
-            config::Action::Map { to, mode } => {
-                let mode = match mode {
-                    config::Mode::ReadOnly => "ro",
-                    config::Mode::ReadWrite => "rw",
-                };
-                writeln!(
-                    out,
-                    "  {from} -> {} ({mode})",
-                    printable(&to.to_string_lossy())
-                )
-            }
-            config::Action::Deny => writeln!(out, "  {from} denied"),
-        };
-    }
-    out
-}
-
-/// Writes a command's output to stdout. A reader that went away (`relocfs check ... | head -1`)
-/// ends the output quietly and successfully, as for ripgrep; other write errors are reported.
-pub(crate) fn print_out(text: &str) -> Result<(), String> {
-    let mut out = io::stdout().lock();
-    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == ErrorKind::BrokenPipe => Ok(()),
-        Err(e) => Err(format!("cannot write to standard output: {e}")),
-    }
-}
-
-/// Makes a command-line path absolute against the working directory, without resolving
-/// symlinks (the mountpoint itself must not be one, and preflight says so).
-fn absolute(path: &Path) -> Result<PathBuf, String> {
-    let joined = if path.is_absolute() {
-        path.to_path_buf()
-    } else {
-        std::env::current_dir()
-            .map_err(|e| format!("current directory: {e}"))?
-            .join(path)
-    };
-    let mut out = PathBuf::new();
-    for c in joined.components() {
-        match c {
-            Component::CurDir => {}
-            Component::ParentDir => {
-                out.pop();
-            }
-            other => out.push(other),
-        }
-    }
-    Ok(out)
+/// `relocfs generate ...`: hidden, for packagers (`packaging/build-deb.sh`).
+#[derive(Debug, Subcommand)]
+pub enum Generate {
+    /// Write relocfs.8 and relocfs.toml.5 into DIR (created if missing)
+    Man {
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
+    /// Write bash (relocfs.bash), zsh (_relocfs) and fish (relocfs.fish) completions into DIR
+    Completions {
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
 }
