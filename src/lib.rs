@@ -22,3 +22,4 @@ pub mod preflight;
 pub mod report;
 pub mod rules;
 pub mod sys;
+pub mod time;

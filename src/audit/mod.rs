@@ -24,10 +24,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
 
+/// Kept here for callers from before [`crate::time`].
+pub use crate::time::format_rfc3339;
 pub use encode::{CMDLINE_CAP, COMM_CAP, DETAIL_CAP, PATH_CAP};
 pub use limit::RateLimit;
 pub use place::LogPlace;
@@ -1207,47 +1209,6 @@ impl Writer {
     }
 }
 
-/// Formats as RFC 3339 UTC with microseconds, e.g. "2026-11-27T21:49:09.123456Z".
-/// Sub-microsecond digits are truncated; instants before 1970 are handled too.
-pub fn format_rfc3339(t: SystemTime) -> String {
-    let micros: i128 = match t.duration_since(UNIX_EPOCH) {
-        Ok(d) => d.as_micros() as i128,
-        // Round toward the past so e.g. 1 ns before the epoch is 23:59:59.999999.
-        Err(e) => {
-            let d = e.duration();
-            -(d.as_micros() as i128) - i128::from(d.subsec_nanos() % 1000 != 0)
-        }
-    };
-    let secs = micros.div_euclid(1_000_000);
-    let frac = micros.rem_euclid(1_000_000);
-    let days = secs.div_euclid(86_400);
-    let sod = secs.rem_euclid(86_400);
-    let (year, month, day) = civil_from_days(days);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{frac:06}Z",
-        sod / 3600,
-        sod % 3600 / 60,
-        sod % 60
-    )
-}
-
-/// Days since 1970-01-01 → (year, month, day) in the proleptic Gregorian calendar
-/// (Howard Hinnant's civil_from_days: eras of 400 years, years starting in March so the
-/// leap day is last).
-fn civil_from_days(days: i128) -> (i128, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097); // day of era [0, 146096]
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365; // [0, 399]
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100); // day of year from March 1 [0, 365]
-    let mp = (5 * doy + 2) / 153; // month from March [0, 11]
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i128::from(month <= 2);
-    // day is in [1, 31] and month in [1, 12], so these casts are lossless.
-    (year, month as u32, day as u32)
-}
-
 /// Access mode of `open(2)` flags: "r", "w" or "rw". The invalid mode 3 is reported as "rw"
 /// (Linux treats it as needing both permissions).
 pub fn access_flags(open_flags: i32) -> &'static str {
@@ -1764,51 +1725,6 @@ mod tests {
             cache.lookup(u32::MAX - pid);
         }
         assert!(lock(&cache.map).len() <= COMM_CACHE_MAX);
-    }
-
-    #[test]
-    fn rfc3339_known_instants() {
-        let at = |secs: u64, micros: u32| UNIX_EPOCH + Duration::new(secs, micros * 1000);
-        assert_eq!(format_rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000000Z");
-        assert_eq!(
-            format_rfc3339(at(1_795_816_149, 123_456)),
-            "2026-11-27T21:49:09.123456Z"
-        );
-        // Leap days: an ordinary leap year, a 400-year one; 2100 is not a leap year.
-        assert_eq!(
-            format_rfc3339(at(1_709_210_096, 1)),
-            "2024-02-29T12:34:56.000001Z"
-        );
-        assert_eq!(
-            format_rfc3339(at(951_782_400, 0)),
-            "2000-02-29T00:00:00.000000Z"
-        );
-        assert_eq!(
-            format_rfc3339(at(4_107_542_400 - 1, 999_999)),
-            "2100-02-28T23:59:59.999999Z"
-        );
-        assert_eq!(
-            format_rfc3339(at(4_107_542_400, 0)),
-            "2100-03-01T00:00:00.000000Z"
-        );
-        assert_eq!(
-            format_rfc3339(at(1_704_067_199, 0)),
-            "2023-12-31T23:59:59.000000Z"
-        );
-        // Sub-microsecond digits are truncated, not rounded.
-        assert_eq!(
-            format_rfc3339(UNIX_EPOCH + Duration::new(0, 999)),
-            "1970-01-01T00:00:00.000000Z"
-        );
-        // Before the epoch rounds toward the past.
-        assert_eq!(
-            format_rfc3339(UNIX_EPOCH - Duration::from_nanos(1)),
-            "1969-12-31T23:59:59.999999Z"
-        );
-        assert_eq!(
-            format_rfc3339(UNIX_EPOCH - Duration::from_secs(2_208_988_800)),
-            "1900-01-01T00:00:00.000000Z"
-        );
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! The line parser: one audit line (any bytes) into the aggregation, and the time formats.
+//! The line parser: one audit line (any bytes) into the aggregation, and the report's time
+//! arguments (ages like `7d`; the calendar itself is in [`crate::time`]).
 
 use super::*;
 
@@ -265,26 +266,9 @@ impl Aggregator {
     }
 }
 
-pub(super) fn micros_of(t: SystemTime) -> i64 {
-    match t.duration_since(UNIX_EPOCH) {
-        Ok(d) => i64::try_from(d.as_micros()).unwrap_or(i64::MAX),
-        Err(e) => i64::try_from(e.duration().as_micros()).map_or(i64::MIN, |m| -m),
-    }
-}
-
-pub(super) fn time_of(micros: i64) -> SystemTime {
-    let d = Duration::from_micros(micros.unsigned_abs());
-    let t = if micros >= 0 {
-        UNIX_EPOCH.checked_add(d)
-    } else {
-        UNIX_EPOCH.checked_sub(d)
-    };
-    t.unwrap_or(UNIX_EPOCH)
-}
-
 /// Full precision, for JSON: "2026-11-27T21:56:23.416335Z".
 pub(super) fn fmt_ts(micros: i64) -> String {
-    format_rfc3339(time_of(micros))
+    time::format_micros(micros)
 }
 
 /// To the second, for people: "2026-11-27T21:56:23Z".
@@ -339,7 +323,11 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 pub(super) fn parse_when(s: &str, now: i64, what: &str) -> Result<i64, String> {
     let s = s.trim();
     parse_rfc3339(s)
-        .or_else(|| parse_date(s.as_bytes()).map(|days| days * SECS_PER_DAY * MICROS_PER_SEC))
+        .or_else(|| {
+            time::parse_date(s)
+                .ok()
+                .map(|days| days * SECS_PER_DAY * MICROS_PER_SEC)
+        })
         .or_else(|| parse_relative(s).map(|ago| now.saturating_sub(ago)))
         .ok_or_else(|| {
             format!(
@@ -368,98 +356,7 @@ pub(super) fn parse_relative(s: &str) -> Option<i64> {
     n.checked_mul(secs)?.checked_mul(MICROS_PER_SEC)
 }
 
-pub(super) fn digits(b: &[u8]) -> Option<i64> {
-    if b.is_empty() || !b.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    Some(b.iter().fold(0, |n, &d| n * 10 + i64::from(d - b'0')))
-}
-
-/// "YYYY-MM-DD" → days since 1970-01-01, validated (no February 30th).
-pub(super) fn parse_date(b: &[u8]) -> Option<i64> {
-    let [y0, y1, y2, y3, b'-', m0, m1, b'-', d0, d1] = *b else {
-        return None;
-    };
-    let (y, m, d) = (
-        digits(&[y0, y1, y2, y3])?,
-        digits(&[m0, m1])?,
-        digits(&[d0, d1])?,
-    );
-    let leap = y % 4 == 0 && (y % 100 != 0 || y % 400 == 0);
-    let month_days = match m {
-        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
-        4 | 6 | 9 | 11 => 30,
-        2 if leap => 29,
-        2 => 28,
-        _ => return None,
-    };
-    if d < 1 || d > month_days {
-        return None;
-    }
-    Some(days_from_civil(y, m, d))
-}
-
-/// Howard Hinnant's days_from_civil, the inverse of audit's civil_from_days.
-pub(super) fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// RFC 3339 → microseconds since the epoch. Accepts 'T', 't' or ' ' between date and time,
-/// any number of fraction digits (beyond microseconds truncated), and `Z` or `±HH:MM`.
-/// A leap second (:60) counts as :59.
+/// RFC 3339 (see [`time::parse_rfc3339`]) → microseconds since the epoch.
 pub(super) fn parse_rfc3339(s: &str) -> Option<i64> {
-    let (date, rest) = s.as_bytes().split_at_checked(10)?;
-    let days = parse_date(date)?;
-    let [b'T' | b't' | b' ', h0, h1, b':', n0, n1, b':', s0, s1, rest @ ..] = rest else {
-        return None;
-    };
-    let (hour, min, sec) = (
-        digits(&[*h0, *h1])?,
-        digits(&[*n0, *n1])?,
-        digits(&[*s0, *s1])?,
-    );
-    if hour > 23 || min > 59 || sec > 60 {
-        return None;
-    }
-    let (micros, rest) = match rest {
-        [b'.', fraction @ ..] => {
-            let n = fraction.iter().take_while(|d| d.is_ascii_digit()).count();
-            let (fraction, rest) = fraction.split_at_checked(n)?;
-            if fraction.is_empty() {
-                return None;
-            }
-            // Exactly six digits: pad, or truncate what is finer than a microsecond.
-            let micros = fraction
-                .iter()
-                .chain(std::iter::repeat(&b'0'))
-                .take(6)
-                .fold(0, |n, &d| n * 10 + i64::from(d - b'0'));
-            (micros, rest)
-        }
-        _ => (0, rest),
-    };
-    let offset = match *rest {
-        [b'Z' | b'z'] => 0,
-        [sign @ (b'+' | b'-'), oh0, oh1, b':', om0, om1] => {
-            let (oh, om) = (digits(&[oh0, oh1])?, digits(&[om0, om1])?);
-            if oh > 23 || om > 59 {
-                return None;
-            }
-            let offset = oh * 3600 + om * 60;
-            if sign == b'-' {
-                -offset
-            } else {
-                offset
-            }
-        }
-        _ => return None,
-    };
-    let secs = days * SECS_PER_DAY + hour * 3600 + min * 60 + sec.min(59) - offset;
-    Some(secs * MICROS_PER_SEC + micros)
+    time::parse_rfc3339(s).ok()
 }

@@ -5,7 +5,7 @@ use serde_json::{json, Value};
 
 /// The fixed "now" of every test: 2026-11-27T12:00:00Z.
 fn now() -> SystemTime {
-    time_of(ts("2026-11-27T12:00:00Z"))
+    time::from_micros(ts("2026-11-27T12:00:00Z"))
 }
 
 fn ts(s: &str) -> i64 {
@@ -304,7 +304,7 @@ fn parallel_and_sequential_reading_agree_across_chunks() {
         since: None,
         until: None,
     };
-    let now = micros_of(now());
+    let now = time::micros_since_epoch(now());
     let report_with = |workers| {
         let (agg, files) =
             aggregate(&[plain.clone(), gz.clone()], window, workers, 0).expect("aggregate");
