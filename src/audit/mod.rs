@@ -11,8 +11,10 @@
 mod encode;
 mod errno;
 mod limit;
+mod line;
 mod place;
 mod proc;
+pub mod schema;
 #[cfg(test)]
 mod tests;
 mod writer;
@@ -39,9 +41,6 @@ use limit::{Limiter, Verdict};
 use proc::{CommCache, ProcInfo};
 use writer::Writer;
 
-/// Schema version written as `v` in every line; bump when fields change meaning.
-const SCHEMA_VERSION: u32 = 1;
-
 /// What an event costs in the queue and the rate limit on top of its variable fields: the
 /// fixed fields as written, and the queue slot.
 const EVENT_OVERHEAD: u64 = 200;
@@ -62,7 +61,8 @@ pub const MAX_LINE_BYTES: usize = 6 * (5 * PATH_CAP + CMDLINE_CAP + DETAIL_CAP +
 /// One audited filesystem operation, as reported by the filesystem.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event {
-    /// Operation name, e.g. "open", "lookup", "rename".
+    /// Operation name, e.g. "open", "lookup", "rename": one of [`schema::Op`]'s names
+    /// (`Op::Open.as_str()`).
     pub op: &'static str,
     /// Full legacy path the caller used (mountpoint + inner path).
     pub path: PathBuf,
@@ -83,6 +83,9 @@ pub struct Event {
     pub gid: u32,
     /// `Err(errno)` when the operation failed.
     pub result: Result<(), i32>,
+    /// Why the operation was refused, when the errno alone does not say (written after
+    /// `result`).
+    pub reason: Option<&'static str>,
 }
 
 /// Bits naming the fields of a line, for `escaped` and `truncated`, in schema order.
@@ -95,14 +98,14 @@ const F_COMM: u8 = 32;
 const F_EXE: u8 = 64;
 const F_CMDLINE: u8 = 128;
 const FIELD_NAMES: [(u8, &str); 8] = [
-    (F_PATH, "path"),
-    (F_TARGET, "target"),
-    (F_MAP, "map"),
-    (F_DEST, "dest"),
-    (F_DETAIL, "detail"),
-    (F_COMM, "comm"),
-    (F_EXE, "exe"),
-    (F_CMDLINE, "cmdline"),
+    (F_PATH, schema::field::PATH),
+    (F_TARGET, schema::field::TARGET),
+    (F_MAP, schema::field::MAP),
+    (F_DEST, schema::field::DEST),
+    (F_DETAIL, schema::field::DETAIL),
+    (F_COMM, schema::field::COMM),
+    (F_EXE, schema::field::EXE),
+    (F_CMDLINE, schema::field::CMDLINE),
 ];
 
 /// What travels through the queue: raw data only, so serialisation cost stays on the writer.
@@ -216,8 +219,8 @@ const _: fn() = || {
 pub struct AuditOptions {
     /// Log each caller's full command line.
     pub cmdline: bool,
-    /// Events identical in pid, op, path, flags and result within this window become one
-    /// line with a `count`; zero writes every event.
+    /// Events identical in pid, op, path, flags, result and reason within this window
+    /// become one line with a `count`; zero writes every event.
     pub collapse: Duration,
     /// Memory queued events may hold; past it events are counted as dropped.
     pub queue_bytes: u64,

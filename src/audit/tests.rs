@@ -24,6 +24,7 @@ fn ev(op: &'static str, path: &str) -> Event {
         uid: 1000,
         gid: 100,
         result: Ok(()),
+        reason: None,
     }
 }
 
@@ -682,4 +683,40 @@ fn access_flag_modes() {
     assert_eq!(access_flags(libc::O_WRONLY | libc::O_APPEND), "w");
     assert_eq!(access_flags(libc::O_RDWR | libc::O_TRUNC), "rw");
     assert_eq!(access_flags(libc::O_RDONLY | libc::O_DIRECTORY), "r");
+}
+
+/// `reason` is written right after `result` when set, and two events that differ only in it
+/// are never collapsed into one line.
+#[test]
+fn reason_follows_result_and_keeps_events_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let options = AuditOptions {
+        collapse: Duration::from_secs(60),
+        ..AuditOptions::default()
+    };
+    let log = AuditLog::open_with(&path, 64, options).unwrap();
+    for reason in [Some("rule is read-only"), Some("rule is read-only"), None] {
+        let mut e = ev("unlink", "/opt/legacy/x");
+        e.result = Err(libc::EROFS);
+        e.reason = reason;
+        log.record(e);
+    }
+    log.shutdown();
+    let lines = read_lines(&path);
+    assert_eq!(lines.len(), 2);
+    let with = lines
+        .iter()
+        .find(|l| l.value.get("reason").is_some())
+        .unwrap();
+    assert_eq!(with["reason"], "rule is read-only");
+    assert_eq!(with["count"], 2);
+    let k = keys(with);
+    let at = k.iter().position(|k| *k == "result").unwrap();
+    assert_eq!(k[at + 1], "reason");
+    let without = lines
+        .iter()
+        .find(|l| l.value.get("reason").is_none())
+        .unwrap();
+    assert!(without.value.get("count").is_none());
 }

@@ -2,12 +2,10 @@
 //! buffer and writes it; reports drops and suppressed counts, reopens after rotation,
 //! recreates a deleted log, and accounts for every event at shutdown.
 
-use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Write};
 use std::os::fd::AsFd;
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
@@ -17,10 +15,9 @@ use std::time::{Duration, Instant, SystemTime};
 use serde::Serialize;
 
 use super::limit::Limiter;
-use super::{
-    encode, errno_name, format_rfc3339, Counters, LogPlace, Queued, FIELD_NAMES, F_CMDLINE, F_COMM,
-    F_DEST, F_DETAIL, F_EXE, F_PATH, F_TARGET, SCHEMA_VERSION,
-};
+use super::line::{DroppedLine, EventLine, SuppressedLine};
+use super::schema::{self, Op};
+use super::{format_rfc3339, Counters, LogPlace, Queued};
 
 /// Upper bound on events written between two "catch-up" points (drop report + flush), so a
 /// queue that never runs empty under sustained load still gets its drops reported and flushed.
@@ -42,82 +39,6 @@ pub(super) const BUFFER_MAX: usize = 1024 * 1024;
 /// A missing log whose directory or file cannot be recreated is retried this often.
 const REOPEN_RETRY: Duration = Duration::from_secs(1);
 
-/// `bytes` escaped for the log; sets `bit` in `escaped` when it had to be.
-fn esc<'a>(bytes: &'a [u8], bit: u8, escaped: &mut u8) -> Cow<'a, str> {
-    let (s, e) = encode::escape(bytes);
-    if e {
-        *escaped |= bit;
-    }
-    s
-}
-
-fn field_list(bits: u8) -> Option<Vec<&'static str>> {
-    (bits != 0).then(|| {
-        FIELD_NAMES
-            .iter()
-            .filter(|(bit, _)| bits & bit != 0)
-            .map(|(_, name)| *name)
-            .collect()
-    })
-}
-
-/// One event line, fields in schema order.
-#[derive(Serialize)]
-struct EventLine<'a> {
-    v: u32,
-    ts: &'a str,
-    op: &'a str,
-    path: Cow<'a, str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    target: Option<Cow<'a, str>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    map: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    flags: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    dest: Option<Cow<'a, str>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    detail: Option<Cow<'a, str>>,
-    pid: u32,
-    uid: u32,
-    gid: u32,
-    comm: Cow<'a, str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    exe: Option<Cow<'a, str>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    cmdline: Option<Cow<'a, str>>,
-    result: &'a str,
-    /// How many identical events this line stands for, when collapsed (more than one).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    count: Option<u64>,
-    /// Fields whose bytes were not UTF-8, written escaped (see `encode`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    escaped: Option<Vec<&'static str>>,
-    /// Fields shortened to their cap (see `encode`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    truncated: Option<Vec<&'static str>>,
-}
-
-/// The explicit record of events that could not be written.
-#[derive(Serialize)]
-struct DroppedLine<'a> {
-    v: u32,
-    ts: &'a str,
-    op: &'a str,
-    count: u64,
-}
-
-/// The record of one uid's events over its rate since `since`.
-#[derive(Serialize)]
-struct SuppressedLine<'a> {
-    v: u32,
-    ts: &'a str,
-    op: &'a str,
-    uid: u32,
-    count: u64,
-    since: &'a str,
-}
-
 /// What makes two events the same for collapsing.
 #[derive(Clone, PartialEq, Eq, Hash)]
 struct CollapseKey {
@@ -126,6 +47,7 @@ struct CollapseKey {
     path: PathBuf,
     flags: Option<&'static str>,
     result: Result<(), i32>,
+    reason: Option<&'static str>,
 }
 
 impl CollapseKey {
@@ -136,6 +58,7 @@ impl CollapseKey {
             path: q.event.path.clone(),
             flags: q.event.flags,
             result: q.event.result,
+            reason: q.event.reason,
         }
     }
 }
@@ -466,52 +389,7 @@ impl Writer {
 
     fn write_queued(&mut self, q: &Queued, count: u64) {
         let ts = format_rfc3339(q.ts);
-        let ev = &q.event;
-        let mut escaped = 0u8;
-        let path = esc(ev.path.as_os_str().as_bytes(), F_PATH, &mut escaped);
-        let target = ev
-            .target
-            .as_deref()
-            .map(|t| esc(t.as_os_str().as_bytes(), F_TARGET, &mut escaped));
-        let dest = ev
-            .dest
-            .as_deref()
-            .map(|d| esc(d.as_os_str().as_bytes(), F_DEST, &mut escaped));
-        let detail = ev
-            .detail
-            .as_deref()
-            .map(|d| esc(d.as_bytes(), F_DETAIL, &mut escaped));
-        let comm = esc(&q.proc.comm, F_COMM, &mut escaped);
-        let exe = q.proc.exe.as_deref().map(|e| esc(e, F_EXE, &mut escaped));
-        let cmdline = q
-            .proc
-            .cmdline
-            .as_deref()
-            .map(|c| esc(c, F_CMDLINE, &mut escaped));
-        let line = EventLine {
-            v: SCHEMA_VERSION,
-            ts: &ts,
-            op: ev.op,
-            path,
-            target,
-            map: ev.map.as_deref(),
-            flags: ev.flags,
-            dest,
-            detail,
-            pid: ev.pid,
-            uid: ev.uid,
-            gid: ev.gid,
-            comm,
-            exe,
-            cmdline,
-            result: match ev.result {
-                Ok(()) => "ok",
-                Err(errno) => errno_name(errno),
-            },
-            count: (count > 1).then_some(count),
-            escaped: field_list(escaped),
-            truncated: field_list(q.truncated | q.proc.truncated),
-        };
+        let line = EventLine::of(q, count, &ts);
         if self.write_line(&line) {
             self.buf_events += count;
         } else {
@@ -552,9 +430,9 @@ impl Writer {
         if total > reported {
             let ts = format_rfc3339(SystemTime::now());
             let line = DroppedLine {
-                v: SCHEMA_VERSION,
+                v: schema::VERSION,
                 ts: &ts,
-                op: "dropped",
+                op: Op::Dropped.as_str(),
                 count: total - reported,
             };
             // On failure the count stays owed and is reported on a later catch-up.
@@ -580,9 +458,9 @@ impl Writer {
         for o in owed {
             let since = format_rfc3339(o.since);
             let line = SuppressedLine {
-                v: SCHEMA_VERSION,
+                v: schema::VERSION,
                 ts: &ts,
-                op: "suppressed",
+                op: Op::Suppressed.as_str(),
                 uid: o.uid,
                 count: o.count,
                 since: &since,
