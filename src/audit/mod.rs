@@ -7,6 +7,12 @@
 //! queue cannot take is counted and reported in a `"op":"dropped"` line, an event over its
 //! uid's rate in a `"op":"suppressed"` line, and whatever the log could not take at exit in one
 //! error line of the daemon's diagnostics.
+//!
+//! Here: the handle ([`AuditLog`], [`AuditLog::record`], options, counters, bounding an
+//! event). Beside it: `writer` (the writer thread), `line` (the lines as serialised),
+//! [`schema`] (version, field and op names, shared with `relocfs report`), `proc` (the
+//! caller's comm/exe/cmdline cache), `limit` (per-uid rate limit), `encode` (escaping and
+//! caps), `place` (where the log may live), `errno` (result names).
 
 mod encode;
 mod errno;

@@ -7,9 +7,10 @@
 //! an operator wants the rest of the report anyway.
 //!
 //! The way through: [`read`] (files, gzip, line-aligned chunks, parsing threads) →
-//! [`parse`] (one line into the aggregation; the time formats) → [`aggregate`] (one tuple
-//! per distinct event, within the memory budget) → [`sections`] (the report document) →
-//! [`render`] (table, CSV, JSON: every name from the log made safe to print).
+//! [`parse`] (one line into the aggregation, by [`crate::audit::schema`]'s names; the time
+//! arguments, over [`crate::time`]) → [`aggregate`] (one tuple per distinct event, within
+//! the memory budget) → [`sections`] (the report document) → [`render`] (table, CSV, JSON:
+//! every name from the log made safe to print).
 
 use std::borrow::Cow;
 use std::cmp::Ordering;
