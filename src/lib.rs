@@ -29,3 +29,4 @@ pub mod report;
 pub mod rules;
 #[allow(unsafe_code)]
 pub mod sys;
+pub mod time;

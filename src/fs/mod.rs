@@ -1192,6 +1192,7 @@ impl Fs {
             uid: caller.uid,
             gid: caller.gid,
             result: result.map_err(|e| e.0),
+            reason: None,
         });
     }
 

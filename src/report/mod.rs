@@ -7,9 +7,10 @@
 //! an operator wants the rest of the report anyway.
 //!
 //! The way through: [`read`] (files, gzip, line-aligned chunks, parsing threads) →
-//! [`parse`] (one line into the aggregation; the time formats) → [`aggregate`] (one tuple
-//! per distinct event, within the memory budget) → [`sections`] (the report document) →
-//! [`render`] (table, CSV, JSON: every name from the log made safe to print).
+//! [`parse`] (one line into the aggregation, by [`crate::audit::schema`]'s names; the time
+//! arguments, over [`crate::time`]) → [`aggregate`] (one tuple per distinct event, within
+//! the memory budget) → [`sections`] (the report document) → [`render`] (table, CSV, JSON:
+//! every name from the log made safe to print).
 
 use std::borrow::Cow;
 use std::cmp::Ordering;
@@ -22,12 +23,12 @@ use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::{mpsc, Mutex, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use serde::de::{self, Deserialize, Deserializer, Visitor};
 use serde::Serialize;
 
-use crate::audit::format_rfc3339;
+use crate::time::{self, MICROS_PER_SEC, SECS_PER_DAY};
 
 mod aggregate;
 mod parse;
@@ -46,9 +47,6 @@ use sections::*;
 
 /// Default of `--max-memory`: what the aggregation may use before it summarises rows.
 pub const DEFAULT_MAX_MEMORY: u64 = 512 << 20;
-
-const MICROS_PER_SEC: i64 = 1_000_000;
-const SECS_PER_DAY: i64 = 86_400;
 
 /// Id of "not logged" (no exe, no rule) in keys, so keys stay plain integer tuples.
 const NONE: u32 = u32::MAX;
@@ -177,7 +175,7 @@ pub fn run(args: &ReportArgs, out: &mut dyn Write) -> Result<(), String> {
     if args.logs.is_empty() {
         return Err("no audit log given".into());
     }
-    let now = micros_of(args.now.unwrap_or_else(SystemTime::now));
+    let now = time::micros_since_epoch(args.now.unwrap_or_else(SystemTime::now));
     let window = Window::new(args.since.as_deref(), args.until.as_deref(), now)?;
     let workers = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
     let (agg, files) = aggregate(&args.logs, window, workers, args.max_memory)?;

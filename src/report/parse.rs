@@ -1,10 +1,13 @@
-//! The line parser: one audit line (any bytes) into the aggregation, and the time formats.
+//! The line parser: one audit line (any bytes) into the aggregation, and the report's time
+//! arguments (ages like `7d`; the calendar itself is in [`crate::time`]).
 
 use super::*;
+use crate::audit::schema::{self, field, Op};
+use serde::de::{MapAccess, SeqAccess};
 
 /// A string field borrowed from the line when it has no escapes (the common case), owned
 /// otherwise. `Option<Cow<str>>` would always allocate: serde only borrows a bare `Cow`.
-pub(super) struct Str<'a>(Cow<'a, str>);
+pub(super) struct Str<'a>(pub(super) Cow<'a, str>);
 
 impl<'de: 'a, 'a> Deserialize<'de> for Str<'a> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Str<'a>, D::Error> {
@@ -32,45 +35,173 @@ impl<'de: 'a, 'a> Deserialize<'de> for Str<'a> {
 
 /// The fields of an audit line the report uses; everything else (pid, gid, target, flags,
 /// cmdline, future fields) is skipped by the parser. All optional here so a missing field is
-/// a malformed line we count rather than a parse error.
-#[derive(serde::Deserialize)]
+/// a malformed line we count rather than a parse error. Read by the names in
+/// [`schema::field`], as the writer writes them.
 pub(super) struct RawEvent<'a> {
     /// Schema version; absent is read as 1 (hand-written lines), 0 is malformed.
     pub(super) v: Option<u64>,
-    #[serde(borrow)]
     pub(super) ts: Option<Str<'a>>,
-    #[serde(borrow)]
     pub(super) op: Option<Str<'a>>,
-    #[serde(borrow)]
     pub(super) path: Option<Str<'a>>,
-    #[serde(borrow)]
     pub(super) map: Option<Str<'a>>,
     pub(super) uid: Option<u32>,
-    #[serde(borrow)]
     pub(super) comm: Option<Str<'a>>,
-    #[serde(borrow)]
     pub(super) exe: Option<Str<'a>>,
-    #[serde(borrow)]
     pub(super) result: Option<Str<'a>>,
     /// Collapsed repeats: the line stands for `count` identical events (default 1).
     pub(super) count: Option<u64>,
     /// Fields whose value was not valid UTF-8 and is encoded: `\\` for a backslash, `\xHH`
     /// for each byte that is not part of valid UTF-8.
-    #[serde(borrow)]
     pub(super) escaped: Option<Vec<Str<'a>>>,
     /// Fields the daemon shortened (head, `…[N bytes]…`, tail).
-    #[serde(borrow)]
     pub(super) truncated: Option<Vec<Str<'a>>>,
 }
 
+/// The fields of [`RawEvent`], in the order a JSON array form lists them (serde's struct
+/// convention, kept so what parses did not change when the derive was replaced).
+const RAW_FIELDS: &[&str] = &[
+    field::V,
+    field::TS,
+    field::OP,
+    field::PATH,
+    field::MAP,
+    field::UID,
+    field::COMM,
+    field::EXE,
+    field::RESULT,
+    field::COUNT,
+    field::ESCAPED,
+    field::TRUNCATED,
+];
+
+/// Takes the value of a field seen once; a field given twice makes the line malformed.
+fn once<'de, A: MapAccess<'de>, T: Deserialize<'de>>(
+    map: &mut A,
+    slot: &mut Option<Option<T>>,
+    name: &'static str,
+) -> Result<(), A::Error> {
+    if slot.is_some() {
+        return Err(de::Error::duplicate_field(name));
+    }
+    *slot = Some(map.next_value()?);
+    Ok(())
+}
+
+/// The next element of the array form; missing ones make the line malformed.
+fn element<'de, A: SeqAccess<'de>, T: Deserialize<'de>>(
+    seq: &mut A,
+    index: usize,
+) -> Result<Option<T>, A::Error> {
+    seq.next_element::<Option<T>>()?
+        .ok_or_else(|| de::Error::invalid_length(index, &"an audit line of 12 fields"))
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for RawEvent<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<RawEvent<'a>, D::Error> {
+        struct RawVisitor<'a>(PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for RawVisitor<'a> {
+            type Value = RawEvent<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an audit line")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawEvent<'a>, A::Error> {
+                let (mut v, mut ts, mut op, mut path, mut rule, mut uid) =
+                    (None, None, None, None, None, None);
+                let (mut comm, mut exe, mut result, mut count, mut escaped, mut truncated) =
+                    (None, None, None, None, None, None);
+                while let Some(key) = map.next_key::<Str<'de>>()? {
+                    match &*key.0 {
+                        field::V => once(&mut map, &mut v, field::V)?,
+                        field::TS => once(&mut map, &mut ts, field::TS)?,
+                        field::OP => once(&mut map, &mut op, field::OP)?,
+                        field::PATH => once(&mut map, &mut path, field::PATH)?,
+                        field::MAP => once(&mut map, &mut rule, field::MAP)?,
+                        field::UID => once(&mut map, &mut uid, field::UID)?,
+                        field::COMM => once(&mut map, &mut comm, field::COMM)?,
+                        field::EXE => once(&mut map, &mut exe, field::EXE)?,
+                        field::RESULT => once(&mut map, &mut result, field::RESULT)?,
+                        field::COUNT => once(&mut map, &mut count, field::COUNT)?,
+                        field::ESCAPED => once(&mut map, &mut escaped, field::ESCAPED)?,
+                        field::TRUNCATED => once(&mut map, &mut truncated, field::TRUNCATED)?,
+                        _ => {
+                            map.next_value::<de::IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(RawEvent {
+                    v: v.flatten(),
+                    ts: ts.flatten(),
+                    op: op.flatten(),
+                    path: path.flatten(),
+                    map: rule.flatten(),
+                    uid: uid.flatten(),
+                    comm: comm.flatten(),
+                    exe: exe.flatten(),
+                    result: result.flatten(),
+                    count: count.flatten(),
+                    escaped: escaped.flatten(),
+                    truncated: truncated.flatten(),
+                })
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<RawEvent<'a>, A::Error> {
+                Ok(RawEvent {
+                    v: element(&mut seq, 0)?,
+                    ts: element(&mut seq, 1)?,
+                    op: element(&mut seq, 2)?,
+                    path: element(&mut seq, 3)?,
+                    map: element(&mut seq, 4)?,
+                    uid: element(&mut seq, 5)?,
+                    comm: element(&mut seq, 6)?,
+                    exe: element(&mut seq, 7)?,
+                    result: element(&mut seq, 8)?,
+                    count: element(&mut seq, 9)?,
+                    escaped: element(&mut seq, 10)?,
+                    truncated: element(&mut seq, 11)?,
+                })
+            }
+        }
+        deserializer.deserialize_struct("RawEvent", RAW_FIELDS, RawVisitor(PhantomData))
+    }
+}
+
 /// Only the schema version, for a line that does not parse as a known event.
-#[derive(serde::Deserialize)]
 pub(super) struct VersionOnly {
     pub(super) v: Option<u64>,
 }
 
+impl<'de> Deserialize<'de> for VersionOnly {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<VersionOnly, D::Error> {
+        struct VersionVisitor;
+        impl<'de> Visitor<'de> for VersionVisitor {
+            type Value = VersionOnly;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an audit line")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<VersionOnly, A::Error> {
+                let mut v = None;
+                while let Some(key) = map.next_key::<Str<'de>>()? {
+                    if key.0 == field::V {
+                        once(&mut map, &mut v, field::V)?;
+                    } else {
+                        map.next_value::<de::IgnoredAny>()?;
+                    }
+                }
+                Ok(VersionOnly { v: v.flatten() })
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<VersionOnly, A::Error> {
+                Ok(VersionOnly {
+                    v: seq
+                        .next_element::<Option<u64>>()?
+                        .ok_or_else(|| de::Error::invalid_length(0, &"a schema version"))?,
+                })
+            }
+        }
+        deserializer.deserialize_struct("VersionOnly", &[field::V], VersionVisitor)
+    }
+}
+
 /// The schema version this report reads (the `v` the audit writer puts in every line).
-pub(super) const SCHEMA_VERSION: u64 = 1;
+pub(super) const SCHEMA_VERSION: u64 = schema::VERSION as u64;
 
 // Flags of an event key: per field, whether the value is escaped (not UTF-8) or truncated.
 // Two values that read the same but differ here are different names and never merged.
@@ -93,12 +224,12 @@ pub(super) const EXE_FLAGS: u16 = EXE_ESCAPED | EXE_TRUNCATED | SUMMARISED;
 pub(super) const MAP_FLAGS: u16 = MAP_ESCAPED | MAP_TRUNCATED;
 
 /// The `escaped`/`truncated` flags of a field name the report uses; 0 for the others.
-pub(super) fn field_flag(field: &str, escaped: bool) -> u16 {
-    let (e, t) = match field {
-        "path" => (PATH_ESCAPED, PATH_TRUNCATED),
-        "comm" => (COMM_ESCAPED, COMM_TRUNCATED),
-        "exe" => (EXE_ESCAPED, EXE_TRUNCATED),
-        "map" => (MAP_ESCAPED, MAP_TRUNCATED),
+pub(super) fn field_flag(name: &str, escaped: bool) -> u16 {
+    let (e, t) = match name {
+        field::PATH => (PATH_ESCAPED, PATH_TRUNCATED),
+        field::COMM => (COMM_ESCAPED, COMM_TRUNCATED),
+        field::EXE => (EXE_ESCAPED, EXE_TRUNCATED),
+        field::MAP => (MAP_ESCAPED, MAP_TRUNCATED),
         _ => return 0,
     };
     if escaped {
@@ -207,13 +338,13 @@ impl Aggregator {
         let ts = parse_rfc3339(&raw.ts?.0)?;
         let op = raw.op?;
         let count = raw.count.unwrap_or(1);
-        if op.0 == "dropped" {
+        if op.0 == Op::Dropped.as_str() {
             if self.window.contains(ts) {
                 self.lost = self.lost.saturating_add(count);
             }
             return Some(Outcome::Accepted);
         }
-        if op.0 == "suppressed" {
+        if op.0 == Op::Suppressed.as_str() {
             // Events the daemon did not write because `uid` exceeded its rate limit: counted
             // for the user, never as accesses of a path (there is none).
             let (uid, count) = (raw.uid?, raw.count?);
@@ -265,26 +396,9 @@ impl Aggregator {
     }
 }
 
-pub(super) fn micros_of(t: SystemTime) -> i64 {
-    match t.duration_since(UNIX_EPOCH) {
-        Ok(d) => i64::try_from(d.as_micros()).unwrap_or(i64::MAX),
-        Err(e) => i64::try_from(e.duration().as_micros()).map_or(i64::MIN, |m| -m),
-    }
-}
-
-pub(super) fn time_of(micros: i64) -> SystemTime {
-    let d = Duration::from_micros(micros.unsigned_abs());
-    let t = if micros >= 0 {
-        UNIX_EPOCH.checked_add(d)
-    } else {
-        UNIX_EPOCH.checked_sub(d)
-    };
-    t.unwrap_or(UNIX_EPOCH)
-}
-
 /// Full precision, for JSON: "2026-11-27T21:56:23.416335Z".
 pub(super) fn fmt_ts(micros: i64) -> String {
-    format_rfc3339(time_of(micros))
+    time::format_micros(micros)
 }
 
 /// To the second, for people: "2026-11-27T21:56:23Z".
@@ -339,7 +453,11 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 pub(super) fn parse_when(s: &str, now: i64, what: &str) -> Result<i64, String> {
     let s = s.trim();
     parse_rfc3339(s)
-        .or_else(|| parse_date(s.as_bytes()).map(|days| days * SECS_PER_DAY * MICROS_PER_SEC))
+        .or_else(|| {
+            time::parse_date(s)
+                .ok()
+                .map(|days| days * SECS_PER_DAY * MICROS_PER_SEC)
+        })
         .or_else(|| parse_relative(s).map(|ago| now.saturating_sub(ago)))
         .ok_or_else(|| {
             format!(
@@ -368,98 +486,7 @@ pub(super) fn parse_relative(s: &str) -> Option<i64> {
     n.checked_mul(secs)?.checked_mul(MICROS_PER_SEC)
 }
 
-pub(super) fn digits(b: &[u8]) -> Option<i64> {
-    if b.is_empty() || !b.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    Some(b.iter().fold(0, |n, &d| n * 10 + i64::from(d - b'0')))
-}
-
-/// "YYYY-MM-DD" → days since 1970-01-01, validated (no February 30th).
-pub(super) fn parse_date(b: &[u8]) -> Option<i64> {
-    let [y0, y1, y2, y3, b'-', m0, m1, b'-', d0, d1] = *b else {
-        return None;
-    };
-    let (y, m, d) = (
-        digits(&[y0, y1, y2, y3])?,
-        digits(&[m0, m1])?,
-        digits(&[d0, d1])?,
-    );
-    let leap = y % 4 == 0 && (y % 100 != 0 || y % 400 == 0);
-    let month_days = match m {
-        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
-        4 | 6 | 9 | 11 => 30,
-        2 if leap => 29,
-        2 => 28,
-        _ => return None,
-    };
-    if d < 1 || d > month_days {
-        return None;
-    }
-    Some(days_from_civil(y, m, d))
-}
-
-/// Howard Hinnant's days_from_civil, the inverse of audit's civil_from_days.
-pub(super) fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// RFC 3339 → microseconds since the epoch. Accepts 'T', 't' or ' ' between date and time,
-/// any number of fraction digits (beyond microseconds truncated), and `Z` or `±HH:MM`.
-/// A leap second (:60) counts as :59.
+/// RFC 3339 (see [`time::parse_rfc3339`]) → microseconds since the epoch.
 pub(super) fn parse_rfc3339(s: &str) -> Option<i64> {
-    let (date, rest) = s.as_bytes().split_at_checked(10)?;
-    let days = parse_date(date)?;
-    let [b'T' | b't' | b' ', h0, h1, b':', n0, n1, b':', s0, s1, rest @ ..] = rest else {
-        return None;
-    };
-    let (hour, min, sec) = (
-        digits(&[*h0, *h1])?,
-        digits(&[*n0, *n1])?,
-        digits(&[*s0, *s1])?,
-    );
-    if hour > 23 || min > 59 || sec > 60 {
-        return None;
-    }
-    let (micros, rest) = match rest {
-        [b'.', fraction @ ..] => {
-            let n = fraction.iter().take_while(|d| d.is_ascii_digit()).count();
-            let (fraction, rest) = fraction.split_at_checked(n)?;
-            if fraction.is_empty() {
-                return None;
-            }
-            // Exactly six digits: pad, or truncate what is finer than a microsecond.
-            let micros = fraction
-                .iter()
-                .chain(std::iter::repeat(&b'0'))
-                .take(6)
-                .fold(0, |n, &d| n * 10 + i64::from(d - b'0'));
-            (micros, rest)
-        }
-        _ => (0, rest),
-    };
-    let offset = match *rest {
-        [b'Z' | b'z'] => 0,
-        [sign @ (b'+' | b'-'), oh0, oh1, b':', om0, om1] => {
-            let (oh, om) = (digits(&[oh0, oh1])?, digits(&[om0, om1])?);
-            if oh > 23 || om > 59 {
-                return None;
-            }
-            let offset = oh * 3600 + om * 60;
-            if sign == b'-' {
-                -offset
-            } else {
-                offset
-            }
-        }
-        _ => return None,
-    };
-    let secs = days * SECS_PER_DAY + hour * 3600 + min * 60 + sec.min(59) - offset;
-    Some(secs * MICROS_PER_SEC + micros)
+    time::parse_rfc3339(s).ok()
 }

@@ -1,6 +1,7 @@
 //! The report document: its sections built from the tuples, and the verdict.
 
 use super::*;
+use crate::audit::schema::Op;
 
 impl Aggregator {
     /// Builds the sections from the tuples: rows sorted by hits (ties by name, so output is
@@ -57,7 +58,7 @@ impl Aggregator {
 
         let enoent = strings.id("ENOENT");
         let denied: Vec<u32> = DENIAL_RESULTS.iter().map(|r| strings.id(r)).collect();
-        let opendir = strings.id("opendir");
+        let opendir = strings.id(Op::Opendir.as_str());
         // Directory of each path and its flags, once per distinct (path, flags, opendir?).
         let mut dirs: IdMap<(u32, u16, bool), (u32, u16)> = IdMap::default();
 

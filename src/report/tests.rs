@@ -5,7 +5,7 @@ use serde_json::{json, Value};
 
 /// The fixed "now" of every test: 2026-11-27T12:00:00Z.
 fn now() -> SystemTime {
-    time_of(ts("2026-11-27T12:00:00Z"))
+    time::from_micros(ts("2026-11-27T12:00:00Z"))
 }
 
 fn ts(s: &str) -> i64 {
@@ -304,7 +304,7 @@ fn parallel_and_sequential_reading_agree_across_chunks() {
         since: None,
         until: None,
     };
-    let now = micros_of(now());
+    let now = time::micros_since_epoch(now());
     let report_with = |workers| {
         let (agg, files) =
             aggregate(&[plain.clone(), gz.clone()], window, workers, 0).expect("aggregate");
@@ -1734,6 +1734,141 @@ mod fuzz {
         #[test]
         fn any_lines_are_counted_and_never_crash(lines in vec(arb_line(), 0..24)) {
             check(&lines)?;
+        }
+    }
+
+    /// The line parser before the field names came from `audit::schema`: serde's derive. The
+    /// hand-written parser is its reference model's equal on every line (names, escaped
+    /// names, duplicates, nulls, wrong types, the array form).
+    #[derive(serde::Deserialize)]
+    struct Derived<'a> {
+        v: Option<u64>,
+        #[serde(borrow)]
+        ts: Option<Str<'a>>,
+        #[serde(borrow)]
+        op: Option<Str<'a>>,
+        #[serde(borrow)]
+        path: Option<Str<'a>>,
+        #[serde(borrow)]
+        map: Option<Str<'a>>,
+        uid: Option<u32>,
+        #[serde(borrow)]
+        comm: Option<Str<'a>>,
+        #[serde(borrow)]
+        exe: Option<Str<'a>>,
+        #[serde(borrow)]
+        result: Option<Str<'a>>,
+        count: Option<u64>,
+        #[serde(borrow)]
+        escaped: Option<Vec<Str<'a>>>,
+        #[serde(borrow)]
+        truncated: Option<Vec<Str<'a>>>,
+    }
+
+    #[derive(serde::Deserialize)]
+    struct DerivedVersion {
+        v: Option<u64>,
+    }
+
+    type Seen = (
+        Option<u64>,
+        Vec<Option<String>>,
+        Option<u32>,
+        Option<u64>,
+        Vec<Option<Vec<String>>>,
+    );
+
+    fn seen_of(
+        v: Option<u64>,
+        strs: [&Option<Str>; 7],
+        uid: Option<u32>,
+        count: Option<u64>,
+        lists: [&Option<Vec<Str>>; 2],
+    ) -> Seen {
+        let s = |x: &Option<Str>| x.as_ref().map(|x| x.0.to_string());
+        let l = |x: &Option<Vec<Str>>| {
+            x.as_ref()
+                .map(|x| x.iter().map(|x| x.0.to_string()).collect())
+        };
+        (
+            v,
+            strs.into_iter().map(s).collect(),
+            uid,
+            count,
+            lists.into_iter().map(l).collect(),
+        )
+    }
+
+    fn parse_both(line: &str) -> (Option<Seen>, Option<Seen>, Option<u64>, Option<u64>) {
+        let new = serde_json::from_str::<RawEvent>(line).ok().map(|r| {
+            seen_of(
+                r.v,
+                [&r.ts, &r.op, &r.path, &r.map, &r.comm, &r.exe, &r.result],
+                r.uid,
+                r.count,
+                [&r.escaped, &r.truncated],
+            )
+        });
+        let old = serde_json::from_str::<Derived>(line).ok().map(|r| {
+            seen_of(
+                r.v,
+                [&r.ts, &r.op, &r.path, &r.map, &r.comm, &r.exe, &r.result],
+                r.uid,
+                r.count,
+                [&r.escaped, &r.truncated],
+            )
+        });
+        let new_v = serde_json::from_str::<VersionOnly>(line)
+            .ok()
+            .and_then(|r| r.v);
+        let old_v = serde_json::from_str::<DerivedVersion>(line)
+            .ok()
+            .and_then(|r| r.v);
+        (new, old, new_v, old_v)
+    }
+
+    #[test]
+    fn parser_reads_edge_cases_like_the_derive() {
+        for line in [
+            r#"{"v":1,"v":2}"#,
+            r#"{"v":null,"v":2}"#,
+            r#"{"ts":"a","ts":"b"}"#,
+            r#"{"\u0070ath":"/x","op":"open"}"#,
+            r#"{"path":null,"uid":5,"other":[1,{"a":2}]}"#,
+            r#"{"uid":-1}"#,
+            r#"{"uid":"5"}"#,
+            r#"[1,"2026-11-27T22:37:24Z","open","/p",null,5,"sh",null,"ok",3,null,["path"]]"#,
+            r#"[1,"2026-11-27T22:37:24Z","open"]"#,
+            r#"[1,"t","o","p",null,5,"sh",null,"ok",3,null,null,"extra"]"#,
+            "[5]",
+            "[]",
+            "{}",
+            "null",
+            "5",
+        ]
+        .iter()
+        .chain(REAL)
+        {
+            let (new, old, new_v, old_v) = parse_both(line);
+            assert_eq!(new, old, "{line}");
+            assert_eq!(new_v, old_v, "{line}");
+        }
+        // The array form of all twelve fields still reads (serde's struct convention).
+        let (new, _, _, _) = parse_both(
+            r#"[1,"2026-11-27T22:37:24Z","open","/p",null,5,"sh",null,"ok",3,null,["path"]]"#,
+        );
+        assert!(new.is_some());
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 2000, failure_persistence: None, ..ProptestConfig::default() })]
+
+        #[test]
+        fn parser_reads_any_line_like_the_derive(line in arb_line()) {
+            let Ok(line) = std::str::from_utf8(&line) else { return Ok(()) };
+            let (new, old, new_v, old_v) = parse_both(line);
+            prop_assert_eq!(new, old, "{}", line);
+            prop_assert_eq!(new_v, old_v, "{}", line);
         }
     }
 }

@@ -1,0 +1,235 @@
+//! The audit log's wire format, declared once: the schema version, the field names and the
+//! operation names. The writer serialises with these names and `relocfs report` reads with
+//! them, so renaming a field or an op here renames it on both sides.
+//!
+//! A line is one JSON object; an event line has its fields in the order of [`EVENT_FIELDS`]
+//! (optional ones left out when empty); a `dropped` line has `v, ts, op, count`; a
+//! `suppressed` line `v, ts, op, uid, count, since`.
+
+/// Written as `v` in every line; bump when a field changes meaning. Readers skip (and count)
+/// lines of a newer version rather than misread them.
+pub const VERSION: u32 = 1;
+
+/// Field names of a line.
+pub mod field {
+    pub const V: &str = "v";
+    pub const TS: &str = "ts";
+    pub const OP: &str = "op";
+    pub const PATH: &str = "path";
+    pub const TARGET: &str = "target";
+    pub const MAP: &str = "map";
+    pub const FLAGS: &str = "flags";
+    pub const DEST: &str = "dest";
+    pub const DETAIL: &str = "detail";
+    pub const PID: &str = "pid";
+    pub const UID: &str = "uid";
+    pub const GID: &str = "gid";
+    pub const COMM: &str = "comm";
+    pub const EXE: &str = "exe";
+    pub const CMDLINE: &str = "cmdline";
+    pub const RESULT: &str = "result";
+    pub const REASON: &str = "reason";
+    pub const COUNT: &str = "count";
+    pub const ESCAPED: &str = "escaped";
+    pub const TRUNCATED: &str = "truncated";
+    pub const SINCE: &str = "since";
+}
+
+/// The fields of an event line, in the order they are written.
+pub const EVENT_FIELDS: [&str; 20] = [
+    field::V,
+    field::TS,
+    field::OP,
+    field::PATH,
+    field::TARGET,
+    field::MAP,
+    field::FLAGS,
+    field::DEST,
+    field::DETAIL,
+    field::PID,
+    field::UID,
+    field::GID,
+    field::COMM,
+    field::EXE,
+    field::CMDLINE,
+    field::RESULT,
+    field::REASON,
+    field::COUNT,
+    field::ESCAPED,
+    field::TRUNCATED,
+];
+
+/// `result` of an operation that succeeded; a failure is its errno's name (`errno_name`).
+pub const RESULT_OK: &str = "ok";
+
+/// Every `op` the daemon writes: the audited filesystem operations, and the writer's own
+/// `dropped` and `suppressed` records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Op {
+    Lookup,
+    Readlink,
+    Open,
+    Opendir,
+    Create,
+    Mkdir,
+    Mknod,
+    Symlink,
+    Link,
+    Unlink,
+    Rmdir,
+    Rename,
+    Setattr,
+    Setxattr,
+    Removexattr,
+    /// `FS_IOC_SETFLAGS`.
+    Setflags,
+    /// `FS_IOC_FSSETXATTR`.
+    Fssetxattr,
+    /// A read-only ioctl (`FS_IOC_GETFLAGS`, `FS_IOC_FSGETXATTR`).
+    Ioctl,
+    /// Events that could not be written, with their `count`.
+    Dropped,
+    /// One uid's events over its rate limit, with `uid`, `count` and `since`.
+    Suppressed,
+}
+
+impl Op {
+    pub const ALL: [Op; 20] = [
+        Op::Lookup,
+        Op::Readlink,
+        Op::Open,
+        Op::Opendir,
+        Op::Create,
+        Op::Mkdir,
+        Op::Mknod,
+        Op::Symlink,
+        Op::Link,
+        Op::Unlink,
+        Op::Rmdir,
+        Op::Rename,
+        Op::Setattr,
+        Op::Setxattr,
+        Op::Removexattr,
+        Op::Setflags,
+        Op::Fssetxattr,
+        Op::Ioctl,
+        Op::Dropped,
+        Op::Suppressed,
+    ];
+
+    /// The name written as `op`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Op::Lookup => "lookup",
+            Op::Readlink => "readlink",
+            Op::Open => "open",
+            Op::Opendir => "opendir",
+            Op::Create => "create",
+            Op::Mkdir => "mkdir",
+            Op::Mknod => "mknod",
+            Op::Symlink => "symlink",
+            Op::Link => "link",
+            Op::Unlink => "unlink",
+            Op::Rmdir => "rmdir",
+            Op::Rename => "rename",
+            Op::Setattr => "setattr",
+            Op::Setxattr => "setxattr",
+            Op::Removexattr => "removexattr",
+            Op::Setflags => "setflags",
+            Op::Fssetxattr => "fssetxattr",
+            Op::Ioctl => "ioctl",
+            Op::Dropped => "dropped",
+            Op::Suppressed => "suppressed",
+        }
+    }
+
+    /// The op written as `name`, if it is one of ours.
+    pub fn from_name(name: &str) -> Option<Op> {
+        Op::ALL.into_iter().find(|op| op.as_str() == name)
+    }
+}
+
+impl std::fmt::Display for Op {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn op_names_are_distinct_and_round_trip() {
+        let names: std::collections::HashSet<_> = Op::ALL.iter().map(|o| o.as_str()).collect();
+        assert_eq!(names.len(), Op::ALL.len());
+        for op in Op::ALL {
+            assert_eq!(Op::from_name(op.as_str()), Some(op));
+            assert_eq!(op.to_string(), op.as_str());
+        }
+        assert_eq!(Op::from_name("chmod"), None);
+        assert_eq!(Op::from_name("Open"), None);
+    }
+
+    /// Every op name the filesystem passes to the log is declared here: a new op, or one
+    /// renamed on one side only, fails this test. Until the filesystem names its ops through
+    /// [`Op`] (then this test can go), its sources are scanned for the string literals of
+    /// its audit calls: `op: "x"`, `(caller, "x"` and the ioctl table's `=> "x"`.
+    #[test]
+    fn every_op_the_filesystem_writes_is_declared() {
+        let mut found = Vec::new();
+        let mut uses_op = false;
+        let mut stack = vec![std::path::PathBuf::from(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/src/fs"
+        ))];
+        while let Some(d) = stack.pop() {
+            for entry in std::fs::read_dir(&d).unwrap() {
+                let p = entry.unwrap().path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else if p.extension().is_some_and(|e| e == "rs") {
+                    let text = std::fs::read_to_string(&p).unwrap();
+                    let flat = text.split_whitespace().collect::<Vec<_>>().join(" ");
+                    uses_op |= flat.contains("Op::Lookup") || flat.contains("Op::Open");
+                    found.extend(op_literals(&flat));
+                }
+            }
+        }
+        assert!(
+            found.len() >= 10 || uses_op,
+            "scan found too few ops in src/fs: {found:?}"
+        );
+        for name in &found {
+            assert!(
+                Op::from_name(name).is_some(),
+                "op {name:?} not in schema::Op"
+            );
+        }
+    }
+
+    /// Lower-case string literals after the markers, in whitespace-collapsed source, and
+    /// the `=> "x"` arms of the ioctl table (`fn audit_name`).
+    fn op_literals(flat: &str) -> Vec<String> {
+        let lit = |rest: &str| -> Option<String> {
+            let rest = rest.strip_prefix('"')?;
+            let name = &rest[..rest.find('"')?];
+            (!name.is_empty() && name.bytes().all(|b| b.is_ascii_lowercase()))
+                .then(|| name.to_string())
+        };
+        let mut out = Vec::new();
+        for marker in ["op: ", "(caller, ", "( caller, "] {
+            for (i, _) in flat.match_indices(marker) {
+                out.extend(lit(&flat[i + marker.len()..]));
+            }
+        }
+        for (i, _) in flat.match_indices("fn audit_name(") {
+            let body = &flat[i..];
+            let body = &body[..body[1..].find("fn ").map_or(body.len(), |e| e + 1)];
+            for (j, _) in body.match_indices(" => ") {
+                out.extend(lit(&body[j + 4..]));
+            }
+        }
+        out
+    }
+}
