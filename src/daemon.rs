@@ -159,9 +159,7 @@ fn serve_inner(
     });
     let mountpoint = prepared.mountpoint.clone();
     let table = PrefixTable::new(&config.rules);
-    let fs_options = FsOptions {
-        allow_devices: options.allows_devices(),
-    };
+    let fs_options = FsOptions::default();
     let fs = Fs::new(
         mountpoint.clone(),
         table,
