@@ -219,8 +219,8 @@ fn caller(req: &Request) -> Caller {
     }
 }
 
-fn errno(e: fs::Errno) -> Errno {
-    Errno::from_i32(e.0)
+fn errno(e: fs::Error) -> Errno {
+    Errno::from_i32(e.errno())
 }
 
 fn empty(reply: ReplyEmpty, result: fs::Result<()>) {
@@ -426,7 +426,7 @@ impl Filesystem for Adapter {
         {
             Ok(data) => reply.ioctl(0, &data),
             Err(e) => {
-                log::trace!("ioctl {cmd:#x} on inode {}: errno {}", ino.0, e.0);
+                log::trace!("ioctl {cmd:#x} on inode {}: errno {}", ino.0, e.errno());
                 reply.error(errno(e))
             }
         }

@@ -105,6 +105,9 @@ pub struct Event {
     pub gid: u32,
     /// `Err(errno)` when the operation failed.
     pub result: Result<(), i32>,
+    /// Why relocfs itself refused (e.g. "deny rule"); `None` for success and for what the
+    /// real filesystem said.
+    pub reason: Option<&'static str>,
 }
 
 /// Bits naming the fields of a line, for `escaped` and `truncated`, in schema order.
@@ -718,6 +721,8 @@ struct EventLine<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     cmdline: Option<Cow<'a, str>>,
     result: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'a str>,
     /// How many identical events this line stands for, when collapsed (more than one).
     #[serde(skip_serializing_if = "Option::is_none")]
     count: Option<u64>,
@@ -1111,6 +1116,7 @@ impl Writer {
                 Ok(()) => "ok",
                 Err(errno) => errno_name(errno),
             },
+            reason: ev.reason,
             count: (count > 1).then_some(count),
             escaped: field_list(escaped),
             truncated: field_list(q.truncated | q.proc.truncated),
@@ -1421,6 +1427,7 @@ mod tests {
             uid: 1000,
             gid: 100,
             result: Ok(()),
+            reason: None,
         }
     }
 

@@ -5,7 +5,7 @@ use std::ffi::OsStr;
 use std::os::fd::AsFd;
 use std::sync::Arc;
 
-use super::{Attr, Audited, Caller, Errno, Fs, Handle, Result};
+use super::{Attr, Audited, Caller, Error, Fs, Handle, Result};
 use crate::node::{Kind, Node};
 use crate::sys;
 
@@ -54,7 +54,7 @@ impl Fs {
         let node = self.node(id)?;
         match self.fd(&node)? {
             Some(fd) => Ok(sys::getxattr(fd.as_fd(), name, size as usize)?),
-            None => Err(Errno::ENODATA),
+            None => Err(Error::NoXattr),
         }
     }
 
@@ -78,7 +78,7 @@ impl Fs {
             .copied()
             .collect();
         if size != 0 && visible.len() > size as usize {
-            return Err(Errno::ERANGE);
+            return Err(Error::XattrListTooLong);
         }
         Ok(visible)
     }
@@ -106,9 +106,9 @@ impl Fs {
     /// caller, so the real filesystem decides.
     pub(super) fn apply(&self, caller: Caller, node: &Arc<Node>, change: SetAttr) -> Result<Attr> {
         let Kind::Real { format, .. } = node.kind else {
-            return Err(Errno::EROFS);
+            return Err(Error::VirtualDir);
         };
-        let fd = self.fd(node)?.ok_or(Errno::EROFS)?;
+        let fd = self.fd(node)?.ok_or(Error::VirtualDir)?;
         let obj = fd.as_fd();
         if change.uid.is_some() || change.gid.is_some() {
             let _as_caller = self.as_caller(caller, None)?;
@@ -144,8 +144,8 @@ impl Fs {
             match &open {
                 Some(io) => io.file()?.set_len(size)?,
                 _ if format == libc::S_IFREG => sys::truncate(obj, size)?,
-                _ if format == libc::S_IFDIR => return Err(Errno(libc::EISDIR)),
-                _ => return Err(Errno::EINVAL),
+                _ if format == libc::S_IFDIR => return Err(Error::TruncateDir),
+                _ => return Err(Error::TruncateSpecial),
             }
         }
         if change.atime.is_some() || change.mtime.is_some() {
@@ -186,7 +186,7 @@ impl Fs {
     ) -> Result<()> {
         let node = self.node(id)?;
         let result = self.writable(&node).and_then(|()| {
-            let obj = self.fd(&node)?.ok_or(Errno::EROFS)?;
+            let obj = self.fd(&node)?.ok_or(Error::VirtualDir)?;
             let _as_caller = self.as_caller(caller, None)?;
             f(obj.as_fd())
         });
@@ -227,7 +227,7 @@ impl Fs {
     ) -> Result<Vec<u8>> {
         let op = match IoctlOp::of(cmd) {
             Some(op) => op,
-            None => return Err(Errno(libc::ENOTTY)),
+            None => return Err(Error::UnservedIoctl),
         };
         let node = self.node(id)?;
         let handle = self.handle(fh)?;
@@ -257,16 +257,19 @@ impl Fs {
             },
             IoctlOp::SetFlags | IoctlOp::SetFsxattr => {
                 let result = self.writable(&node).and_then(|()| {
-                    let file = file.ok_or(Errno::EROFS)?;
+                    let file = file.ok_or(Error::VirtualDir)?;
                     let _as_caller = self.as_caller(caller, None)?;
                     if op == IoctlOp::SetFlags {
-                        let bytes = input.get(..4).ok_or(Errno::EINVAL)?;
-                        let flags =
-                            u32::from_ne_bytes(bytes.try_into().map_err(|_| Errno::EINVAL)?);
+                        let bytes = input.get(..4).ok_or(Error::ShortIoctlArgument)?;
+                        let flags = u32::from_ne_bytes(
+                            bytes.try_into().map_err(|_| Error::ShortIoctlArgument)?,
+                        );
                         sys::set_inode_flags(file, flags)?;
                     } else {
-                        let bytes = input.get(..sys::FSXATTR_SIZE).ok_or(Errno::EINVAL)?;
-                        let attr = bytes.try_into().map_err(|_| Errno::EINVAL)?;
+                        let bytes = input
+                            .get(..sys::FSXATTR_SIZE)
+                            .ok_or(Error::ShortIoctlArgument)?;
+                        let attr = bytes.try_into().map_err(|_| Error::ShortIoctlArgument)?;
                         sys::set_fsxattr(file, attr)?;
                     }
                     Ok(())

@@ -4,7 +4,7 @@ use std::collections::VecDeque;
 use std::os::fd::AsFd;
 use std::sync::{Arc, Mutex};
 
-use super::{Attr, Caller, Errno, Fs, Handle, ListEntry, Result};
+use super::{Attr, Caller, Error, Fs, Handle, ListEntry, Result};
 use crate::node::{lock, virtual_id, Node, ROOT_ID};
 use crate::sys;
 
@@ -56,7 +56,7 @@ impl Fs {
         flags: i32,
     ) -> Result<u64> {
         if !node.is_dir() {
-            return Err(Errno::ENOTDIR);
+            return Err(Error::NotDir);
         }
         let fd = self.fd(node)?;
         let admitted = self.admit(caller.uid)?;
@@ -121,7 +121,7 @@ impl Fs {
                     }
                     full
                 }
-                Err(Errno::EACCES) => {
+                Err(e) if e.errno() == libc::EACCES => {
                     let mut stat = sys::zeroed_stat();
                     stat.st_mode = entry.format;
                     add(entry, next, &Attr { id: 0, stat })
@@ -142,7 +142,7 @@ impl Fs {
     ) -> Result<()> {
         let handle = self.handle(fh)?;
         let Handle::Dir { node, file, state } = &*handle else {
-            return Err(Errno::ENOTDIR);
+            return Err(Error::NotDir);
         };
         let parent_id = node.link().parent.map_or(ROOT_ID, |p| p.id);
         let Some(file) = file else {

@@ -8,7 +8,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
-use super::{Caller, DirState, Errno, Fs, Result};
+use super::{Caller, DirState, Error, Fs, Result};
 use crate::creds::AsCaller;
 use crate::node::{lock, Node, OpenObject};
 use crate::sys;
@@ -118,7 +118,7 @@ impl Budget {
             st.users >= self.users_pool || mine >= self.per_uid
         };
         if full {
-            return Err(Errno::EMFILE);
+            return Err(Error::HandleShare);
         }
         st.total += 1;
         if uid != 0 {
@@ -173,7 +173,7 @@ impl Fs {
             .map(Some)
             .map_err(|e| {
                 log::error!("cannot act as uid {} gid {}: {e}", caller.uid, caller.gid);
-                Errno::from(e)
+                Error::from(e)
             })
     }
 
@@ -199,7 +199,7 @@ impl Fs {
             .map(Some)
             .map_err(|e| {
                 log::error!("cannot act as uid {} gid {}: {e}", opener.uid, opener.gid);
-                Errno::from(e)
+                Error::from(e)
             })
     }
 
@@ -215,7 +215,7 @@ impl Fs {
         lock(&self.handles)
             .get(&fh)
             .map(|o| o.opener.clone())
-            .ok_or(Errno::EBADF)
+            .ok_or(Error::BadHandle)
     }
 
     /// Takes one handle of `uid`'s share (EMFILE past it), closing node fds if the handles
@@ -289,25 +289,25 @@ impl Fs {
         lock(&self.handles)
             .get(&fh)
             .map(|o| Arc::clone(&o.handle))
-            .ok_or(Errno::EBADF)
+            .ok_or(Error::BadHandle)
     }
 
     /// The file behind a file handle for I/O, with the handle's opener.
     pub(super) fn io_file(&self, fh: u64) -> Result<IoFile> {
         let (handle, opener, flags) = {
             let handles = lock(&self.handles);
-            let open = handles.get(&fh).ok_or(Errno::EBADF)?;
+            let open = handles.get(&fh).ok_or(Error::BadHandle)?;
             (Arc::clone(&open.handle), open.opener.clone(), open.flags)
         };
         let reopened = match &*handle {
             Handle::File(_) => None,
             Handle::Passthrough(node) => {
-                let fd = self.fd(node)?.ok_or(Errno::EBADF)?;
+                let fd = self.fd(node)?.ok_or(Error::BadHandle)?;
                 // As the daemon: the open was the permission check (a file created 0444 and
                 // opened for writing stays writable through its fd).
                 Some(sys::reopen(fd.as_fd(), flags & libc::O_ACCMODE)?)
             }
-            Handle::Dir { .. } => return Err(Errno::EBADF),
+            Handle::Dir { .. } => return Err(Error::BadHandle),
         };
         Ok(IoFile {
             handle,
@@ -331,7 +331,7 @@ impl IoFile {
     pub(super) fn file(&self) -> Result<&File> {
         match (&*self.handle, &self.reopened) {
             (Handle::File(file), _) | (_, Some(file)) => Ok(file),
-            _ => Err(Errno::EBADF),
+            _ => Err(Error::BadHandle),
         }
     }
 }
@@ -364,7 +364,7 @@ mod tests {
         // Closing gives the share back.
         budget.release(1000, true);
         assert!(budget.admit(1000, true).is_ok());
-        assert_eq!(budget.admit(1000, true), Err(Errno::EMFILE));
+        assert_eq!(budget.admit(1000, true), Err(Error::HandleShare));
     }
 
     #[test]

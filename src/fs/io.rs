@@ -7,7 +7,7 @@ use std::os::fd::AsFd;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
-use super::{Caller, Errno, Fs, Handle, Result};
+use super::{Caller, Error, Fs, Handle, Result};
 use crate::audit;
 use crate::node::{Kind, Node};
 use crate::sys;
@@ -32,13 +32,13 @@ impl Fs {
             self.writable(node)?;
         }
         let Kind::Real { format, .. } = node.kind else {
-            return Err(Errno(libc::EISDIR));
+            return Err(Error::OpenVirtualDir);
         };
         if format != libc::S_IFREG {
             // Devices and fifos are opened by the kernel itself; never through the daemon.
-            return Err(Errno::EPERM);
+            return Err(Error::SpecialFile);
         }
-        let fd = self.fd(node)?.ok_or(Errno::EPERM)?;
+        let fd = self.fd(node)?.ok_or(Error::SpecialFile)?;
         let opener = self.opener(caller);
         let admitted = self.admit(caller.uid)?;
         let file = {

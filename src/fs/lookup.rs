@@ -5,7 +5,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use super::{Attr, Caller, Errno, Fs, Result};
+use super::{Attr, Caller, Error, Fs, Result};
 use crate::node::{is_bad_name, virtual_id, Found, Kind, Link, Node, ROOT_ID};
 use crate::prefix::{RuleId, TrieId};
 use crate::sys;
@@ -17,7 +17,7 @@ impl Fs {
         let parent = self.node(parent)?;
         let result = self.lookup_inner(&parent, name);
         match &result {
-            Err(e) if *e == Errno::ENOENT || *e == Errno::EACCES => {
+            Err(e) if matches!(e.errno(), libc::ENOENT | libc::EACCES) => {
                 self.record(caller, "lookup", &parent, Some(name), None, Err(e));
             }
             _ => {}
@@ -27,7 +27,7 @@ impl Fs {
 
     pub(super) fn lookup_inner(&self, parent: &Arc<Node>, name: &OsStr) -> Result<Attr> {
         if is_bad_name(name) {
-            return Err(Errno::ENOENT);
+            return Err(Error::BadNameLookup);
         }
         let link = || Link {
             parent: Some(Arc::clone(parent)),
@@ -37,12 +37,12 @@ impl Fs {
             return self.lookup_trie_child(parent, child, link());
         }
         match parent.kind {
-            Kind::Virtual => Err(Errno::ENOENT),
+            Kind::Virtual => Err(Error::NotInTable),
             Kind::Real { rule, .. } => {
                 if !parent.is_dir() {
-                    return Err(Errno::ENOTDIR);
+                    return Err(Error::NotDir);
                 }
-                let dir = self.fd(parent)?.ok_or(Errno::ENOENT)?;
+                let dir = self.fd(parent)?.ok_or(Error::NotInTable)?;
                 // An object the kernel already knows costs one fstatat: no fd to open and
                 // close again (warm walks, `git status`, readdirplus of a known directory).
                 let seen = sys::stat_child(dir.as_fd(), name)?;
@@ -66,7 +66,7 @@ impl Fs {
         let rules = &parent.rules;
         match rules.table.rule_at(child) {
             Some(rule) => match rules.root_of(rule) {
-                None => Err(Errno::EACCES), // a deny rule
+                None => Err(Error::DenyRule),
                 Some(root) => {
                     let fd = root.fd()?;
                     let stat = sys::fstat(fd.as_fd())?;
@@ -160,8 +160,8 @@ impl Fs {
     pub fn readlink(&self, caller: Caller, id: u64) -> Result<Vec<u8>> {
         let node = self.node(id)?;
         let result = match self.fd(&node) {
-            Ok(Some(fd)) => sys::readlink(fd.as_fd()).map_err(Errno::from),
-            Ok(None) => Err(Errno::EINVAL),
+            Ok(Some(fd)) => sys::readlink(fd.as_fd()).map_err(Error::from),
+            Ok(None) => Err(Error::NotSymlink),
             Err(e) => Err(e),
         };
         self.record(
@@ -182,7 +182,7 @@ impl Fs {
             // A virtual directory has no filesystem of its own: report the first target's.
             None => match node.rules.first_root() {
                 Some(root) => Ok(sys::fstatvfs(root.fd()?.as_fd())?),
-                None => Err(Errno::ENOENT),
+                None => Err(Error::NoTarget),
             },
         }
     }

@@ -20,7 +20,7 @@ mod namespace;
 mod record;
 
 pub use attr::SetAttr;
-pub use error::{Errno, Result};
+pub use error::{Error, Result};
 pub use handles::Opener;
 
 use crate::audit::AuditLog;
@@ -194,7 +194,7 @@ impl Fs {
     }
 
     fn node(&self, id: u64) -> Result<Arc<Node>> {
-        self.nodes.get(id).ok_or(Errno::EBADF)
+        self.nodes.get(id).ok_or(Error::UnknownNode)
     }
 
     pub fn mountpoint(&self) -> &Path {

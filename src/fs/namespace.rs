@@ -7,7 +7,7 @@ use std::ffi::OsStr;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 
-use super::{Attr, Audited, Caller, Errno, Fs, Handle, Result};
+use super::{Attr, Audited, Caller, Error, Fs, Handle, Result};
 use crate::config::Mode;
 use crate::node::{is_bad_name, Kind, Link, Node};
 use crate::sys;
@@ -23,14 +23,15 @@ impl Fs {
     pub(super) fn writable(&self, node: &Node) -> Result<()> {
         match node.rule().and_then(|r| node.rules.root_of(r)) {
             Some(root) if root.mode == Mode::ReadWrite => Ok(()),
-            _ => Err(Errno::EROFS),
+            Some(_) => Err(Error::ReadOnlyRule),
+            None => Err(Error::VirtualDir),
         }
     }
 
     /// A directory node that accepts changes below it, and the name it will get, checked.
     pub(super) fn change_dir(&self, parent: &Arc<Node>, name: &OsStr) -> Result<()> {
         if is_bad_name(name) {
-            return Err(Errno::EINVAL);
+            return Err(Error::BadName);
         }
         self.writable(parent)?;
         // A name the prefix table owns is a mountpoint of sorts: it cannot be replaced,
@@ -40,10 +41,10 @@ impl Fs {
             .and_then(|t| parent.rules.table.child(t, name))
             .is_some()
         {
-            return Err(Errno(libc::EBUSY));
+            return Err(Error::RuleOwnedName);
         }
         if !parent.is_dir() {
-            return Err(Errno::ENOTDIR);
+            return Err(Error::NotDir);
         }
         Ok(())
     }
@@ -51,7 +52,7 @@ impl Fs {
     /// Registers an object just made below `parent` as a node (one kernel lookup).
     pub(super) fn new_node(&self, parent: &Arc<Node>, name: &OsStr, fd: OwnedFd) -> Result<Attr> {
         let Kind::Real { rule, .. } = parent.kind else {
-            return Err(Errno::EROFS);
+            return Err(Error::VirtualDir);
         };
         let stat = sys::fstat(fd.as_fd())?;
         let link = Link {
@@ -73,7 +74,7 @@ impl Fs {
     ) -> Result<T> {
         let parent = self.node(parent)?;
         let result = self.change_dir(&parent, name).and_then(|()| {
-            let fd = self.fd(&parent)?.ok_or(Errno::EROFS)?;
+            let fd = self.fd(&parent)?.ok_or(Error::VirtualDir)?;
             let dir = Dir {
                 node: Arc::clone(&parent),
                 fd: fd.as_fd(),
@@ -107,7 +108,7 @@ impl Fs {
     ) -> Result<(Attr, u64)> {
         let parent_node = self.node(parent)?;
         let result = self.change_dir(&parent_node, name).and_then(|()| {
-            let fd = self.fd(&parent_node)?.ok_or(Errno::EROFS)?;
+            let fd = self.fd(&parent_node)?.ok_or(Error::VirtualDir)?;
             let opener = self.opener(caller);
             let admitted = self.admit(caller.uid)?;
             let created = self.as_caller(caller, Some(umask)).and_then(|_as_caller| {
@@ -212,7 +213,7 @@ impl Fs {
             .and_then(|()| self.change_dir(&dir, newname))
             .and_then(|()| {
                 let (Some(obj), Some(dir_fd)) = (self.fd(&node)?, self.fd(&dir)?) else {
-                    return Err(Errno::EROFS);
+                    return Err(Error::VirtualDir);
                 };
                 {
                     let _as_caller = self.as_caller(caller, None)?;
@@ -253,7 +254,7 @@ impl Fs {
             .and_then(|()| self.change_dir(&to, newname))
             .and_then(|()| {
                 let (Some(from_fd), Some(to_fd)) = (self.fd(&from)?, self.fd(&to)?) else {
-                    return Err(Errno::EROFS);
+                    return Err(Error::VirtualDir);
                 };
                 {
                     let _as_caller = self.as_caller(caller, None)?;

@@ -5,7 +5,7 @@ use std::ffi::{OsStr, OsString};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use super::{Caller, Errno, Fs};
+use super::{Caller, Error, Fs};
 use crate::audit::{self, Event};
 use crate::config::Action;
 use crate::node::{join, lock, Node};
@@ -72,7 +72,7 @@ impl Fs {
         node: &Arc<Node>,
         name: Option<&OsStr>,
         flags: Option<&'static str>,
-        result: std::result::Result<(), &Errno>,
+        result: std::result::Result<(), &Error>,
     ) {
         self.record_change(
             caller,
@@ -92,11 +92,11 @@ impl Fs {
         &self,
         caller: Caller,
         what: Audited<'_>,
-        result: std::result::Result<(), &Errno>,
+        result: std::result::Result<(), &Error>,
     ) {
         let outcome = match result {
             Ok(()) => "ok",
-            Err(e) => audit::errno_name(e.0),
+            Err(e) => audit::errno_name(e.errno()),
         };
         *lock(&self.counts).entry((what.op, outcome)).or_insert(0) += 1;
         if !self.audit.is_enabled() {
@@ -117,7 +117,8 @@ impl Fs {
             pid: caller.pid,
             uid: caller.uid,
             gid: caller.gid,
-            result: result.map_err(|e| e.0),
+            result: result.map_err(|e| e.errno()),
+            reason: result.err().and_then(|e| e.reason()),
         });
     }
 }
