@@ -4,7 +4,7 @@ use std::collections::VecDeque;
 use std::os::fd::AsFd;
 use std::sync::{Arc, Mutex};
 
-use super::{Attr, Caller, Error, Fs, Handle, ListEntry, Result};
+use super::{Attr, Caller, Error, Fs, Handle, ListEntry, Opened, OpenedFlags, Result};
 use crate::node::{lock, virtual_id, Node, ROOT_ID};
 use crate::sys;
 
@@ -35,7 +35,7 @@ impl std::fmt::Debug for DirState {
 pub(super) const TAIL_OFFSET: u64 = 1 << 63;
 
 impl Fs {
-    pub fn opendir(&self, caller: Caller, id: u64, flags: i32) -> Result<u64> {
+    pub fn opendir(&self, caller: Caller, id: u64, flags: i32) -> Result<Opened> {
         let node = self.node(id)?;
         let result = self.opendir_inner(caller, &node, flags);
         self.record(
@@ -46,7 +46,11 @@ impl Fs {
             None,
             result.as_ref().map(|_| ()),
         );
-        result
+        Ok(Opened {
+            fh: result?,
+            flags: OpenedFlags::DIR,
+            passthrough: None,
+        })
     }
 
     pub(super) fn opendir_inner(

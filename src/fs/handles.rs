@@ -205,13 +205,13 @@ impl Fs {
 
     /// Acts as the opener of handle `fh` (the kernel keeps the creds of whoever registers a
     /// passthrough backing file, and does that file's I/O with them).
-    pub fn as_handle_opener(&self, fh: u64) -> Result<Option<AsCaller>> {
+    pub(super) fn as_handle_opener(&self, fh: u64) -> Result<Option<AsCaller>> {
         let opener = self.handle_opener(fh)?;
         self.as_opener(&opener)
     }
 
     /// The credentials handle `fh` was opened with.
-    pub fn handle_opener(&self, fh: u64) -> Result<Opener> {
+    pub(super) fn handle_opener(&self, fh: u64) -> Result<Opener> {
         lock(&self.handles)
             .get(&fh)
             .map(|o| o.opener.clone())
@@ -258,7 +258,7 @@ impl Fs {
     /// The kernel registered a backing file for handle `fh` (passthrough): from now on it
     /// does the I/O itself, so the daemon drops its fd and keeps the node's fd pinned for the
     /// operations that still come here (fsync, fallocate, lseek, ioctl...).
-    pub fn to_passthrough(&self, fh: u64) {
+    pub(super) fn to_passthrough(&self, fh: u64) {
         let mut handles = lock(&self.handles);
         let Some(open) = handles.get_mut(&fh) else {
             return;

@@ -7,13 +7,36 @@ use std::os::fd::AsFd;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
-use super::{Caller, Error, Fs, Handle, Result};
+use super::{Caller, Error, Fs, Handle, Opened, RegisterBacking, Result};
 use crate::audit;
 use crate::node::{Kind, Node};
 use crate::sys;
 
 impl Fs {
-    pub fn open(&self, caller: Caller, id: u64, flags: i32) -> Result<u64> {
+    /// Opens node `id` for I/O served by the daemon (no passthrough: see `open_with`).
+    pub fn open(&self, caller: Caller, id: u64, flags: i32) -> Result<Opened> {
+        self.open_as(caller, id, flags, None)
+    }
+
+    /// Opens node `id`; `kernel` registers a backing file if this open is passed through
+    /// (see `passthrough.rs`).
+    pub fn open_with(
+        &self,
+        caller: Caller,
+        id: u64,
+        flags: i32,
+        kernel: &dyn RegisterBacking,
+    ) -> Result<Opened> {
+        self.open_as(caller, id, flags, Some(kernel))
+    }
+
+    fn open_as(
+        &self,
+        caller: Caller,
+        id: u64,
+        flags: i32,
+        kernel: Option<&dyn RegisterBacking>,
+    ) -> Result<Opened> {
         let node = self.node(id)?;
         let result = self.open_inner(caller, &node, flags);
         self.record(
@@ -24,7 +47,7 @@ impl Fs {
             Some(audit::access_flags(flags)),
             result.as_ref().map(|_| ()),
         );
-        result
+        Ok(self.serve(node.id, result?, flags, false, kernel))
     }
 
     pub(super) fn open_inner(&self, caller: Caller, node: &Arc<Node>, flags: i32) -> Result<u64> {
@@ -78,12 +101,13 @@ impl Fs {
     }
 
     pub fn release(&self, fh: u64) {
+        self.passthrough_release(fh);
         self.close_handle(fh);
     }
     /// Runs `f` on the real file behind an open handle (for kernel passthrough, and ioctls):
     /// the handle's own file, or for a passthrough handle the object reopened with the
     /// handle's access mode.
-    pub fn with_open_file<R>(&self, fh: u64, f: impl FnOnce(&File) -> R) -> Option<R> {
+    pub(super) fn with_open_file<R>(&self, fh: u64, f: impl FnOnce(&File) -> R) -> Option<R> {
         let io = self.io_file(fh).ok()?;
         Some(f(io.file().ok()?))
     }

@@ -17,11 +17,13 @@ mod handles;
 mod io;
 mod lookup;
 mod namespace;
+mod passthrough;
 mod record;
 
 pub use attr::SetAttr;
 pub use error::{Error, Result};
 pub use handles::Opener;
+pub use passthrough::{Backing, Opened, OpenedFlags, RegisterBacking};
 
 use crate::audit::AuditLog;
 use crate::config::{Action, Mode};
@@ -33,6 +35,7 @@ use crate::rules::Rules;
 use crate::sys;
 use dir::DirState;
 use handles::{Budget, Handle, Open};
+use passthrough::Passthrough;
 use record::Audited;
 
 /// Who made a request, as the kernel tells us.
@@ -75,6 +78,7 @@ pub struct Fs {
     handles: Mutex<HashMap<u64, Open>>,
     budget: Budget,
     next_fh: AtomicU64,
+    passthrough: Passthrough,
     audit: Arc<AuditLog>,
     /// Audited operations by op and result name, for `relocfs status`.
     counts: Mutex<HashMap<(&'static str, &'static str), u64>>,
@@ -102,6 +106,7 @@ impl Fs {
             handles: Mutex::new(HashMap::new()),
             budget,
             next_fh: AtomicU64::new(1),
+            passthrough: Passthrough::default(),
             audit,
             counts: Mutex::new(HashMap::new()),
             started: SystemTime::now(),

@@ -7,7 +7,7 @@ use std::ffi::OsStr;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 
-use super::{Attr, Audited, Caller, Error, Fs, Handle, Result};
+use super::{Attr, Audited, Caller, Error, Fs, Handle, Opened, RegisterBacking, Result};
 use crate::config::Mode;
 use crate::node::{is_bad_name, Kind, Link, Node};
 use crate::sys;
@@ -97,6 +97,7 @@ impl Fs {
         result
     }
 
+    /// Creates and opens a file, its I/O served by the daemon (see `create_with`).
     pub fn create(
         &self,
         caller: Caller,
@@ -105,7 +106,34 @@ impl Fs {
         mode: u32,
         umask: u32,
         flags: i32,
-    ) -> Result<(Attr, u64)> {
+    ) -> Result<(Attr, Opened)> {
+        self.create_as(caller, parent, name, (mode, umask, flags), None)
+    }
+
+    /// Creates and opens a file; `kernel` registers the backing file that passes its I/O
+    /// through (see `passthrough.rs`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn create_with(
+        &self,
+        caller: Caller,
+        parent: u64,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        flags: i32,
+        kernel: &dyn RegisterBacking,
+    ) -> Result<(Attr, Opened)> {
+        self.create_as(caller, parent, name, (mode, umask, flags), Some(kernel))
+    }
+
+    fn create_as(
+        &self,
+        caller: Caller,
+        parent: u64,
+        name: &OsStr,
+        (mode, umask, flags): (u32, u32, i32),
+        kernel: Option<&dyn RegisterBacking>,
+    ) -> Result<(Attr, Opened)> {
         let parent_node = self.node(parent)?;
         let result = self.change_dir(&parent_node, name).and_then(|()| {
             let fd = self.fd(&parent_node)?.ok_or(Error::VirtualDir)?;
@@ -139,7 +167,9 @@ impl Fs {
             },
             result.as_ref().map(|_| ()),
         );
-        result
+        let (attr, fh) = result?;
+        let opened = self.serve(attr.id, fh, flags, true, kernel);
+        Ok((attr, opened))
     }
 
     pub fn mkdir(
