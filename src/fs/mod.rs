@@ -1,6 +1,18 @@
 //! The filesystem core: resolves legacy names through the prefix table to real objects, serves
 //! reads, refuses changes on read-only rules, and writes the audit events. Plain Rust: it knows
-//! nothing of fuser (see `fuse.rs`), so most of it is testable without `/dev/fuse`.
+//! nothing of fuser (see `fuse/`), so most of it is testable without `/dev/fuse`, and every
+//! operation is decided here whichever transport brought it.
+//!
+//! - `mod.rs`: the `Fs` struct, construction, reload, counters;
+//! - `error.rs`: the one errno table (refusals with their reasons, and the OS's errnos);
+//! - `lookup.rs`: lookup, forget, getattr, readlink, statfs, access;
+//! - `dir.rs`: opendir, readdir, readdirplus, releasedir, and the listing state;
+//! - `handles.rs`: the handle table, the per-uid budget, and the openers' credentials;
+//! - `io.rs`: open and the I/O on file handles, release;
+//! - `passthrough.rs`: which opens the kernel passes through, and with which backing file;
+//! - `namespace.rs`: create, mkdir, mknod, symlink, link, unlink, rmdir, rename;
+//! - `attr.rs`: setattr, extended attributes, the inode-flag ioctls;
+//! - `record.rs`: what an operation did, for the audit log and the counters.
 
 use std::collections::HashMap;
 use std::ffi::OsString;

@@ -259,3 +259,109 @@ impl Fs {
         self.passthrough.release(fh);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+
+    use super::*;
+
+    fn opener(uid: u32) -> Option<Opener> {
+        Some(Opener {
+            uid,
+            gid: uid,
+            groups: Vec::new(),
+        })
+    }
+
+    fn enabled() -> Passthrough {
+        let p = Passthrough::default();
+        p.enabled.store(true, Ordering::Relaxed);
+        p
+    }
+
+    /// A registration that counts its calls and makes a backing (or fails with `errno`).
+    fn register<'a>(
+        calls: &'a Cell<u32>,
+        errno: Option<i32>,
+    ) -> impl FnOnce() -> Option<io::Result<Backing>> + 'a {
+        move || {
+            calls.set(calls.get() + 1);
+            Some(match errno {
+                Some(e) => Err(io::Error::from_raw_os_error(e)),
+                None => Ok(Arc::new(()) as Backing),
+            })
+        }
+    }
+
+    #[test]
+    fn root_never_registers_a_backing_and_others_share_the_first_one() {
+        let p = enabled();
+        let calls = Cell::new(0);
+        // Root's open of a file it writes: served by the daemon, no backing with its rights.
+        assert!(p
+            .attach(7, 1, opener(0), || true, register(&calls, None))
+            .is_none());
+        assert_eq!(calls.get(), 0);
+        p.release(1);
+        // A user's open registers (as the user); root's open while it lasts shares it.
+        let first = p.attach(7, 2, opener(1000), || true, register(&calls, None));
+        let shared = p.attach(7, 3, opener(0), || true, register(&calls, None));
+        assert_eq!(calls.get(), 1);
+        assert!(Arc::ptr_eq(
+            first.as_ref().unwrap(),
+            shared.as_ref().unwrap()
+        ));
+        drop((first, shared));
+        // The backing lives while a handle of the inode does, and goes with the last one.
+        p.release(2);
+        assert!(lock(&p.open).backing.get(&7).unwrap().upgrade().is_some());
+        p.release(3);
+        assert!(!lock(&p.open).backing.contains_key(&7));
+    }
+
+    #[test]
+    fn the_first_open_of_an_inode_decides_for_the_others() {
+        let p = enabled();
+        let calls = Cell::new(0);
+        // A small file read: page-cached; a later writer of the same inode stays cached too.
+        assert!(p
+            .attach(9, 1, opener(1000), || false, register(&calls, None))
+            .is_none());
+        assert!(p
+            .attach(9, 2, opener(1000), || true, register(&calls, None))
+            .is_none());
+        assert_eq!(calls.get(), 0);
+        p.release(1);
+        p.release(2);
+        // Once all are closed, the next open decides afresh.
+        assert!(p
+            .attach(9, 3, opener(1000), || true, register(&calls, None))
+            .is_some());
+        assert_eq!(calls.get(), 1);
+    }
+
+    #[test]
+    fn a_kernel_refusing_for_privilege_turns_passthrough_off() {
+        let p = enabled();
+        let calls = Cell::new(0);
+        let eperm = Some(libc::EPERM);
+        assert!(p
+            .attach(1, 1, opener(1000), || true, register(&calls, eperm))
+            .is_none());
+        assert!(p
+            .attach(2, 2, opener(1000), || true, register(&calls, None))
+            .is_none());
+        assert_eq!(
+            calls.get(),
+            1,
+            "no registration tried once refused for privilege"
+        );
+        // Disabled (never negotiated): nothing is tried.
+        let off = Passthrough::default();
+        assert!(off
+            .attach(1, 1, opener(1000), || true, register(&calls, None))
+            .is_none());
+        assert_eq!(calls.get(), 1);
+    }
+}
