@@ -7,8 +7,6 @@
 // Every `unsafe` block is in `sys`, the one module allowed it.
 #![deny(unsafe_code)]
 
-// Until audit's `libc::gettid()` becomes `sys::gettid()` (the audit module's own change).
-#[allow(unsafe_code)]
 pub mod audit;
 pub mod cli;
 pub mod config;

@@ -37,6 +37,28 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use crate::prefix::{RuleId, TrieId};
 use crate::rules::Rules;
 
+/// The error of a node (or rule root) that its name no longer leads to: ESTALE for the
+/// caller (see `fs::Error::Stale`), told apart from an ESTALE of the real filesystem.
+pub fn stale() -> io::Error {
+    io::Error::other(Stale)
+}
+
+/// Whether `e` is a `stale()` error.
+pub fn is_stale(e: &io::Error) -> bool {
+    e.get_ref().is_some_and(|inner| inner.is::<Stale>())
+}
+
+#[derive(Debug)]
+struct Stale;
+
+impl std::fmt::Display for Stale {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("stale node: its name leads to another object now")
+    }
+}
+
+impl std::error::Error for Stale {}
+
 /// The kernel's fixed id for the mount root.
 pub const ROOT_ID: u64 = 1;
 /// Virtual directories get `VIRTUAL_BASE + generation << 32 + trie id`: stable while a
@@ -332,7 +354,6 @@ impl NodeTable {
         if let Some(fd) = slot.get() {
             return Ok(Some(fd));
         }
-        let stale = || io::Error::from_raw_os_error(libc::ESTALE);
         let fd = match node.fd_from_open() {
             Some(fd) => fd?,
             None if node.is_rule_root() => {

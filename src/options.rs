@@ -125,12 +125,6 @@ impl MountOptions {
         out
     }
 
-    /// `-o dev` given: device nodes on the mount may be opened (off by default, as with
-    /// fuser's `nodev`). Creating them is a matter of the caller's privilege either way.
-    pub fn allows_devices(&self) -> bool {
-        self.flags.contains(&MountOption::Dev)
-    }
-
     pub fn session_acl(&self) -> SessionACL {
         match self.access {
             Access::Owner => SessionACL::Owner,

@@ -80,9 +80,7 @@ impl Fixed {
     }
 
     pub fn fs_options(&self) -> FsOptions {
-        FsOptions {
-            allow_devices: self.mount.allows_devices(),
-        }
+        FsOptions::default()
     }
 
     /// The config keys (`[section] key`) whose value differs in `new`. Every field is named

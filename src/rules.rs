@@ -51,7 +51,7 @@ impl Root {
         let fd = crate::sys::open_dir_path(&self.to)?;
         let st = crate::sys::fstat(fd.as_fd())?;
         if (st.st_dev, st.st_ino) != (self.stat.st_dev, self.stat.st_ino) {
-            return Err(io::Error::from_raw_os_error(libc::ESTALE));
+            return Err(crate::node::stale());
         }
         Ok(fd)
     }

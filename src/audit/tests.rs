@@ -344,7 +344,7 @@ fn comm_of_current_process_and_thread() {
     assert_eq!(read_comm(std::process::id()), expected.as_bytes());
 
     // FUSE hands us thread ids; /proc/<tid>/comm is the thread's own name.
-    let tid = unsafe { libc::gettid() } as u32;
+    let tid = crate::sys::gettid();
     let thread_comm = std::fs::read_to_string("/proc/thread-self/comm").unwrap();
     assert_eq!(
         read_comm(tid),
@@ -409,8 +409,7 @@ fn overload_regular_file_accounts_for_every_event() {
 fn overload_with_stalled_writer_never_blocks_and_reports_drops() {
     let dir = tempfile::tempdir().unwrap();
     let fifo = dir.path().join("audit.fifo");
-    let c = std::ffi::CString::new(fifo.as_os_str().as_bytes()).unwrap();
-    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    crate::sys::mkfifo(&fifo, 0o600).unwrap();
     // Non-blocking so opening the reader doesn't wait for a writer.
     let reader = OpenOptions::new()
         .read(true)
@@ -451,8 +450,7 @@ fn overload_with_stalled_writer_never_blocks_and_reports_drops() {
     // Drain the pipe (blocking now) until the writer closes its end at shutdown.
     let drain = thread::spawn(move || {
         let mut reader = reader;
-        let fd = std::os::unix::io::AsRawFd::as_raw_fd(&reader);
-        assert_eq!(unsafe { libc::fcntl(fd, libc::F_SETFL, 0) }, 0);
+        crate::sys::set_status_flags(std::os::fd::AsFd::as_fd(&reader), 0).unwrap();
         let mut text = String::new();
         reader.read_to_string(&mut text).unwrap();
         text
@@ -539,8 +537,7 @@ fn worst_case_line_stays_within_the_documented_bound() {
 fn queue_is_bounded_in_bytes() {
     let dir = tempfile::tempdir().unwrap();
     let fifo = dir.path().join("audit.fifo");
-    let c = std::ffi::CString::new(fifo.as_os_str().as_bytes()).unwrap();
-    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    crate::sys::mkfifo(&fifo, 0o600).unwrap();
     let reader = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK)
@@ -570,8 +567,7 @@ fn queue_is_bounded_in_bytes() {
     assert!(log.dropped() > 0);
     let drain = thread::spawn(move || {
         let mut reader = reader;
-        let fd = std::os::unix::io::AsRawFd::as_raw_fd(&reader);
-        assert_eq!(unsafe { libc::fcntl(fd, libc::F_SETFL, 0) }, 0);
+        crate::sys::set_status_flags(std::os::fd::AsFd::as_fd(&reader), 0).unwrap();
         let mut text = String::new();
         reader.read_to_string(&mut text).unwrap();
         text

@@ -21,6 +21,7 @@ mod preflight;
 mod readonly;
 mod reads;
 mod readwrite;
+mod reasons;
 mod report;
 mod reserved;
 mod restart;
