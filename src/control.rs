@@ -534,20 +534,32 @@ fn sockets_in(dir: &Path) -> Vec<PathBuf> {
 fn reopen_at(socket: &Path) -> Result<(), String> {
     let shown = printable(&socket.display().to_string());
     match connect_trusted(socket, sys::geteuid()) {
-        Ok(stream) => {
-            exchange(stream, "reopen", &shown).and_then(|(a, pid)| confirm(a, pid, "reopened"))
-        }
-        Err(Refused::Io(e))
-            if matches!(
-                e.raw_os_error(),
-                Some(libc::ECONNREFUSED) | Some(libc::ENOENT)
-            ) =>
-        {
-            Ok(())
-        }
+        Ok(stream) => exchange(stream, "reopen", &shown)
+            .and_then(|(a, pid)| confirm(a, pid, "reopened"))
+            .or_else(|e| {
+                // A daemon that is exiting accepts the connection and then closes it unanswered
+                // (its filesystem is gone); its socket refuses connections a moment later.
+                // Nothing to reopen there.
+                for _ in 0..5 {
+                    match connect_trusted(socket, sys::geteuid()) {
+                        Err(Refused::Io(gone)) if daemon_gone(&gone) => return Ok(()),
+                        _ => std::thread::sleep(Duration::from_millis(50)),
+                    }
+                }
+                Err(e)
+            }),
+        Err(Refused::Io(e)) if daemon_gone(&e) => Ok(()),
         Err(Refused::Io(e)) => Err(format!("{shown}: {e}")),
         Err(Refused::Untrusted(why)) => Err(printable(&format!("refused {why}"))),
     }
+}
+
+/// A socket that refuses connections, or is gone, belongs to a daemon that has exited.
+fn daemon_gone(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::ECONNREFUSED) | Some(libc::ENOENT)
+    )
 }
 
 /// The daemon said it did (`key`: `reopened`, `reloading`). A daemon older than these requests
