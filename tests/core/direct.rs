@@ -8,12 +8,13 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
+use relocfs::audit::AuditLog;
 use relocfs::fs::{Fs, SetAttr};
 use relocfs::node::ROOT_ID;
 
 use crate::fixture::{
-    build, forget_all, getattr, list, list_handle, lookup, me, names, read_all, walk, Listed,
-    RuleSpec,
+    build, build_with_log, forget_all, getattr, list, list_handle, lookup, me, names, read_all,
+    walk, Listed, RuleSpec,
 };
 
 fn mkdirs(root: &Path, dirs: &[&str]) {
@@ -530,4 +531,60 @@ fn symlinks_are_not_followed() {
             .map_err(|e| e.0),
         Err(libc::EPERM)
     );
+}
+
+/// The core audits its refusals itself, with the legacy path and the rule that decided.
+#[test]
+fn refusals_are_audited_with_their_legacy_path() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t0 = tmp.path().join("t0");
+    let keys = tmp.path().join("keys");
+    mkdirs(&t0, &[]);
+    mkdirs(&keys, &["admin"]);
+    write(&t0, "f", "x");
+    let log = tmp.path().join("log/audit.jsonl");
+    let fs_ = build_with_log(
+        &[
+            RuleSpec::ro("/", &t0),
+            RuleSpec::ro("/keys", &keys),
+            RuleSpec::deny("/keys/admin"),
+        ],
+        AuditLog::open(&log, 64).unwrap(),
+    );
+    assert_eq!(walk(&fs_, "/keys/admin").1, Err(libc::EACCES));
+    assert_eq!(walk(&fs_, "/missing").1, Err(libc::ENOENT));
+    let f = id_of(&fs_, "/f");
+    let wrote = fs_
+        .open(me(), f, libc::O_WRONLY)
+        .map(|_| ())
+        .map_err(|e| e.0);
+    assert_eq!(wrote, Err(libc::EROFS));
+    let made = fs_.mkdir(me(), ROOT_ID, os("new"), 0o755, 0o022);
+    assert_eq!(made.map(|_| ()).map_err(|e| e.0), Err(libc::EROFS));
+    assert_eq!(read_all(&fs_, f), Ok(b"x".to_vec()));
+    // Dropping the core drops the log, which writes out everything queued.
+    drop(fs_);
+    let text = fs::read_to_string(&log).unwrap();
+    let events: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let find = |op: &str, path: &str| {
+        events
+            .iter()
+            .find(|e| e["op"] == op && e["path"] == path)
+            .unwrap_or_else(|| panic!("no {op} {path} in\n{text}"))
+    };
+    let denied = find("lookup", "/legacy/keys/admin");
+    assert_eq!(denied["result"], "EACCES");
+    assert_eq!(denied["map"], "/keys/admin");
+    assert_eq!(denied["uid"], me().uid);
+    assert_eq!(find("lookup", "/legacy/missing")["result"], "ENOENT");
+    assert_eq!(find("mkdir", "/legacy/new")["result"], "EROFS");
+    let opens: Vec<_> = events
+        .iter()
+        .filter(|e| e["op"] == "open" && e["path"] == "/legacy/f")
+        .map(|e| (e["flags"].as_str().unwrap(), e["result"].as_str().unwrap()))
+        .collect();
+    assert_eq!(opens, [("w", "EROFS"), ("r", "ok")]);
 }

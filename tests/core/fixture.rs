@@ -68,6 +68,11 @@ fn config_text(rules: &[RuleSpec]) -> String {
 
 /// Builds the core from `rules` the way `daemon::serve_inner` does, with the audit log off.
 pub fn build(rules: &[RuleSpec]) -> Fs {
+    build_with_log(rules, AuditLog::disabled())
+}
+
+/// Like `build`, writing audit events to `audit`.
+pub fn build_with_log(rules: &[RuleSpec], audit: AuditLog) -> Fs {
     let text = config_text(rules);
     let config = config::parse(&text, Path::new("core-test.toml"))
         .unwrap_or_else(|e| panic!("config refused: {e}\n{text}"));
@@ -77,7 +82,7 @@ pub fn build(rules: &[RuleSpec]) -> Fs {
         PathBuf::from("/legacy"),
         table,
         roots,
-        Arc::new(AuditLog::disabled()),
+        Arc::new(audit),
         FsOptions::default(),
     )
     .unwrap_or_else(|e| panic!("Fs::new: {e}"))
