@@ -217,8 +217,14 @@ pub fn list_handle(fs: &Fs, fh: u64, mut offset: u64, chunk: usize) -> Vec<Liste
         let Some(last) = got.last() else {
             return all;
         };
+        // Hang guards: a listing that stops advancing or never ends fails instead.
+        assert_ne!(
+            last.next, offset,
+            "readdir resumed at its own offset: {last:?}"
+        );
         offset = last.next;
         all.extend(got);
+        assert!(all.len() < 100_000, "the listing does not end");
     }
 }
 
