@@ -588,3 +588,26 @@ fn refusals_are_audited_with_their_legacy_path() {
         .collect();
     assert_eq!(opens, [("w", "EROFS"), ("r", "ok")]);
 }
+
+/// Identity is (rule, device, inode): a hard link seen twice under one rule is one node, the
+/// same file under a read-only and a read-write rule is two, each with its own rule's rights.
+#[test]
+fn one_file_under_two_rules_is_two_nodes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path().join("t");
+    mkdirs(&t, &[]);
+    write(&t, "f", "shared");
+    fs::hard_link(t.join("f"), t.join("g")).unwrap();
+    let fs_ = build(&[RuleSpec::ro("/ro", &t), RuleSpec::rw("/rw", &t)]);
+    let real = fs::metadata(t.join("f")).unwrap().ino();
+    let ro_f = walk(&fs_, "/ro/f").1.unwrap();
+    let ro_g = walk(&fs_, "/ro/g").1.unwrap();
+    let rw_f = walk(&fs_, "/rw/f").1.unwrap();
+    assert_eq!(ro_f.id, ro_g.id, "a hard link under one rule is one node");
+    assert_ne!(ro_f.id, rw_f.id, "one file under two rules is two nodes");
+    assert_eq!(ro_f.ino, real, "the first keeps the real inode number");
+    let open_w = |id| fs_.open(me(), id, libc::O_WRONLY).map(|fh| fs_.release(fh));
+    assert_eq!(open_w(ro_f.id).map_err(|e| e.0), Err(libc::EROFS));
+    assert_eq!(open_w(rw_f.id).map_err(|e| e.0), Ok(()));
+    assert_eq!(read_all(&fs_, rw_f.id), Ok(b"shared".to_vec()));
+}
