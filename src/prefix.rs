@@ -141,6 +141,11 @@ impl PrefixTable {
 
 #[cfg(test)]
 mod tests {
+    // The daemon resolves names through `child`, `rule_at`, `children` and `path` (lookups,
+    // listings, audit paths), so these tests check those. What a legacy path resolves to
+    // end to end (longest prefix wins, deny, virtual parents) is checked through the core's
+    // own lookups in tests/core (`longest_prefix_wins_through_lookups` and the reference
+    // model `lookups_match_the_reference_model`).
     use super::*;
     use crate::config::{Action, Mode};
     use proptest::prelude::*;
@@ -162,11 +167,17 @@ mod tests {
         }
     }
 
-    fn resolved(rule: u32, rest: &str) -> Option<Resolved> {
-        Some(Resolved {
-            rule: RuleId(rule),
-            rest: rest.into(),
-        })
+    /// The trie node of a legacy path, walked one component at a time as lookups do.
+    fn node_at(table: &PrefixTable, path: &str) -> Option<TrieId> {
+        let mut node = PrefixTable::ROOT;
+        for name in path.split('/').filter(|c| !c.is_empty()) {
+            node = table.child(node, OsStr::new(name))?;
+        }
+        Some(node)
+    }
+
+    fn rule_of(table: &PrefixTable, path: &str) -> Option<RuleId> {
+        node_at(table, path).and_then(|n| table.rule_at(n))
     }
 
     fn example() -> PrefixTable {
@@ -178,33 +189,31 @@ mod tests {
     }
 
     #[test]
-    fn longest_prefix_wins() {
+    fn each_rule_sits_at_its_from() {
         let table = example();
-        assert_eq!(table.resolve("/"), resolved(0, ""));
-        assert_eq!(table.resolve("/bin/ls"), resolved(0, "bin/ls"));
-        assert_eq!(table.resolve("/keys"), resolved(1, ""));
-        assert_eq!(
-            table.resolve("/keys/host/id_rsa"),
-            resolved(1, "host/id_rsa")
-        );
-        assert_eq!(table.resolve("/keys/admin"), resolved(2, ""));
-        assert_eq!(table.resolve("/keys/admin/id_rsa"), resolved(2, "id_rsa"));
+        assert_eq!(rule_of(&table, "/"), Some(RuleId(0)));
+        assert_eq!(rule_of(&table, "/keys"), Some(RuleId(1)));
+        assert_eq!(rule_of(&table, "/keys/admin"), Some(RuleId(2)));
+        // Names no rule owns are not in the trie: a lookup goes to the real directory of the
+        // rule above (here "/" for "/bin", "/keys" for "/keys/host").
+        assert_eq!(node_at(&table, "/bin"), None);
+        assert_eq!(node_at(&table, "/keys/host"), None);
+        assert_eq!(node_at(&table, "/keys/admin/id_rsa"), None);
     }
 
     #[test]
     fn matches_whole_components_only() {
         let table = PrefixTable::new(&[map("/keys", "/k")]);
-        assert_eq!(table.resolve("/keys/a"), resolved(0, "a"));
-        assert_eq!(table.resolve("/keysafe"), None);
-        assert_eq!(table.resolve("/keysafe/a"), None);
-        assert_eq!(table.resolve("/key"), None);
-        assert_eq!(table.resolve("/"), None);
+        assert_eq!(rule_of(&table, "/keys"), Some(RuleId(0)));
+        assert_eq!(node_at(&table, "/keysafe"), None);
+        assert_eq!(node_at(&table, "/key"), None);
+        assert_eq!(table.rule_at(PrefixTable::ROOT), None);
     }
 
     #[test]
     fn deny_rule_is_found() {
         let table = example();
-        let id = table.resolve("/keys/admin/x").map(|r| r.rule);
+        let id = rule_of(&table, "/keys/admin");
         assert_eq!(id.map(|id| &table.rule(id).action), Some(&Action::Deny));
     }
 
@@ -214,7 +223,7 @@ mod tests {
         assert_eq!(table.rule_at(PrefixTable::ROOT), Some(RuleId(0)));
         assert_eq!(table.path(PrefixTable::ROOT), "/");
         assert_eq!(table.children(PrefixTable::ROOT).count(), 0);
-        assert_eq!(table.resolve("/a/b/c"), resolved(0, "a/b/c"));
+        assert_eq!(node_at(&table, "/a"), None);
     }
 
     #[test]
@@ -231,10 +240,7 @@ mod tests {
         assert_eq!(table.path(app), "/srv/app");
         assert_eq!(table.path(data), "/srv/app/data");
         assert_eq!(table.child(data, OsStr::new("x")), None);
-        // A path through virtual parents only is covered by no rule.
-        assert_eq!(table.resolve("/srv/app"), None);
-        assert_eq!(table.resolve("/srv/other"), None);
-        assert_eq!(table.resolve("/srv/app/data/x"), resolved(0, "x"));
+        assert_eq!(table.child(srv, OsStr::new("other")), None);
     }
 
     #[test]
@@ -263,20 +269,9 @@ mod tests {
         assert_eq!(table.rule(RuleId(1)).from, "/keys");
     }
 
-    /// The specification of `resolve`: scan every rule, keep the longest matching `from`.
-    fn naive_resolve(rules: &[Rule], path: &str) -> Option<Resolved> {
-        let (index, rule) = rules
-            .iter()
-            .enumerate()
-            .filter(|(_, r)| {
-                r.from == "/" || r.from == path || path.starts_with(&format!("{}/", r.from))
-            })
-            .max_by_key(|(_, r)| r.from.len())?;
-        let rest = path[rule.from.len()..].trim_start_matches('/');
-        Some(Resolved {
-            rule: RuleId(index as u32),
-            rest: rest.to_string(),
-        })
+    /// Whether `from` is `path` or lies below it, by whole components.
+    fn at_or_below(from: &str, path: &str) -> bool {
+        path == "/" || from == path || from.starts_with(&format!("{path}/"))
     }
 
     fn legacy_path(max_depth: usize) -> impl Strategy<Value = String> {
@@ -299,14 +294,36 @@ mod tests {
     }
 
     proptest! {
+        /// The trie against a linear scan of the rules, through the calls lookups make: a
+        /// path other than "/" has a node exactly when a rule lies at or below it; the node holds the rule
+        /// whose `from` is the path, its path, and as children (sorted) the next components
+        /// of the rules below.
         #[test]
-        fn resolve_matches_naive_scan(
+        fn trie_matches_a_scan_of_the_rules(
             rules in rule_set().prop_shuffle(),
             paths in prop::collection::vec(legacy_path(5), 1..16),
         ) {
             let table = PrefixTable::new(&rules);
             for path in &paths {
-                prop_assert_eq!(table.resolve(path), naive_resolve(&rules, path), "path {}", path);
+                // The root is always there (the mount root), with or without rules.
+                let owned = path == "/" || rules.iter().any(|r| at_or_below(&r.from, path));
+                let node = node_at(&table, path);
+                prop_assert_eq!(node.is_some(), owned, "path {}", path);
+                let Some(node) = node else { continue };
+                let exact = rules.iter().position(|r| r.from == *path);
+                prop_assert_eq!(table.rule_at(node), exact.map(|i| RuleId(i as u32)));
+                prop_assert_eq!(table.path(node), path.as_str());
+                let depth = path.split('/').filter(|c| !c.is_empty()).count();
+                let below: std::collections::BTreeSet<&str> = rules
+                    .iter()
+                    .filter(|r| r.from != *path && at_or_below(&r.from, path))
+                    .map(|r| r.components()[depth])
+                    .collect();
+                let children: Vec<&str> = table
+                    .children(node)
+                    .map(|(n, _)| n.to_str().unwrap())
+                    .collect();
+                prop_assert_eq!(children, below.into_iter().collect::<Vec<_>>(), "path {}", path);
             }
             // Every rule sits at the trie node reached by its own `from`.
             for (index, rule) in rules.iter().enumerate() {
