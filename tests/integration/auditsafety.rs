@@ -323,8 +323,7 @@ fn deep_tree_misses_make_bounded_lines_that_keep_both_ends() {
     let name = "d".repeat(255);
     let b = MountBuilder::new();
     let top = b.real().join("top");
-    mkdir_p(&top);
-    chown(&top, NOBODY, NOBODY);
+    mkdir_owned(&top, NOBODY, NOBODY, 0o755);
     let real = b.real();
     let m = b.map("/", real).opt("allow_other").mount();
     let (t, n) = (top.clone(), name.clone());

@@ -213,9 +213,7 @@ fn user_status_refuses_a_socket_planted_by_another_user() {
 /// A directory for `uid` only, standing in for its $XDG_RUNTIME_DIR.
 fn runtime_dir(root: &Path, uid: u32) -> PathBuf {
     let dir = root.join(format!("xdg-{uid}"));
-    mkdir_p(&dir);
-    chown(&dir, uid, uid);
-    chmod(&dir, 0o700);
+    mkdir_owned(&dir, uid, uid, 0o700);
     dir
 }
 
@@ -304,9 +302,7 @@ fn logrotate_reopens_the_daemons_and_kills_no_other_relocfs() {
         skip_or_fail("logrotate is not installed");
         return;
     };
-    let b = MountBuilder::new();
-    let real = b.real();
-    write_file(&real.join("hello.txt"), b"hello\n", 0o644);
+    let (b, real) = hello_tree();
     let m = b.map("/", &real).mount();
     let pid = m.daemon_pid();
     let f = m.at("hello.txt");
@@ -407,9 +403,7 @@ fn sigusr1_reopens_without_reloading() {
     if !require_fuse() {
         return;
     }
-    let b = MountBuilder::new();
-    let real = b.real();
-    write_file(&real.join("hello.txt"), b"hello\n", 0o644);
+    let (b, real) = hello_tree();
     let extra = b.root().join("extra");
     write_file(&extra.join("g"), b"g\n", 0o644);
     let m = b.map("/", &real).mount();

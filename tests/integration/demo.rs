@@ -374,11 +374,7 @@ fn demo_refuses_a_temporary_directory_another_user_owns() {
     if !require_fuse() {
         return;
     }
-    let tmp = tempfile::Builder::new()
-        .prefix("relocfs-test-")
-        .tempdir()
-        .unwrap();
-    chmod(tmp.path(), 0o755);
+    let tmp = tempdir_0755("relocfs-test-");
     chown(tmp.path(), NOBODY, NOBODY);
     let out = run_with_timeout(
         Command::new(BIN).arg("demo").env("TMPDIR", tmp.path()),

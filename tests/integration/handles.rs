@@ -163,8 +163,7 @@ fn open_unlinked_files_stay_reachable_under_fd_pressure() {
     files(&real.join("many"), 600);
     write_file(&real.join("served"), b"0123456789", 0o644);
     let home = real.join("home");
-    mkdir_p(&home);
-    chown(&home, KEY_UID, KEY_GID);
+    mkdir_owned(&home, KEY_UID, KEY_GID, 0o755);
     write_file(&home.join("written"), &vec![b'x'; 100_000], 0o644);
     chown(&home.join("written"), KEY_UID, KEY_GID);
     let m = mount_with_hard_fd_limit(b.map_mode("/", &real, "rw"), 128);

@@ -10,19 +10,12 @@ use std::time::Duration;
 
 use crate::common::*;
 
-fn simple() -> (MountBuilder, std::path::PathBuf) {
-    let b = MountBuilder::new();
-    let real = b.real();
-    write_file(&real.join("hello.txt"), b"hello\n", 0o644);
-    (b, real)
-}
-
 #[test]
 fn returns_only_when_live() {
     if !require_fuse() {
         return;
     }
-    let (b, real) = simple();
+    let (b, real) = hello_tree();
     let m = b.map("/", &real).mount();
     // No retry: the very first access right after exit 0 must work.
     let md = fs::metadata(m.at("hello.txt")).expect("stat right after relocfs returned");
@@ -65,7 +58,7 @@ fn umount_stops_daemon_and_flushes_audit() {
     if !require_fuse() {
         return;
     }
-    let (b, real) = simple();
+    let (b, real) = hello_tree();
     let m = b.map("/", &real).mount();
     let pid = m.daemon_pid();
     let f = m.at("hello.txt");
@@ -92,7 +85,7 @@ fn sigterm_unmounts_and_flushes_audit() {
     if !require_fuse() {
         return;
     }
-    let (b, real) = simple();
+    let (b, real) = hello_tree();
     let m = b.map("/", &real).mount();
     let pid = m.daemon_pid();
     let f = m.at("hello.txt");
@@ -121,7 +114,7 @@ fn foreground_mode_serves_until_unmounted() {
     if !require_fuse() {
         return;
     }
-    let (b, real) = simple();
+    let (b, real) = hello_tree();
     let b = b.map("/", &real);
     let m = b.into_mounted();
     let logs = tempfile::tempfile().unwrap();
@@ -170,7 +163,7 @@ fn background_mode_releases_stdio() {
     }
     // A caller capturing output with pipes (`$(relocfs ...)`, systemd,
     // Command::output) must not hang because the daemon kept them open.
-    let (b, real) = simple();
+    let (b, real) = hello_tree();
     let b = b.map("/", &real);
     let m = b.into_mounted();
     let mut child = Command::new(BIN)
@@ -205,7 +198,7 @@ fn options_after_positionals_and_fsname() {
     if !require_fuse() {
         return;
     }
-    let (b, real) = simple();
+    let (b, real) = hello_tree();
     let m = b
         .map("/", &real)
         .opt("fsname=legacy-jumpserver")
@@ -228,7 +221,7 @@ fn fstab_style_options_are_accepted() {
     if !require_fuse() {
         return;
     }
-    let (b, real) = simple();
+    let (b, real) = hello_tree();
     let m = b
         .map("/", &real)
         .opt("defaults")
@@ -250,7 +243,7 @@ fn mountpoint_with_space_in_name() {
     if !require_fuse() {
         return;
     }
-    let (b, real) = simple();
+    let (b, real) = hello_tree();
     let mp = b.root().join("legacy dir\twith tab");
     mkdir_p(&mp);
     let m = b.map("/", &real).mountpoint(&mp).mount();
@@ -266,7 +259,7 @@ fn two_mounts_of_one_target_are_independent() {
     if !require_fuse() {
         return;
     }
-    let (b, real) = simple();
+    let (b, real) = hello_tree();
     let second = b.root().join("mnt2");
     mkdir_p(&second);
     let m = b.map("/", &real).mount();
@@ -339,7 +332,7 @@ fn sighup_reloads_rules_and_survives_a_bad_config() {
     if !require_fuse() {
         return;
     }
-    let (b, real) = simple();
+    let (b, real) = hello_tree();
     let extra = b.root().join("extra");
     let third = b.root().join("third");
     write_file(&extra.join("g"), b"from extra\n", 0o644);
@@ -397,7 +390,7 @@ fn sighup_reopens_the_audit_log() {
     if !require_fuse() {
         return;
     }
-    let (b, real) = simple();
+    let (b, real) = hello_tree();
     let m = b.map("/", &real).mount();
     let pid = m.daemon_pid();
     let f = m.at("hello.txt");
@@ -429,7 +422,7 @@ fn mountpoint_already_mounted_refused() {
     if !require_fuse() {
         return;
     }
-    let (b, real) = simple();
+    let (b, real) = hello_tree();
     let root = b.root();
     let m = b.map("/", &real).mount();
     let count = |p: &std::path::Path| {
@@ -471,7 +464,7 @@ fn dead_mount_is_replaced() {
     if !require_fuse() {
         return;
     }
-    let (b, real) = simple();
+    let (b, real) = hello_tree();
     let m = b.map("/", &real).mount();
     let pid = m.daemon_pid();
     assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
@@ -509,7 +502,7 @@ fn systemd_notify_protocol() {
         return;
     }
     use std::os::unix::net::UnixDatagram;
-    let (b, real) = simple();
+    let (b, real) = hello_tree();
     let m = b.map("/", &real).into_mounted();
     let sock_path = m.root().join("notify.sock");
     let sock = UnixDatagram::bind(&sock_path).unwrap();

@@ -22,12 +22,9 @@ fn rw_fixture() -> Rw {
     let b = MountBuilder::new();
     let real = b.real();
     let keystore = b.root().join("keystore");
-    mkdir_p(&real.join("home4242"));
-    chown(&real.join("home4242"), KEY_UID, KEY_GID);
+    user_home(&real);
     write_file(&real.join("rootonly/conf"), b"root conf\n", 0o644);
-    mkdir_p(&real.join("sgid"));
-    chown(&real.join("sgid"), 0, 4343);
-    chmod(&real.join("sgid"), 0o2777);
+    mkdir_owned(&real.join("sgid"), 0, 4343, 0o2777);
     write_file(&real.join("data/file"), b"0123456789\n", 0o644);
     write_file(&keystore.join("k"), b"key\n", 0o644);
     write_file(&keystore.join("admin/secret"), b"secret\n", 0o644);

@@ -12,13 +12,6 @@ use std::time::Duration;
 
 use crate::common::*;
 
-fn simple() -> (MountBuilder, std::path::PathBuf) {
-    let b = MountBuilder::new();
-    let real = b.real();
-    write_file(&real.join("hello.txt"), b"hello\n", 0o644);
-    (b, real)
-}
-
 /// The `major:minor` of the topmost mount at `mnt`: the FUSE connection serving it.
 fn conn(mnt: &Path) -> String {
     mount_entry(mnt)
@@ -40,7 +33,7 @@ fn other_pid(m: &Mounted, old: i32) -> i32 {
 /// relocfs mounts on the same path with the operator's command, then the holder closes and
 /// the old daemon exits. The new mount, its daemon and its control socket must survive.
 fn restart_while_busy(how: &str) {
-    let (b, real) = simple();
+    let (b, real) = hello_tree();
     let m = b.map("/", &real).mount();
     let old = m.daemon_pid();
     let holder = fs::File::open(m.at("hello.txt")).unwrap();
@@ -136,7 +129,7 @@ fn unmounted_from_outside_under_systemd_exits_with_failure() {
         return;
     }
     use std::os::unix::net::UnixDatagram;
-    let (b, real) = simple();
+    let (b, real) = hello_tree();
     let m = b.map("/", &real).into_mounted();
     let sock_path = m.root().join("notify.sock");
     let sock = UnixDatagram::bind(&sock_path).unwrap();
@@ -188,7 +181,7 @@ fn restart_right_after_kill_9_despite_cached_attributes() {
     if !require_fuse() {
         return;
     }
-    let (b, real) = simple();
+    let (b, real) = hello_tree();
     let m = long_cache(b.map("/", &real)).mount();
     assert_eq!(fs::read(m.at("hello.txt")).unwrap(), b"hello\n");
     kill_and_wait(m.daemon_pid(), &m.mnt);
@@ -218,7 +211,7 @@ fn mount8_right_after_kill_9_despite_cached_attributes() {
     if !require_fuse() {
         return;
     }
-    let (b, real) = simple();
+    let (b, real) = hello_tree();
     let m = long_cache(b.map("/", &real)).mount();
     let fstab = m.root().join("fstab");
     fs::write(
@@ -258,7 +251,7 @@ fn hung_daemon_is_refused_not_replaced() {
             unsafe { libc::kill(self.0, libc::SIGCONT) };
         }
     }
-    let (b, real) = simple();
+    let (b, real) = hello_tree();
     let m = long_cache(b.map("/", &real)).mount();
     let pid = m.daemon_pid();
     let dev = conn(&m.mnt);
@@ -302,7 +295,7 @@ fn unit_stop_post_cleanup_sees_a_dead_mount_through_the_cache() {
         )
     };
 
-    let (b, real) = simple();
+    let (b, real) = hello_tree();
     let m = long_cache(b.map("/", &real)).mount();
     let dev = conn(&m.mnt);
     cleanup(&m.mnt);
@@ -327,7 +320,7 @@ fn lazily_detached_mount_still_serves_a_cwd_inside() {
     if !require_fuse() {
         return;
     }
-    let (b, real) = simple();
+    let (b, real) = hello_tree();
     let m = b.map("/", &real).mount();
     let pid = m.daemon_pid();
     let mut child = Command::new("sh")
@@ -375,7 +368,7 @@ fn callers_of_a_killed_daemon() {
     if !require_fuse() {
         return;
     }
-    let (b, real) = simple();
+    let (b, real) = hello_tree();
     write_file(&real.join("big"), &pattern(256 * 1024, 7), 0o644);
     let m = long_cache(b.map("/", &real)).opt("allow_other").mount();
     let pid = m.daemon_pid();

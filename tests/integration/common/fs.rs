@@ -50,6 +50,25 @@ pub fn mkdir_p(p: &Path) {
     }
 }
 
+/// [`mkdir_p`], then the directory itself is given to `uid`:`gid` and
+/// `mode` (in that order: the mode may carry set-id bits).
+pub fn mkdir_owned(p: &Path, uid: u32, gid: u32, mode: u32) {
+    mkdir_p(p);
+    chown(p, uid, gid);
+    chmod(p, mode);
+}
+
+/// A fresh temporary directory named `PREFIX...`, mode 0755 (so that other
+/// users can reach what is below it).
+pub fn tempdir_0755(prefix: &str) -> tempfile::TempDir {
+    let dir = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .expect("tempdir");
+    chmod(dir.path(), 0o755);
+    dir
+}
+
 /// Writes a file (creating parent dirs) and sets its mode.
 pub fn write_file(p: &Path, content: &[u8], mode: u32) {
     if let Some(parent) = p.parent() {

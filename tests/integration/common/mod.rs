@@ -6,8 +6,9 @@
 //! makes tests fail instead of hanging CI. Tests `use crate::common::*`:
 //! this file re-exports every module below.
 //!
-//! - `mount`: the fixture ([`MountBuilder`], [`Mounted`]) and the shared
-//!   fixtures built with it (`rw_root_with_home`, ...), [`assert_refusal`]
+//! - `mount`: the fixture ([`MountBuilder`], [`Mounted`]), [`assert_refusal`]
+//! - `fixtures`: trees and mounts several test files share
+//!   ([`hello_tree`], [`rw_root_with_home`], ...)
 //! - `users`: acting as an unprivileged user (processes and threads)
 //! - `audit`: reading and waiting for audit events
 //! - `fs`: file and syscall helpers, errno assertions
@@ -16,6 +17,7 @@
 #![allow(dead_code)]
 
 mod audit;
+mod fixtures;
 mod fs;
 mod mount;
 mod proc;
@@ -23,6 +25,7 @@ mod snapshot;
 mod users;
 
 pub use audit::*;
+pub use fixtures::*;
 pub use fs::*;
 pub use mount::*;
 pub use proc::*;

@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::audit::read_audit;
-use super::fs::{chmod, mkdir_p};
+use super::fs::{mkdir_p, tempdir_0755};
 use super::proc::{
     mount_entry, mounted, mounts_below, pids_with_arg, relocfs, stderr_str, stdout_str, wait_until,
 };
@@ -59,11 +59,7 @@ impl Default for MountBuilder {
 
 impl MountBuilder {
     pub fn new() -> Self {
-        let dir = tempfile::Builder::new()
-            .prefix("relocfs-test-")
-            .tempdir()
-            .expect("tempdir");
-        chmod(dir.path(), 0o755);
+        let dir = tempdir_0755("relocfs-test-");
         let root = dir.path().to_path_buf();
         mkdir_p(&root.join("real"));
         mkdir_p(&root.join("mnt"));
