@@ -217,22 +217,32 @@ fn runtime_dir(root: &Path, uid: u32) -> PathBuf {
     dir
 }
 
+/// A fake daemon of nobody's, answering with `answer`, on the socket its $XDG_RUNTIME_DIR
+/// holds for the (unmounted) path `legacy`. Returns the fixture (keep it: it owns the
+/// tempdir), `legacy`, the runtime dir and the fake daemon.
+fn fake_in_runtime_dir(
+    answer: fn(&mut UnixStream, &AtomicBool),
+) -> (MountBuilder, PathBuf, PathBuf, FakeDaemon) {
+    let b = MountBuilder::new();
+    let legacy = b.root().join("legacy");
+    mkdir_p(&legacy);
+    let xdg = runtime_dir(&b.root(), NOBODY);
+    let fake = fake_daemon(
+        NOBODY,
+        xdg.join("relocfs"),
+        socket_name(&legacy),
+        0o700,
+        answer,
+    );
+    (b, legacy, xdg, fake)
+}
+
 #[test]
 fn status_escapes_what_the_daemon_says() {
     if !require_fuse() {
         return;
     }
-    let b = MountBuilder::new();
-    let legacy = b.root().join("legacy");
-    mkdir_p(&legacy);
-    let xdg = runtime_dir(&b.root(), NOBODY);
-    let _fake = fake_daemon(
-        NOBODY,
-        xdg.join("relocfs"),
-        socket_name(&legacy),
-        0o700,
-        hostile,
-    );
+    let (_b, legacy, xdg, _fake) = fake_in_runtime_dir(hostile);
     for json in [false, true] {
         let mut args = vec![legacy.as_os_str()];
         if json {
@@ -254,17 +264,7 @@ fn status_gives_up_on_a_daemon_that_dribbles() {
     if !require_fuse() {
         return;
     }
-    let b = MountBuilder::new();
-    let legacy = b.root().join("legacy");
-    mkdir_p(&legacy);
-    let xdg = runtime_dir(&b.root(), NOBODY);
-    let _fake = fake_daemon(
-        NOBODY,
-        xdg.join("relocfs"),
-        socket_name(&legacy),
-        0o700,
-        dribble,
-    );
+    let (_b, legacy, xdg, _fake) = fake_in_runtime_dir(dribble);
     // run_as gives up after 30 s: the client must have given up by itself before.
     let out = status_as(NOBODY, &[legacy.as_os_str()], &[("XDG_RUNTIME_DIR", &xdg)]);
     assert_refusal(&out, &["no complete answer"]);
@@ -275,17 +275,7 @@ fn status_refuses_a_huge_answer() {
     if !require_fuse() {
         return;
     }
-    let b = MountBuilder::new();
-    let legacy = b.root().join("legacy");
-    mkdir_p(&legacy);
-    let xdg = runtime_dir(&b.root(), NOBODY);
-    let _fake = fake_daemon(
-        NOBODY,
-        xdg.join("relocfs"),
-        socket_name(&legacy),
-        0o700,
-        huge,
-    );
+    let (_b, legacy, xdg, _fake) = fake_in_runtime_dir(huge);
     let out = status_as(NOBODY, &[legacy.as_os_str()], &[("XDG_RUNTIME_DIR", &xdg)]);
     assert_refusal(&out, &["larger than"]);
 }

@@ -425,17 +425,10 @@ fn mountpoint_already_mounted_refused() {
     let (b, real) = hello_tree();
     let root = b.root();
     let m = b.map("/", &real).mount();
-    let count = |p: &std::path::Path| {
-        mount_entries()
-            .iter()
-            .filter(|e| e.mount_point == p)
-            .count()
-    };
-
-    let out = relocfs([m.config.as_path(), m.mnt.as_path()]);
+    let out = m.remount();
     assert_refusal(&out, &["already"]);
     assert_eq!(
-        count(&m.mnt),
+        mounts_at(&m.mnt),
         1,
         "a second relocfs was stacked on the first"
     );
@@ -455,7 +448,7 @@ fn mountpoint_already_mounted_refused() {
     assert!(st.success(), "mount tmpfs");
     let out = relocfs([m.config.as_path(), tmpfs.as_path()]);
     assert_refusal(&out, &["already"]);
-    assert_eq!(count(&tmpfs), 1, "relocfs was stacked on a tmpfs");
+    assert_eq!(mounts_at(&tmpfs), 1, "relocfs was stacked on a tmpfs");
     assert_eq!(mount_entry(&tmpfs).unwrap().fstype, "tmpfs");
 }
 
@@ -467,8 +460,7 @@ fn dead_mount_is_replaced() {
     let (b, real) = hello_tree();
     let m = b.map("/", &real).mount();
     let pid = m.daemon_pid();
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
-    assert!(wait_until(SETTLE_TIMEOUT, || !pid_alive(pid)));
+    kill9_and_wait(pid);
     // Requests in flight while the connection is torn down fail with
     // ECONNABORTED; once it is gone, every access fails with ENOTCONN.
     let dead = wait_until(SETTLE_TIMEOUT, || {
@@ -482,18 +474,7 @@ fn dead_mount_is_replaced() {
         "the mount did not become a dead mount (ENOTCONN) after SIGKILL"
     );
 
-    let out = relocfs([m.config.as_path(), m.mnt.as_path()]);
-    assert!(
-        out.status.success(),
-        "remount over a dead mount: {}",
-        stderr_str(&out)
-    );
-    assert_eq!(fs::read(m.at("hello.txt")).unwrap(), b"hello\n");
-    let n = mount_entries()
-        .iter()
-        .filter(|e| e.mount_point == m.mnt)
-        .count();
-    assert_eq!(n, 1, "the dead mount was not detached");
+    assert_remount_replaces_dead_mount(&m, "remount over a dead mount");
 }
 
 #[test]
@@ -501,22 +482,9 @@ fn systemd_notify_protocol() {
     if !require_fuse() {
         return;
     }
-    use std::os::unix::net::UnixDatagram;
     let (b, real) = hello_tree();
     let m = b.map("/", &real).into_mounted();
-    let sock_path = m.root().join("notify.sock");
-    let sock = UnixDatagram::bind(&sock_path).unwrap();
-    sock.set_read_timeout(Some(SETTLE_TIMEOUT)).unwrap();
-    let mut child = Command::new(BIN)
-        .arg("-f")
-        .arg(&m.config)
-        .arg(&m.mnt)
-        .env("NOTIFY_SOCKET", &sock_path)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let (sock, mut child) = m.spawn_under_systemd();
     let recv = || -> String {
         let mut buf = [0u8; 4096];
         match sock.recv(&mut buf) {
@@ -532,11 +500,7 @@ fn systemd_notify_protocol() {
     let ready_again = recv();
     unsafe { libc::kill(pid, libc::SIGTERM) };
     let stopping = recv();
-    let exited = wait_until(SETTLE_TIMEOUT, || child.try_wait().unwrap().is_some());
-    if !exited {
-        let _ = child.kill();
-    }
-    let status = child.wait().unwrap();
+    let (exited, status) = wait_exit(&mut child, SETTLE_TIMEOUT);
     assert!(ready.contains("READY=1"), "first notification: {ready:?}");
     assert!(live, "READY=1 was sent before the mount was live");
     assert!(

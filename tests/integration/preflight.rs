@@ -385,7 +385,7 @@ fn check_accepts_valid_config_without_mounting() {
     let m = b.into_mounted();
     assert!(m.daemon_pids().is_empty(), "`relocfs check` left a process");
     // ... and the same config really mounts.
-    let out = relocfs([m.config.as_path(), m.mnt.as_path()]);
+    let out = m.remount();
     assert!(out.status.success(), "{}", stderr_str(&out));
     assert!(mounted(&m.mnt));
 }

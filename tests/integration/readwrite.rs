@@ -257,31 +257,14 @@ fn names_owned_by_rules_cannot_be_renamed_or_removed() {
     };
     let before = snap();
     let mut p = Vec::new();
-    p.extend(check_errno(
-        "rename /keys",
-        fs::rename(m.at("keys"), m.at("k2")),
-        libc::EBUSY,
-    ));
-    p.extend(check_errno(
-        "rmdir /keys",
-        fs::remove_dir(m.at("keys")),
-        libc::EBUSY,
-    ));
-    p.extend(check_errno(
-        "rename /srv (parent of a from)",
-        fs::rename(m.at("srv"), m.at("s2")),
-        libc::EBUSY,
-    ));
-    p.extend(check_errno(
-        "rmdir /srv/app",
-        fs::remove_dir(m.at("srv/app")),
-        libc::EBUSY,
-    ));
-    p.extend(check_errno(
-        "rename over /keys",
-        fs::create_dir(m.at("other")).and_then(|_| fs::rename(m.at("other"), m.at("keys"))),
-        libc::EBUSY,
-    ));
+    p.extend(errno_problems! { libc::EBUSY;
+        "rename /keys" => fs::rename(m.at("keys"), m.at("k2")),
+        "rmdir /keys" => fs::remove_dir(m.at("keys")),
+        "rename /srv (parent of a from)" => fs::rename(m.at("srv"), m.at("s2")),
+        "rmdir /srv/app" => fs::remove_dir(m.at("srv/app")),
+        "rename over /keys" =>
+            fs::create_dir(m.at("other")).and_then(|_| fs::rename(m.at("other"), m.at("keys"))),
+    });
     assert!(p.is_empty(), "{}", p.join("\n"));
     for (b, a) in before.iter().zip(snap().iter()) {
         assert_same_snapshot(b, a);

@@ -59,7 +59,7 @@ fn restart_while_busy(how: &str) {
         "{how}: the old daemon exited while a file was open"
     );
 
-    let out = relocfs([m.config.as_path(), m.mnt.as_path()]);
+    let out = m.remount();
     assert!(out.status.success(), "{how}: restart: {}", stderr_str(&out));
     let new = other_pid(&m, old);
     let new_conn = conn(&m.mnt);
@@ -128,30 +128,13 @@ fn unmounted_from_outside_under_systemd_exits_with_failure() {
     if !require_fuse() {
         return;
     }
-    use std::os::unix::net::UnixDatagram;
     let (b, real) = hello_tree();
     let m = b.map("/", &real).into_mounted();
-    let sock_path = m.root().join("notify.sock");
-    let sock = UnixDatagram::bind(&sock_path).unwrap();
-    sock.set_read_timeout(Some(SETTLE_TIMEOUT)).unwrap();
-    let mut child = Command::new(BIN)
-        .arg("-f")
-        .arg(&m.config)
-        .arg(&m.mnt)
-        .env("NOTIFY_SOCKET", &sock_path)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let (sock, mut child) = m.spawn_under_systemd();
     let mut buf = [0u8; 256];
     let ready = sock.recv(&mut buf).map(|n| buf[..n].to_vec());
     let st = Command::new("umount").arg(&m.mnt).status().unwrap();
-    let exited = wait_until(SETTLE_TIMEOUT, || child.try_wait().unwrap().is_some());
-    if !exited {
-        let _ = child.kill();
-    }
-    let status = child.wait().unwrap();
+    let (exited, status) = wait_exit(&mut child, SETTLE_TIMEOUT);
     assert!(ready.is_ok_and(|r| r.starts_with(b"READY=1")), "no READY=1");
     assert!(st.success(), "umount: {st}");
     assert!(exited, "relocfs -f still runs after umount");
@@ -170,8 +153,7 @@ fn long_cache(b: MountBuilder) -> MountBuilder {
 /// so the kernel holds its attributes in the cache, as on a machine in use.
 fn kill_and_wait(pid: i32, mnt: &Path) {
     fs::metadata(mnt).unwrap();
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
-    assert!(wait_until(SETTLE_TIMEOUT, || !pid_alive(pid)));
+    kill9_and_wait(pid);
 }
 
 /// kill -9, then at once the operator's start command: it must see the dead mount although
@@ -191,18 +173,7 @@ fn restart_right_after_kill_9_despite_cached_attributes() {
         "stat of the dead root was not cached"
     );
 
-    let out = relocfs([m.config.as_path(), m.mnt.as_path()]);
-    assert!(
-        out.status.success(),
-        "restart right after kill -9: {}",
-        stderr_str(&out)
-    );
-    assert_eq!(fs::read(m.at("hello.txt")).unwrap(), b"hello\n");
-    let n = mount_entries()
-        .iter()
-        .filter(|e| e.mount_point == m.mnt)
-        .count();
-    assert_eq!(n, 1, "the dead mount was not detached");
+    assert_remount_replaces_dead_mount(&m, "restart right after kill -9");
 }
 
 /// The same through mount(8) and an fstab line (the boot and `sudo mount` path).
@@ -257,7 +228,7 @@ fn hung_daemon_is_refused_not_replaced() {
     let dev = conn(&m.mnt);
     assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
     let resume = Resume(pid);
-    let out = relocfs([m.config.as_path(), m.mnt.as_path()]);
+    let out = m.remount();
     assert_refusal(&out, &["does not answer"]);
     assert_eq!(conn(&m.mnt), dev, "the hung daemon's mount was replaced");
     drop(resume);

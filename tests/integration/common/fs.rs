@@ -213,6 +213,18 @@ pub fn check_errno<T: std::fmt::Debug>(what: &str, r: io::Result<T>, want: i32) 
     }
 }
 
+/// `errno_problems! { WANT; "what" => call, ... }`: [`check_errno`] for each
+/// call, in order, all expected to fail with `WANT`: one problem per call that
+/// did not. (A macro, so that the calls may return different types.)
+macro_rules! errno_problems {
+    ($want:expr; $($what:expr => $call:expr),+ $(,)?) => {{
+        let mut problems: Vec<String> = Vec::new();
+        $(problems.extend($crate::common::check_errno($what, $call, $want));)+
+        problems
+    }};
+}
+pub(crate) use errno_problems;
+
 #[track_caller]
 pub fn assert_errno<T: std::fmt::Debug>(what: &str, r: io::Result<T>, want: i32) {
     if let Some(msg) = check_errno(what, r, want) {

@@ -5,8 +5,9 @@
 
 use std::ffi::OsString;
 use std::fs;
+use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -17,7 +18,7 @@ use super::fs::{mkdir_p, tempdir_0755};
 use super::proc::{
     mount_entry, mounted, mounts_below, pids_with_arg, relocfs, stderr_str, stdout_str, wait_until,
 };
-use super::SETTLE_TIMEOUT;
+use super::{BIN, SETTLE_TIMEOUT};
 
 /// A test fixture older than this is considered hung: its daemon is killed.
 const WATCHDOG: Duration = Duration::from_secs(90);
@@ -315,6 +316,30 @@ impl Mounted {
         } else {
             self.mnt.join(inner.trim_start_matches('/'))
         }
+    }
+
+    /// Runs `relocfs CONFIG MOUNTPOINT` again (background mode), asserting nothing.
+    pub fn remount(&self) -> Output {
+        relocfs([self.config.as_path(), self.mnt.as_path()])
+    }
+
+    /// `relocfs -f CONFIG MOUNTPOINT` under a stand-in for systemd: `NOTIFY_SOCKET` is a
+    /// datagram socket in the tempdir (reads time out after `SETTLE_TIMEOUT`), stdio null.
+    pub fn spawn_under_systemd(&self) -> (UnixDatagram, Child) {
+        let sock_path = self.root().join("notify.sock");
+        let sock = UnixDatagram::bind(&sock_path).unwrap();
+        sock.set_read_timeout(Some(SETTLE_TIMEOUT)).unwrap();
+        let child = Command::new(BIN)
+            .arg("-f")
+            .arg(&self.config)
+            .arg(&self.mnt)
+            .env("NOTIFY_SOCKET", &sock_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        (sock, child)
     }
 
     /// Live daemon pids for this mountpoint (like `pgrep -f MOUNTPOINT`).

@@ -6,12 +6,12 @@ use std::fs;
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Output, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use relocfs::preflight::unescape_mountinfo;
 
-use super::BIN;
+use super::{BIN, SETTLE_TIMEOUT};
 
 #[derive(Debug, Clone)]
 pub struct MountEntry {
@@ -56,6 +56,14 @@ pub fn mount_entry(path: &Path) -> Option<MountEntry> {
         .into_iter()
         .rev()
         .find(|m| m.mount_point == path)
+}
+
+/// How many mounts are stacked exactly at `path`.
+pub fn mounts_at(path: &Path) -> usize {
+    mount_entries()
+        .iter()
+        .filter(|e| e.mount_point == path)
+        .count()
 }
 
 /// Is something mounted exactly at `path`?
@@ -131,6 +139,23 @@ pub fn pids_with_arg(arg: &Path) -> Vec<i32> {
         }
     }
     out
+}
+
+/// Sends SIGKILL to `pid` and waits (up to `SETTLE_TIMEOUT`) until it is gone.
+#[track_caller]
+pub fn kill9_and_wait(pid: i32) {
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    assert!(wait_until(SETTLE_TIMEOUT, || !pid_alive(pid)));
+}
+
+/// Waits up to `timeout` for `child` to exit, kills it if it did not; returns
+/// whether it exited by itself and its status.
+pub fn wait_exit(child: &mut Child, timeout: Duration) -> (bool, ExitStatus) {
+    let exited = wait_until(timeout, || child.try_wait().unwrap().is_some());
+    if !exited {
+        let _ = child.kill();
+    }
+    (exited, child.wait().unwrap())
 }
 
 /// Polls `cond` every 10 ms until it is true or `timeout` elapses.
