@@ -78,8 +78,7 @@ fn refused_open_by_other_user_is_not_logged_as_ok() {
     assert!(!out.status.success());
     // Make sure the writer has caught up with a later event of ours.
     let marker = m.at("etc/app.conf");
-    let (mpid, _) = run_as_pid(0, 0, Command::new("cat").arg(&marker));
-    wait_for_audit(&m.audit, ev("open", &marker, Some(mpid)), AUDIT_TIMEOUT);
+    cat_and_wait_for_open(&m.audit, &marker);
     let bad: Vec<Value> = m
         .audit_lines()
         .into_iter()
@@ -233,8 +232,7 @@ fn repeated_opens_are_each_logged() {
         assert_fields(e, &[("flags", "r".into()), ("result", "ok".into())]);
     }
     // And a third open by another process.
-    let (pid2, _) = run_as_pid(0, 0, Command::new("cat").arg(&p));
-    wait_for_audit(&m.audit, ev("open", &p, Some(pid2)), AUDIT_TIMEOUT);
+    cat_and_wait_for_open(&m.audit, &p);
 }
 
 #[test]
@@ -366,8 +364,7 @@ fn audit_log_is_appended_across_remounts() {
     }
     let (m, _) = fixture();
     let p = m.at("etc/app.conf");
-    let (pid1, _) = run_as_pid(0, 0, Command::new("cat").arg(&p));
-    wait_for_audit(&m.audit, ev("open", &p, Some(pid1)), AUDIT_TIMEOUT);
+    let pid1 = cat_and_wait_for_open(&m.audit, &p);
     m.unmount_all();
     assert!(!mounted(&m.mnt));
 
@@ -378,8 +375,7 @@ fn audit_log_is_appended_across_remounts() {
             .chain([m.config.as_path(), m.mnt.as_path()]),
     );
     assert!(out.status.success(), "remount: {}", stderr_str(&out));
-    let (pid2, _) = run_as_pid(0, 0, Command::new("cat").arg(&p));
-    wait_for_audit(&m.audit, ev("open", &p, Some(pid2)), AUDIT_TIMEOUT);
+    cat_and_wait_for_open(&m.audit, &p);
     assert!(
         m.audit_lines().iter().any(ev("open", &p, Some(pid1))),
         "the first mount's events were lost when remounting"

@@ -111,8 +111,7 @@ fn log_in_a_sticky_shared_directory_must_be_the_daemons() {
     // No file yet: the daemon creates its own (0640), and mounts.
     let (b, log) = fixture_with_log_dir(|d| chmod(d, 0o1777));
     let m = b.mount();
-    let (pid, _) = run_as_pid(0, 0, Command::new("cat").arg(m.at("f")));
-    wait_for_audit(&log, ev("open", &m.at("f"), Some(pid)), AUDIT_TIMEOUT);
+    cat_and_wait_for_open(&log, &m.at("f"));
     let meta = fs::symlink_metadata(&log).unwrap();
     assert!(meta.file_type().is_file());
     assert_eq!(meta.uid(), 0);

@@ -296,8 +296,7 @@ fn logrotate_reopens_the_daemons_and_kills_no_other_relocfs() {
     let m = b.map("/", &real).mount();
     let pid = m.daemon_pid();
     let f = m.at("hello.txt");
-    let (p1, _) = run_as_pid(0, 0, Command::new("cat").arg(&f));
-    wait_for_audit(&m.audit, ev("open", &f, Some(p1)), AUDIT_TIMEOUT);
+    let p1 = cat_and_wait_for_open(&m.audit, &f);
 
     let fifo = m.root().join("fifo");
     mkfifo(&fifo, 0o600).unwrap();
@@ -359,11 +358,7 @@ fn logrotate_reopens_the_daemons_and_kills_no_other_relocfs() {
         bystander.0.try_wait()
     );
     assert_eq!(m.daemon_pids(), vec![pid]);
-    let reopened = wait_until(SETTLE_TIMEOUT, || {
-        let (p, _) = run_as_pid(0, 0, Command::new("cat").arg(&f));
-        std::thread::sleep(Duration::from_millis(50));
-        read_audit(&m.audit).iter().any(ev("open", &f, Some(p)))
-    });
+    let reopened = new_opens_reach(&m.audit, &f);
     assert!(
         reopened,
         "after logrotate, new events do not reach a new log"
@@ -399,8 +394,7 @@ fn sigusr1_reopens_without_reloading() {
     let m = b.map("/", &real).mount();
     let pid = m.daemon_pid();
     let f = m.at("hello.txt");
-    let (p1, _) = run_as_pid(0, 0, Command::new("cat").arg(&f));
-    wait_for_audit(&m.audit, ev("open", &f, Some(p1)), AUDIT_TIMEOUT);
+    cat_and_wait_for_open(&m.audit, &f);
 
     let mut config = fs::read_to_string(&m.config).unwrap();
     config = format!(
@@ -411,11 +405,7 @@ fn sigusr1_reopens_without_reloading() {
     let rotated = m.audit.with_extension("jsonl.1");
     fs::rename(&m.audit, &rotated).unwrap();
     assert_eq!(unsafe { libc::kill(pid, libc::SIGUSR1) }, 0);
-    let reopened = wait_until(SETTLE_TIMEOUT, || {
-        let (p, _) = run_as_pid(0, 0, Command::new("cat").arg(&f));
-        std::thread::sleep(Duration::from_millis(50));
-        read_audit(&m.audit).iter().any(ev("open", &f, Some(p)))
-    });
+    let reopened = new_opens_reach(&m.audit, &f);
     assert!(reopened, "after SIGUSR1, new events do not reach a new log");
     assert!(pid_alive(pid), "SIGUSR1 killed the daemon");
     assert_errno("after SIGUSR1", fs::metadata(m.at("extra/g")), libc::ENOENT);

@@ -11,7 +11,6 @@
 use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::fs;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -617,39 +616,28 @@ impl std::fmt::Debug for Content {
     }
 }
 
+/// Every xattr of `p` itself (not following a symlink); a failure to read them panics.
 fn llist(p: &Path) -> BTreeMap<String, Vec<u8>> {
-    let cp = cpath(p);
-    let mut buf = vec![0u8; 4096];
-    let n = unsafe { libc::llistxattr(cp.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-    assert!(n >= 0, "llistxattr {}: {}", p.display(), err());
-    buf.truncate(n as usize);
-    let mut out = BTreeMap::new();
-    for name in buf.split(|b| *b == 0).filter(|s| !s.is_empty()) {
-        let cn = CString::new(name).unwrap();
-        let mut v = vec![0u8; 4096];
-        let n =
-            unsafe { libc::lgetxattr(cp.as_ptr(), cn.as_ptr(), v.as_mut_ptr().cast(), v.len()) };
-        assert!(n >= 0, "lgetxattr {} {:?}: {}", p.display(), cn, err());
-        v.truncate(n as usize);
-        out.insert(String::from_utf8_lossy(name).into_owned(), v);
-    }
-    out
+    let names = llistxattr(p).unwrap_or_else(|e| panic!("llistxattr {}: {e}", p.display()));
+    names
+        .into_iter()
+        .map(|n| {
+            let v =
+                lgetxattr(p, &n).unwrap_or_else(|e| panic!("lgetxattr {} {n:?}: {e}", p.display()));
+            (n, v)
+        })
+        .collect()
 }
 
 fn tree(base: &Path) -> BTreeMap<String, Entry> {
     let mut out = BTreeMap::new();
-    walk(base, "", &mut out);
+    walk_tree(base, &mut |rel, full, md| {
+        out.insert(rel.to_string_lossy().into_owned(), entry(full, md));
+    });
     out
 }
 
-fn walk(base: &Path, rel: &str, out: &mut BTreeMap<String, Entry>) {
-    let full = if rel.is_empty() {
-        base.to_path_buf()
-    } else {
-        base.join(rel)
-    };
-    let md =
-        fs::symlink_metadata(&full).unwrap_or_else(|e| panic!("lstat {}: {e}", full.display()));
+fn entry(full: &Path, md: &fs::Metadata) -> Entry {
     let ft = md.file_type();
     let kind = if ft.is_dir() {
         "dir"
@@ -663,7 +651,7 @@ fn walk(base: &Path, rel: &str, out: &mut BTreeMap<String, Entry>) {
         "other"
     };
     let mtime = (md.mtime() < EXPLICIT_BEFORE).then(|| (md.mtime(), md.mtime_nsec()));
-    let e = Entry {
+    Entry {
         kind,
         mode: format!("{:04o}", md.mode() & 0o7777),
         uid: md.uid(),
@@ -671,28 +659,11 @@ fn walk(base: &Path, rel: &str, out: &mut BTreeMap<String, Entry>) {
         size: (kind != "fifo").then_some(md.len()),
         nlink: md.nlink(),
         content: ft.is_file().then(|| {
-            Content(fs::read(&full).unwrap_or_else(|e| panic!("read {}: {e}", full.display())))
+            Content(fs::read(full).unwrap_or_else(|e| panic!("read {}: {e}", full.display())))
         }),
-        target: ft.is_symlink().then(|| fs::read_link(&full).unwrap()),
-        xattrs: llist(&full),
+        target: ft.is_symlink().then(|| fs::read_link(full).unwrap()),
+        xattrs: llist(full),
         mtime,
-    };
-    out.insert(rel.to_string(), e);
-    if ft.is_dir() {
-        let mut names: Vec<_> = fs::read_dir(&full)
-            .unwrap()
-            .map(|d| d.unwrap().file_name())
-            .collect();
-        names.sort();
-        for n in names {
-            let r = if rel.is_empty() {
-                n.to_string_lossy().into_owned()
-            } else {
-                format!("{rel}/{}", n.to_string_lossy())
-            };
-            assert!(n.as_bytes().iter().all(|b| *b != b'/'));
-            walk(base, &r, out);
-        }
     }
 }
 

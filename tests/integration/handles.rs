@@ -14,7 +14,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::common::*;
-use crate::fdlimit::mount_with_hard_fd_limit;
 
 const OTHER_UID: u32 = 4343;
 
@@ -72,6 +71,14 @@ fn files(dir: &Path, n: usize) {
     }
 }
 
+/// `/` → `f0..f{n}` (read-only, allow_other), the daemon under an open-file limit of `limit`.
+fn files_behind_fd_limit(n: usize, limit: u32) -> Mounted {
+    let b = MountBuilder::new().opt("allow_other");
+    let real = b.real();
+    files(&real, n);
+    mount_with_hard_fd_limit(b.map("/", &real), limit)
+}
+
 /// `cat FILE && ls DIR | wc -l` as `uid`.
 fn cat_and_ls(uid: u32, file: &Path, dir: &Path) -> std::process::Output {
     run_as(
@@ -86,10 +93,7 @@ fn one_user_holding_files_open_leaves_others_and_root_working() {
     if !require_fuse() {
         return;
     }
-    let b = MountBuilder::new().opt("allow_other");
-    let real = b.real();
-    files(&real, 400);
-    let m = mount_with_hard_fd_limit(b.map("/", &real), 256);
+    let m = files_behind_fd_limit(400, 256);
     let holder = Holder::start(KEY_UID, &m.mnt, 400);
     let held = holder.count;
     // Another user and root still open files and list directories.
@@ -123,10 +127,7 @@ fn at_a_limit_of_128_a_caller_holds_most_of_it() {
     if !require_fuse() {
         return;
     }
-    let b = MountBuilder::new().opt("allow_other");
-    let real = b.real();
-    files(&real, 200);
-    let m = mount_with_hard_fd_limit(b.map("/", &real), 128);
+    let m = files_behind_fd_limit(200, 128);
     // Walk more files than the limit first, so node fds would fill it.
     for i in 0..200 {
         fs::metadata(m.at(&format!("f{i}"))).unwrap();

@@ -394,18 +394,13 @@ fn sighup_reopens_the_audit_log() {
     let m = b.map("/", &real).mount();
     let pid = m.daemon_pid();
     let f = m.at("hello.txt");
-    let (p1, _) = run_as_pid(0, 0, Command::new("cat").arg(&f));
-    wait_for_audit(&m.audit, ev("open", &f, Some(p1)), AUDIT_TIMEOUT);
+    let p1 = cat_and_wait_for_open(&m.audit, &f);
 
     // logrotate: move the log away, then SIGHUP.
     let rotated = m.audit.with_extension("jsonl.1");
     fs::rename(&m.audit, &rotated).unwrap();
     assert_eq!(unsafe { libc::kill(pid, libc::SIGHUP) }, 0);
-    let reopened = wait_until(SETTLE_TIMEOUT, || {
-        let (p, _) = run_as_pid(0, 0, Command::new("cat").arg(&f));
-        std::thread::sleep(Duration::from_millis(50));
-        read_audit(&m.audit).iter().any(ev("open", &f, Some(p)))
-    });
+    let reopened = new_opens_reach(&m.audit, &f);
     assert!(
         reopened,
         "after SIGHUP, new events do not go to a new {}",

@@ -5,7 +5,13 @@ use std::fs;
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use std::process::Command;
+
 use serde_json::Value;
+
+use super::proc::wait_until;
+use super::users::run_as_pid;
+use super::{AUDIT_TIMEOUT, SETTLE_TIMEOUT};
 
 /// All complete lines of the audit log, each parsed as a JSON object.
 /// A line that is not a JSON object is a daemon bug: panics.
@@ -63,6 +69,25 @@ pub fn wait_for_audit_n(
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// `cat PATH` as root, then waits until its open of `path` is in the audit
+/// log `log`. Returns cat's pid.
+#[track_caller]
+pub fn cat_and_wait_for_open(log: &Path, path: &Path) -> u32 {
+    let (pid, _) = run_as_pid(0, 0, Command::new("cat").arg(path));
+    wait_for_audit(log, ev("open", path, Some(pid)), AUDIT_TIMEOUT);
+    pid
+}
+
+/// After a log rotation: does a new `cat PATH` (retried up to `SETTLE_TIMEOUT`)
+/// show up in a new file at `log`?
+pub fn new_opens_reach(log: &Path, path: &Path) -> bool {
+    wait_until(SETTLE_TIMEOUT, || {
+        let (p, _) = run_as_pid(0, 0, Command::new("cat").arg(path));
+        std::thread::sleep(Duration::from_millis(50));
+        read_audit(log).iter().any(ev("open", path, Some(p)))
+    })
 }
 
 /// Field accessors that tolerate absence.

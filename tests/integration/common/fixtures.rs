@@ -1,14 +1,16 @@
 //! Fixtures that several test files share, built once here on [`MountBuilder`]:
-//! a tree with one small file, and an rw root with a home directory that an
-//! unprivileged user owns.
+//! a tree with one small file, an rw root with a home directory that an
+//! unprivileged user owns, a mount under a hard open-file limit.
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
 
 use super::fs::{mkdir_owned, write_file};
 use super::mount::{MountBuilder, Mounted};
-use super::proc::{mounts_at, stderr_str};
-use super::{KEY_GID, KEY_UID};
+use super::proc::{mounts_at, run_with_timeout, stderr_str};
+use super::{BIN, KEY_GID, KEY_UID};
 
 /// A fresh builder whose `real/` holds `hello.txt` (`hello\n`, 0644); nothing
 /// mapped yet. Returns the builder and `real/`.
@@ -51,4 +53,33 @@ pub fn rw_root_with_home(opts: &[&str]) -> (Mounted, PathBuf) {
             b.opt(o)
         });
     (b.mount(), real)
+}
+
+/// Mounts with an open-file limit of `limit` that the daemon cannot raise: it runs without
+/// CAP_SYS_RESOURCE (dropped from the bounding set), as in a container. Plain `prlimit` is not
+/// enough: a root daemon raises its limit to `fs.nr_open`.
+#[track_caller]
+pub fn mount_with_hard_fd_limit(b: MountBuilder, limit: u32) -> Mounted {
+    fs::write(b.config_path(), b.config_text()).expect("write config");
+    let out = run_with_timeout(
+        Command::new("setpriv")
+            .args(["--bounding-set", "-sys_resource", "--", "prlimit"])
+            .arg(format!("--nofile={limit}:{limit}"))
+            .arg(BIN)
+            .args(b.args()),
+        Duration::from_secs(30),
+    );
+    let mounted = b.into_mounted();
+    assert!(out.status.success(), "mount failed: {}", stderr_str(&out));
+    let limits = fs::read_to_string(format!("/proc/{}/limits", mounted.daemon_pid())).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    assert_eq!(
+        line.split_whitespace().nth(3),
+        Some(limit.to_string().as_str()),
+        "the daemon raised its limit: {line}"
+    );
+    mounted
 }

@@ -26,15 +26,14 @@ pub struct SnapEntry {
     pub xattrs: BTreeMap<String, Vec<u8>>,
 }
 
-/// Recursive snapshot of `dir` (not following symlinks), keyed by the
-/// path relative to `dir` ("" is `dir` itself).
-pub fn snapshot(dir: &Path) -> BTreeMap<PathBuf, SnapEntry> {
-    let mut out = BTreeMap::new();
-    snap_rec(dir, Path::new(""), &mut out);
-    out
+/// Visits `dir` and everything below it without following symlinks, each
+/// directory before its entries, names sorted: `visit(rel, full, lstat)`, where
+/// `rel` is the path relative to `dir` ("" for `dir` itself).
+pub fn walk_tree(dir: &Path, visit: &mut dyn FnMut(&Path, &Path, &fs::Metadata)) {
+    walk_rec(dir, Path::new(""), visit);
 }
 
-fn snap_rec(base: &Path, rel: &Path, out: &mut BTreeMap<PathBuf, SnapEntry>) {
+fn walk_rec(base: &Path, rel: &Path, visit: &mut dyn FnMut(&Path, &Path, &fs::Metadata)) {
     let full = if rel.as_os_str().is_empty() {
         base.to_path_buf()
     } else {
@@ -42,6 +41,30 @@ fn snap_rec(base: &Path, rel: &Path, out: &mut BTreeMap<PathBuf, SnapEntry>) {
     };
     let md =
         fs::symlink_metadata(&full).unwrap_or_else(|e| panic!("lstat {}: {e}", full.display()));
+    visit(rel, &full, &md);
+    if md.is_dir() {
+        let mut names: Vec<OsString> = fs::read_dir(&full)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        names.sort();
+        for n in names {
+            walk_rec(base, &rel.join(n), visit);
+        }
+    }
+}
+
+/// Recursive snapshot of `dir` (not following symlinks), keyed by the
+/// path relative to `dir` ("" is `dir` itself).
+pub fn snapshot(dir: &Path) -> BTreeMap<PathBuf, SnapEntry> {
+    let mut out = BTreeMap::new();
+    walk_tree(dir, &mut |rel, full, md| {
+        out.insert(rel.to_path_buf(), snap_entry(full, md));
+    });
+    out
+}
+
+fn snap_entry(full: &Path, md: &fs::Metadata) -> SnapEntry {
     let ft = md.file_type();
     let kind = if ft.is_dir() {
         "dir"
@@ -53,51 +76,38 @@ fn snap_rec(base: &Path, rel: &Path, out: &mut BTreeMap<PathBuf, SnapEntry>) {
         "special"
     };
     let content_hash = if ft.is_file() {
-        Some(fnv1a(&fs::read(&full).unwrap()))
+        Some(fnv1a(&fs::read(full).unwrap()))
     } else {
         None
     };
     let link_target = if ft.is_symlink() {
-        Some(fs::read_link(&full).unwrap())
+        Some(fs::read_link(full).unwrap())
     } else {
         None
     };
     let mut xattrs = BTreeMap::new();
     if !ft.is_symlink() {
-        if let Ok(names) = llistxattr(&full) {
+        if let Ok(names) = llistxattr(full) {
             for n in names {
-                if let Ok(v) = lgetxattr(&full, &n) {
+                if let Ok(v) = lgetxattr(full, &n) {
                     xattrs.insert(n, v);
                 }
             }
         }
     }
-    out.insert(
-        rel.to_path_buf(),
-        SnapEntry {
-            kind,
-            mode: md.mode(),
-            uid: md.uid(),
-            gid: md.gid(),
-            size: md.size(),
-            nlink: md.nlink(),
-            ino: md.ino(),
-            mtime: (md.mtime(), md.mtime_nsec()),
-            ctime: (md.ctime(), md.ctime_nsec()),
-            content_hash,
-            link_target,
-            xattrs,
-        },
-    );
-    if ft.is_dir() {
-        let mut names: Vec<OsString> = fs::read_dir(&full)
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
-        names.sort();
-        for n in names {
-            snap_rec(base, &rel.join(n), out);
-        }
+    SnapEntry {
+        kind,
+        mode: md.mode(),
+        uid: md.uid(),
+        gid: md.gid(),
+        size: md.size(),
+        nlink: md.nlink(),
+        ino: md.ino(),
+        mtime: (md.mtime(), md.mtime_nsec()),
+        ctime: (md.ctime(), md.ctime_nsec()),
+        content_hash,
+        link_target,
+        xattrs,
     }
 }
 
