@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::fs;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -639,17 +639,7 @@ fn tree(base: &Path) -> BTreeMap<String, Entry> {
 
 fn entry(full: &Path, md: &fs::Metadata) -> Entry {
     let ft = md.file_type();
-    let kind = if ft.is_dir() {
-        "dir"
-    } else if ft.is_symlink() {
-        "symlink"
-    } else if ft.is_file() {
-        "file"
-    } else if ft.is_fifo() {
-        "fifo"
-    } else {
-        "other"
-    };
+    let kind = kind_name(&ft);
     let mtime = (md.mtime() < EXPLICIT_BEFORE).then(|| (md.mtime(), md.mtime_nsec()));
     Entry {
         kind,

@@ -79,6 +79,15 @@ fn files_behind_fd_limit(n: usize, limit: u32) -> Mounted {
     mount_with_hard_fd_limit(b.map("/", &real), limit)
 }
 
+/// The config `/` → `real`, `/x` → `x` (no audit).
+fn root_and_x(real: &Path, x: &Path) -> String {
+    format!(
+        "[[map]]\nfrom = \"/\"\nto = {:?}\n\n[[map]]\nfrom = \"/x\"\nto = {:?}\n",
+        real.to_str().unwrap(),
+        x.to_str().unwrap()
+    )
+}
+
 /// `cat FILE && ls DIR | wc -l` as `uid`.
 fn cat_and_ls(uid: u32, file: &Path, dir: &Path) -> std::process::Output {
     run_as(
@@ -365,13 +374,7 @@ fn reloads_under_load_do_not_accumulate_fds() {
     fs::write(a.join("which"), "a").unwrap();
     fs::write(z.join("which"), "z").unwrap();
     files(&real, 20);
-    let config = |target: &Path| {
-        format!(
-            "[[map]]\nfrom = \"/\"\nto = {:?}\n\n[[map]]\nfrom = \"/x\"\nto = {:?}\n",
-            real.to_str().unwrap(),
-            target.to_str().unwrap()
-        )
-    };
+    let config = |target: &Path| root_and_x(&real, target);
     let m = b.raw_config(&config(&a)).mount();
     let pid = m.daemon_pid();
     let stop = Arc::new(AtomicBool::new(false));
@@ -431,13 +434,7 @@ fn old_rules_keep_serving_what_is_open_in_them() {
         files(&dir.join("sub"), 50);
         fs::write(dir.join("sub/which"), tag).unwrap();
     }
-    let config = |target: &Path| {
-        format!(
-            "[[map]]\nfrom = \"/\"\nto = {:?}\n\n[[map]]\nfrom = \"/x\"\nto = {:?}\n",
-            real.to_str().unwrap(),
-            target.to_str().unwrap()
-        )
-    };
+    let config = |target: &Path| root_and_x(&real, target);
     let m = b.raw_config(&config(&a)).mount();
     let pid = m.daemon_pid();
     let file = File::open(m.at("x/sub/which")).unwrap();

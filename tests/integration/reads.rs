@@ -144,19 +144,7 @@ fn readdir_small_directory_matches() {
             .unwrap_or_else(|e| panic!("readdir {}: {e}", p.display()))
             .map(|e| {
                 let e = e.unwrap();
-                let t = e.file_type().unwrap();
-                let kind = if t.is_dir() {
-                    "dir"
-                } else if t.is_symlink() {
-                    "symlink"
-                } else if t.is_fifo() {
-                    "fifo"
-                } else if t.is_file() {
-                    "file"
-                } else {
-                    "other"
-                };
-                (e.file_name(), kind)
+                (e.file_name(), kind_name(&e.file_type().unwrap()))
             })
             .collect()
     };

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fs;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use super::fs::{fnv1a, lgetxattr, llistxattr};
@@ -54,6 +54,21 @@ fn walk_rec(base: &Path, rel: &Path, visit: &mut dyn FnMut(&Path, &Path, &fs::Me
     }
 }
 
+/// "dir", "symlink", "file", "fifo" or "special" (sockets, devices).
+pub fn kind_name(ft: &fs::FileType) -> &'static str {
+    if ft.is_dir() {
+        "dir"
+    } else if ft.is_symlink() {
+        "symlink"
+    } else if ft.is_file() {
+        "file"
+    } else if ft.is_fifo() {
+        "fifo"
+    } else {
+        "special"
+    }
+}
+
 /// Recursive snapshot of `dir` (not following symlinks), keyed by the
 /// path relative to `dir` ("" is `dir` itself).
 pub fn snapshot(dir: &Path) -> BTreeMap<PathBuf, SnapEntry> {
@@ -66,15 +81,7 @@ pub fn snapshot(dir: &Path) -> BTreeMap<PathBuf, SnapEntry> {
 
 fn snap_entry(full: &Path, md: &fs::Metadata) -> SnapEntry {
     let ft = md.file_type();
-    let kind = if ft.is_dir() {
-        "dir"
-    } else if ft.is_symlink() {
-        "symlink"
-    } else if ft.is_file() {
-        "file"
-    } else {
-        "special"
-    };
+    let kind = kind_name(&ft);
     let content_hash = if ft.is_file() {
         Some(fnv1a(&fs::read(full).unwrap()))
     } else {
