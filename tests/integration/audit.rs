@@ -42,9 +42,7 @@ fn assert_fields(e: &Value, want: &[(&str, Value)]) {
 
 #[test]
 fn open_is_logged_with_reader_identity() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let (m, real) = fixture();
     let p = m.at("keys/id_rsa");
     let (pid, out) = run_as_pid(KEY_UID, KEY_GID, Command::new("cat").arg(&p));
@@ -67,9 +65,7 @@ fn open_is_logged_with_reader_identity() {
 
 #[test]
 fn refused_open_by_other_user_is_not_logged_as_ok() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     // The kernel refuses (default_permissions) before asking the daemon, so
     // there must be no successful open event for that process.
     let (m, _) = fixture();
@@ -89,9 +85,7 @@ fn refused_open_by_other_user_is_not_logged_as_ok() {
 
 #[test]
 fn opendir_is_logged_for_ls() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let (m, real) = fixture();
     let d = m.at("etc");
     let (pid, out) = run_as_pid(0, 0, Command::new("ls").arg(&d));
@@ -111,9 +105,7 @@ fn opendir_is_logged_for_ls() {
 
 #[test]
 fn readlink_is_logged() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let (m, _) = fixture();
     let l = m.at("keys/conf-link");
     let (pid, out) = run_as_pid(0, 0, Command::new("readlink").arg(&l));
@@ -124,9 +116,7 @@ fn readlink_is_logged() {
 
 #[test]
 fn miss_is_logged_as_lookup_enoent_every_time() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let (m, _) = fixture();
     let p = m.at("etc/missing.conf");
     // Same process, twice: a negative-entry cache must not hide the second.
@@ -147,9 +137,7 @@ fn miss_is_logged_as_lookup_enoent_every_time() {
 
 #[test]
 fn denial_is_logged_as_lookup_eacces() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let (m, _) = fixture();
     let p = m.at("keys/admin");
     let (pid, out) = run_as_pid(0, 0, Command::new("stat").arg(m.at("keys/admin/root_key")));
@@ -172,9 +160,7 @@ fn denial_is_logged_as_lookup_eacces() {
 
 #[test]
 fn refused_write_open_is_logged_as_erofs() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let (m, _) = fixture();
     let p = m.at("etc/app.conf");
     let (pid, out) = run_as_pid(0, 0, &mut sh("echo x > \"$1\"", &[&p]));
@@ -197,9 +183,7 @@ fn refused_write_open_is_logged_as_erofs() {
 
 #[test]
 fn refused_mkdir_is_logged_as_erofs() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let (m, _) = fixture();
     let p = m.at("etc/newdir");
     let (pid, out) = run_as_pid(0, 0, Command::new("mkdir").arg(&p));
@@ -215,9 +199,7 @@ fn refused_mkdir_is_logged_as_erofs() {
 
 #[test]
 fn repeated_opens_are_each_logged() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let (m, _) = fixture();
     let p = m.at("etc/app.conf");
     // One process opens the same file twice in a row (page cache warm).
@@ -237,9 +219,7 @@ fn repeated_opens_are_each_logged() {
 
 #[test]
 fn nested_rule_sets_map_and_target() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let b = MountBuilder::new();
     let real = b.real();
     let store = b.root().join("keystore");
@@ -262,9 +242,7 @@ fn nested_rule_sets_map_and_target() {
 
 #[test]
 fn mount_root_path_is_the_mountpoint_itself() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let (m, real) = fixture();
     let (pid, out) = run_as_pid(0, 0, Command::new("ls").arg(&m.mnt));
     assert!(out.status.success());
@@ -285,9 +263,7 @@ fn mount_root_path_is_the_mountpoint_itself() {
 
 #[test]
 fn odd_names_are_escaped_in_json() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let b = MountBuilder::new();
     let real = b.real();
     let name = "we\"ird\\na\nme\t\u{1}é";
@@ -303,9 +279,7 @@ fn odd_names_are_escaped_in_json() {
 
 #[test]
 fn relative_mountpoint_argument_is_logged_absolute() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let b = MountBuilder::new();
     let real = b.real();
     write_file(&real.join("f"), b"f\n", 0o644);
@@ -333,9 +307,7 @@ fn relative_mountpoint_argument_is_logged_absolute() {
 
 #[test]
 fn every_open_is_logged_under_load() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     const N: usize = 2000;
     let (m, _) = fixture();
     let p = m.at("etc/app.conf");
@@ -359,9 +331,7 @@ fn every_open_is_logged_under_load() {
 
 #[test]
 fn audit_log_is_appended_across_remounts() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let (m, _) = fixture();
     let p = m.at("etc/app.conf");
     let pid1 = cat_and_wait_for_open(&m.audit, &p);
@@ -384,9 +354,7 @@ fn audit_log_is_appended_across_remounts() {
 
 #[test]
 fn two_rules_with_one_target_are_told_apart() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let b = MountBuilder::new();
     let shared = b.root().join("shared");
     write_file(&shared.join("f"), b"shared\n", 0o644);

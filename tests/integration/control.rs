@@ -155,9 +155,7 @@ fn no_raw_controls(what: &str, out: &[u8]) {
 
 #[test]
 fn root_status_ignores_a_socket_planted_in_tmp() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let b = MountBuilder::new();
     let real = b.real();
     let m = b.map("/", &real).mount();
@@ -183,9 +181,7 @@ fn root_status_ignores_a_socket_planted_in_tmp() {
 
 #[test]
 fn user_status_refuses_a_socket_planted_by_another_user() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let b = MountBuilder::new();
     let real = b.real();
     let m = b.map("/", &real).opt("allow_other").mount();
@@ -239,9 +235,7 @@ fn fake_in_runtime_dir(
 
 #[test]
 fn status_escapes_what_the_daemon_says() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let (_b, legacy, xdg, _fake) = fake_in_runtime_dir(hostile);
     for json in [false, true] {
         let mut args = vec![legacy.as_os_str()];
@@ -261,9 +255,7 @@ fn status_escapes_what_the_daemon_says() {
 
 #[test]
 fn status_gives_up_on_a_daemon_that_dribbles() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let (_b, legacy, xdg, _fake) = fake_in_runtime_dir(dribble);
     // run_as gives up after 30 s: the client must have given up by itself before.
     let out = status_as(NOBODY, &[legacy.as_os_str()], &[("XDG_RUNTIME_DIR", &xdg)]);
@@ -272,9 +264,7 @@ fn status_gives_up_on_a_daemon_that_dribbles() {
 
 #[test]
 fn status_refuses_a_huge_answer() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let (_b, legacy, xdg, _fake) = fake_in_runtime_dir(huge);
     let out = status_as(NOBODY, &[legacy.as_os_str()], &[("XDG_RUNTIME_DIR", &xdg)]);
     assert_refusal(&out, &["larger than"]);
@@ -285,9 +275,7 @@ fn status_refuses_a_huge_answer() {
 /// same time (here `report`, blocked on a FIFO) is not touched.
 #[test]
 fn logrotate_reopens_the_daemons_and_kills_no_other_relocfs() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let Some(logrotate) = find_program("logrotate") else {
         skip_or_fail("logrotate is not installed");
         return;
@@ -367,9 +355,7 @@ fn logrotate_reopens_the_daemons_and_kills_no_other_relocfs() {
 
 #[test]
 fn reopen_is_for_root_and_the_mounting_user_only() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let b = MountBuilder::new();
     let real = b.real();
     let m = b.map("/", &real).opt("allow_other").mount();
@@ -385,9 +371,7 @@ fn reopen_is_for_root_and_the_mounting_user_only() {
 /// SIGUSR1 reopens the audit log and does nothing else: the config is not reread.
 #[test]
 fn sigusr1_reopens_without_reloading() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let (b, real) = hello_tree();
     let extra = b.root().join("extra");
     write_file(&extra.join("g"), b"g\n", 0o644);
@@ -416,9 +400,7 @@ fn sigusr1_reopens_without_reloading() {
 /// stand-in that records the signal), which reopens such a daemon's log.
 #[test]
 fn reopen_falls_back_to_sighup_for_an_older_daemon() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let Some(python) = system_python() else {
         skip_or_fail("/usr/bin/python3 is missing");
         return;
@@ -489,9 +471,7 @@ while True:
 /// another user cannot ask for it.
 #[test]
 fn reload_request_rereads_the_config() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let b = MountBuilder::new();
     let real = b.real();
     let extra = b.root().join("extra");

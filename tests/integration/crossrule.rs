@@ -63,9 +63,7 @@ fn link(a: &std::path::Path, b: &std::path::Path) -> std::io::Result<()> {
 
 #[test]
 fn rw_rules_on_different_filesystems_give_exdev() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let r = rules();
     let m = &r.m;
     let before = [snapshot(&r.disk), snapshot(r.shm.path())];
@@ -96,9 +94,7 @@ fn rw_rules_on_different_filesystems_give_exdev() {
 
 #[test]
 fn rw_rules_on_one_filesystem_rename_and_link_like_the_real_filesystem() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let r = rules();
     let m = &r.m;
     fs::rename(m.at("f"), m.at("disk2/f")).expect("rename between rules on one filesystem");
@@ -128,9 +124,7 @@ fn rw_rules_on_one_filesystem_rename_and_link_like_the_real_filesystem() {
 
 #[test]
 fn read_only_and_deny_rules_refuse_renames_and_links_both_ways() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let r = rules();
     let m = &r.m;
     let before = [snapshot(&r.disk), snapshot(&r.ro), snapshot(&r.denied)];

@@ -906,9 +906,7 @@ fn ops() -> impl Strategy<Value = Vec<Op>> {
 
 #[test]
 fn random_ops_as_root_match_the_real_filesystem() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let t = trees();
     let n = AtomicUsize::new(0);
     let stats = Stats::default();
@@ -925,9 +923,7 @@ fn random_ops_as_root_match_the_real_filesystem() {
 
 #[test]
 fn random_ops_as_unprivileged_user_match_the_real_filesystem() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let t = trees();
     let worker = UserWorker::new(KEY_UID, KEY_GID, &[KEY_GID, EXTRA_GID]);
     // The worker really is unprivileged: it cannot chown to root.

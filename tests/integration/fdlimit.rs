@@ -14,9 +14,7 @@ fn mount_with_fd_limit(b: MountBuilder) -> Mounted {
 
 #[test]
 fn walk_of_more_files_than_fds_succeeds() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let b = MountBuilder::new();
     let real = b.real();
     for d in 0..10 {
@@ -52,9 +50,7 @@ fn walk_of_more_files_than_fds_succeeds() {
 
 #[test]
 fn replaced_name_is_not_served_as_the_old_object() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let b = MountBuilder::new().extra("[fuse]\nattr_timeout = 0\nentry_timeout = 0\n");
     let real = b.real();
     mkdir_p(&real.join("many"));

@@ -99,9 +99,7 @@ fn cat_and_ls(uid: u32, file: &Path, dir: &Path) -> std::process::Output {
 
 #[test]
 fn one_user_holding_files_open_leaves_others_and_root_working() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let m = files_behind_fd_limit(400, 256);
     let holder = Holder::start(KEY_UID, &m.mnt, 400);
     let held = holder.count;
@@ -133,9 +131,7 @@ fn one_user_holding_files_open_leaves_others_and_root_working() {
 
 #[test]
 fn at_a_limit_of_128_a_caller_holds_most_of_it() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let m = files_behind_fd_limit(200, 128);
     // Walk more files than the limit first, so node fds would fill it.
     for i in 0..200 {
@@ -162,9 +158,7 @@ fn at_a_limit_of_128_a_caller_holds_most_of_it() {
 /// served) and a user's file written through kernel passthrough.
 #[test]
 fn open_unlinked_files_stay_reachable_under_fd_pressure() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let b = MountBuilder::new()
         .opt("allow_other")
         .extra("[fuse]\nattr_timeout = 0\nentry_timeout = 0\n");
@@ -278,9 +272,7 @@ impl Drop for Dir {
 /// with handles times entries, and must come back once they are closed.
 #[test]
 fn directory_handles_do_not_pin_listing_memory() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     const ENTRIES: usize = 50_000;
     const HANDLES: usize = 40;
     let b = MountBuilder::new()
@@ -326,9 +318,7 @@ fn directory_handles_do_not_pin_listing_memory() {
 /// prefix table owns appear once (shadowing the real entry of that name).
 #[test]
 fn listings_follow_the_real_directory() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let b = MountBuilder::new().extra("[fuse]\nattr_timeout = 0\nentry_timeout = 0\n");
     let real = b.real();
     let other = b.root().join("other");
@@ -360,9 +350,7 @@ fn listings_follow_the_real_directory() {
 /// Reloads under load: old generations of rules give their fds back at once.
 #[test]
 fn reloads_under_load_do_not_accumulate_fds() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     const RELOADS: usize = 250;
     let b = MountBuilder::new().no_audit();
     let real = b.real();
@@ -423,9 +411,7 @@ fn reloads_under_load_do_not_accumulate_fds() {
 /// and see the old targets; new paths see the new ones.
 #[test]
 fn old_rules_keep_serving_what_is_open_in_them() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let b = MountBuilder::new().no_audit();
     let real = b.real();
     let (a, z) = (b.root().join("a"), b.root().join("z"));

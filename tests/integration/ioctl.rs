@@ -115,9 +115,7 @@ fn chattr(p: &Path, change: &str) -> std::process::Output {
 /// directory.
 #[test]
 fn python_opens_leave_the_daemon_log_quiet() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     if system_python().is_none() {
         skip_or_fail("/usr/bin/python3 is needed");
         return;
@@ -195,9 +193,7 @@ print("done")
 /// immutable, and nothing on another user's file); through an ro rule nothing changes.
 #[test]
 fn lsattr_and_chattr_act_on_the_real_file() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let b = MountBuilder::new();
     let real = b.real();
     let ro = b.root().join("ro");
@@ -279,9 +275,7 @@ fn lsattr_and_chattr_act_on_the_real_file() {
 /// and chattr is refused, like every change there.
 #[test]
 fn virtual_directories_have_no_flags_to_change() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let b = MountBuilder::new();
     let real = b.real();
     let m = b.map_mode("/v/w", &real, "rw").opt("allow_other").mount();

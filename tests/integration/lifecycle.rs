@@ -12,9 +12,7 @@ use crate::common::*;
 
 #[test]
 fn returns_only_when_live() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let (b, real) = hello_tree();
     let m = b.map("/", &real).mount();
     // No retry: the very first access right after exit 0 must work.
@@ -55,9 +53,7 @@ fn returns_only_when_live() {
 
 #[test]
 fn umount_stops_daemon_and_flushes_audit() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let (b, real) = hello_tree();
     let m = b.map("/", &real).mount();
     let pid = m.daemon_pid();
@@ -82,9 +78,7 @@ fn umount_stops_daemon_and_flushes_audit() {
 
 #[test]
 fn sigterm_unmounts_and_flushes_audit() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let (b, real) = hello_tree();
     let m = b.map("/", &real).mount();
     let pid = m.daemon_pid();
@@ -111,9 +105,7 @@ fn sigterm_unmounts_and_flushes_audit() {
 
 #[test]
 fn foreground_mode_serves_until_unmounted() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let (b, real) = hello_tree();
     let b = b.map("/", &real);
     let m = b.into_mounted();
@@ -158,9 +150,7 @@ fn foreground_mode_serves_until_unmounted() {
 
 #[test]
 fn background_mode_releases_stdio() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     // A caller capturing output with pipes (`$(relocfs ...)`, systemd,
     // Command::output) must not hang because the daemon kept them open.
     let (b, real) = hello_tree();
@@ -195,9 +185,7 @@ fn background_mode_releases_stdio() {
 
 #[test]
 fn options_after_positionals_and_fsname() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let (b, real) = hello_tree();
     let m = b
         .map("/", &real)
@@ -218,9 +206,7 @@ fn options_after_positionals_and_fsname() {
 
 #[test]
 fn fstab_style_options_are_accepted() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let (b, real) = hello_tree();
     let m = b
         .map("/", &real)
@@ -240,9 +226,7 @@ fn fstab_style_options_are_accepted() {
 
 #[test]
 fn mountpoint_with_space_in_name() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let (b, real) = hello_tree();
     let mp = b.root().join("legacy dir\twith tab");
     mkdir_p(&mp);
@@ -256,9 +240,7 @@ fn mountpoint_with_space_in_name() {
 
 #[test]
 fn two_mounts_of_one_target_are_independent() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let (b, real) = hello_tree();
     let second = b.root().join("mnt2");
     mkdir_p(&second);
@@ -280,9 +262,7 @@ fn two_mounts_of_one_target_are_independent() {
 
 #[test]
 fn demo_runs_and_prints_audit_lines() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let relocfs_mounts = || -> Vec<std::path::PathBuf> {
         mount_entries()
             .into_iter()
@@ -329,9 +309,7 @@ fn rules_toml(rules: &[(&str, &std::path::Path)], audit: &std::path::Path) -> St
 
 #[test]
 fn sighup_reloads_rules_and_survives_a_bad_config() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let (b, real) = hello_tree();
     let extra = b.root().join("extra");
     let third = b.root().join("third");
@@ -387,9 +365,7 @@ fn sighup_reloads_rules_and_survives_a_bad_config() {
 
 #[test]
 fn sighup_reopens_the_audit_log() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let (b, real) = hello_tree();
     let m = b.map("/", &real).mount();
     let pid = m.daemon_pid();
@@ -414,9 +390,7 @@ fn sighup_reopens_the_audit_log() {
 
 #[test]
 fn mountpoint_already_mounted_refused() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let (b, real) = hello_tree();
     let root = b.root();
     let m = b.map("/", &real).mount();
@@ -449,9 +423,7 @@ fn mountpoint_already_mounted_refused() {
 
 #[test]
 fn dead_mount_is_replaced() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let (b, real) = hello_tree();
     let m = b.map("/", &real).mount();
     let pid = m.daemon_pid();
@@ -474,9 +446,7 @@ fn dead_mount_is_replaced() {
 
 #[test]
 fn systemd_notify_protocol() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let (b, real) = hello_tree();
     let m = b.map("/", &real).into_mounted();
     let (sock, mut child) = m.spawn_under_systemd();

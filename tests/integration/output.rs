@@ -92,9 +92,7 @@ fn generate_into_a_closed_pipe_ends_quietly() {
 /// directory and ends quietly.
 #[test]
 fn demo_into_a_closed_pipe_still_cleans_up() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     // A temporary directory of its own, so that what the demo leaves is easy to see.
     // As root the demo needs its temporary directory open to nobody (search only).
     let tmp = tempdir_0755("relocfs-test-");

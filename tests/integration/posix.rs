@@ -269,9 +269,7 @@ fn problems_against_native(label: &str, n: &Run, r: &Run) -> Vec<String> {
 /// root may mknod a device on a nodev filesystem natively, and so through relocfs.
 #[test]
 fn pjdfstest_passes_through_rw_rule_as_natively() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let Some(bin) = find_program("pjdfstest") else {
         skip_or_fail("pjdfstest is not installed (`cargo install pjdfstest --locked`)");
         return;

@@ -30,9 +30,7 @@ fn install_and_keystore() -> (MountBuilder, PathBuf, PathBuf) {
 
 #[test]
 fn longest_prefix_wins() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let (b, install, store) = install_and_keystore();
     let roles = b.root().join("roles");
     write_file(&install.join("keys/k"), b"from install\n", 0o644);
@@ -73,9 +71,7 @@ fn longest_prefix_wins() {
 
 #[test]
 fn prefixes_match_whole_components_only() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let (b, install, store) = install_and_keystore();
     write_file(&install.join("keysafe/f"), b"right\n", 0o644);
     write_file(&install.join("keys2"), b"right keys2\n", 0o644);
@@ -95,9 +91,7 @@ fn prefixes_match_whole_components_only() {
 
 #[test]
 fn uncovered_parents_are_read_only_virtual_dirs() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let b = MountBuilder::new();
     let root = b.root();
     let data = root.join("data");
@@ -140,9 +134,7 @@ fn uncovered_parents_are_read_only_virtual_dirs() {
 
 #[test]
 fn unmapped_paths_do_not_exist() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let b = MountBuilder::new();
     let root = b.root();
     let data = root.join("data");
@@ -174,9 +166,7 @@ fn unmapped_paths_do_not_exist() {
 
 #[test]
 fn deny_rule_refuses_path_and_everything_below() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let (b, install, store) = install_and_keystore();
     write_file(&install.join("README"), b"install\n", 0o644);
     write_file(&store.join("admin/secret"), b"admin secret\n", 0o644);

@@ -39,9 +39,7 @@ fn mounted_readonly_fixture() -> (Mounted, PathBuf) {
 
 #[test]
 fn write_opens_fail_with_erofs() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let (m, real) = mounted_readonly_fixture();
     let before = snapshot(&real);
     let f = m.at("file");
@@ -73,9 +71,7 @@ fn write_opens_fail_with_erofs() {
 
 #[test]
 fn namespace_changes_fail_with_erofs() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let (m, real) = mounted_readonly_fixture();
     let before = snapshot(&real);
     let mut p = Vec::new();
@@ -112,9 +108,7 @@ fn namespace_changes_fail_with_erofs() {
 
 #[test]
 fn metadata_changes_fail_with_erofs() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let (m, real) = mounted_readonly_fixture();
     let before = snapshot(&real);
     let f = m.at("file");
@@ -148,9 +142,7 @@ fn metadata_changes_fail_with_erofs() {
 
 #[test]
 fn virtual_directories_refuse_changes() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let b = MountBuilder::new();
     let data = b.root().join("data");
     write_file(&data.join("f"), b"f\n", 0o644);
@@ -176,9 +168,7 @@ fn virtual_directories_refuse_changes() {
 
 #[test]
 fn ro_mount_option_and_explicit_ro_mode() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let b = MountBuilder::new();
     let real = b.real();
     populate(&real);

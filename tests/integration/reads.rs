@@ -50,9 +50,7 @@ fn stat_diffs(via: &Path, real: &Path) -> Vec<String> {
 
 #[test]
 fn stat_matches_real_path() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let b = MountBuilder::new();
     let real = b.real();
     write_file(&real.join("plain"), b"hello\n", 0o644);
@@ -124,9 +122,7 @@ fn stat_matches_real_path() {
 
 #[test]
 fn readdir_small_directory_matches() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let b = MountBuilder::new();
     let real = b.real();
     write_file(&real.join("d/a.txt"), b"a", 0o644);
@@ -173,9 +169,7 @@ fn readdir_small_directory_matches() {
 
 #[test]
 fn readdir_huge_directory_matches() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     const N: usize = 20_000;
     // Creating 20,000 files is much faster on tmpfs than on a journaled
     // disk; the huge directory lives there when /dev/shm exists. Declared
@@ -223,9 +217,7 @@ fn readdir_huge_directory_matches() {
 
 #[test]
 fn readlink_returns_links_as_stored() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let b = MountBuilder::new();
     let real = b.real();
     let outside = b.root().join("outside");
@@ -282,9 +274,7 @@ fn readlink_returns_links_as_stored() {
 
 #[test]
 fn read_file_content() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let b = MountBuilder::new();
     let real = b.real();
     let big = pattern(3 * 1024 * 1024 + 17, 7);
@@ -320,9 +310,7 @@ fn read_file_content() {
 
 #[test]
 fn mmap_of_file_matches() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let b = MountBuilder::new();
     let real = b.real();
     let data = pattern(1024 * 1024 + 123, 3);
@@ -359,9 +347,7 @@ fn mmap_of_file_matches() {
 
 #[test]
 fn execute_script_and_binary_from_mount() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let b = MountBuilder::new();
     let real = b.real();
     write_file(
@@ -413,9 +399,7 @@ fn execute_script_and_binary_from_mount() {
 
 #[test]
 fn statfs_matches_real_filesystem() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let b = MountBuilder::new();
     let real = b.real();
     write_file(&real.join("f"), b"x", 0o644);
@@ -446,9 +430,7 @@ fn statfs_matches_real_filesystem() {
 
 #[test]
 fn access_reports_permissions() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let b = MountBuilder::new();
     let real = b.real();
     write_file(&real.join("data.txt"), b"d", 0o644);
@@ -473,9 +455,7 @@ fn access_reports_permissions() {
 
 #[test]
 fn xattrs_are_visible() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let b = MountBuilder::new();
     let real = b.real();
     let f = real.join("tagged");
@@ -522,9 +502,7 @@ fn xattrs_are_visible() {
 
 #[test]
 fn seek_data_and_hole_on_sparse_file() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let b = MountBuilder::new();
     let real = b.real();
     let path = real.join("sparse");
@@ -576,9 +554,7 @@ fn seek_data_and_hole_on_sparse_file() {
 
 #[test]
 fn hard_links_share_inode() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let b = MountBuilder::new();
     let real = b.real();
     write_file(&real.join("one"), b"linked content\n", 0o644);
@@ -602,9 +578,7 @@ fn hard_links_share_inode() {
 
 #[test]
 fn odd_file_names_are_served() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     use std::ffi::OsStr;
     use std::os::unix::ffi::OsStrExt;
     let b = MountBuilder::new();
@@ -644,9 +618,7 @@ fn odd_file_names_are_served() {
 
 #[test]
 fn reads_beyond_4gib_offsets() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     const GIB: u64 = 1 << 30;
     let b = MountBuilder::new();
     let real = b.real();
@@ -670,9 +642,7 @@ fn reads_beyond_4gib_offsets() {
 
 #[test]
 fn parallel_readers_get_correct_data() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let b = MountBuilder::new();
     let real = b.real();
     let files: Vec<(String, Vec<u8>)> = (0..8)
@@ -702,9 +672,7 @@ fn parallel_readers_get_correct_data() {
 
 #[test]
 fn real_tree_changes_visible_with_zero_timeouts() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let b = MountBuilder::new();
     let real = b.real();
     write_file(&real.join("conf"), b"version 1\n", 0o644);

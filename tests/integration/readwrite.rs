@@ -39,9 +39,7 @@ fn rw_fixture() -> Rw {
 
 #[test]
 fn changes_are_made_as_the_caller_with_its_umask() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let Rw { m, real, .. } = rw_fixture();
     let f = m.at("home4242/new.txt");
     let (pid, out) = run_as_pid(
@@ -109,9 +107,7 @@ fn changes_are_made_as_the_caller_with_its_umask() {
 
 #[test]
 fn real_permissions_decide_for_other_users() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let Rw { m, real, .. } = rw_fixture();
     let before = snapshot(&real.join("rootonly"));
     let attempts: &[(&str, &str)] = &[
@@ -139,9 +135,7 @@ fn real_permissions_decide_for_other_users() {
 
 #[test]
 fn every_kind_of_change_reaches_the_real_tree() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let Rw { m, real, .. } = rw_fixture();
     let d = |p: &str| m.at(&format!("data/{p}"));
     let r = |p: &str| real.join("data").join(p);
@@ -231,9 +225,7 @@ fn every_kind_of_change_reaches_the_real_tree() {
 
 #[test]
 fn names_owned_by_rules_cannot_be_renamed_or_removed() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let b = MountBuilder::new();
     let real = b.real();
     let app = b.root().join("app");
@@ -273,9 +265,7 @@ fn names_owned_by_rules_cannot_be_renamed_or_removed() {
 
 #[test]
 fn ro_and_deny_rules_inside_rw_rule_keep_their_meaning() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let Rw { m, real, keystore } = rw_fixture();
     let before = snapshot(&keystore);
     assert_errno(
@@ -318,9 +308,7 @@ fn ro_and_deny_rules_inside_rw_rule_keep_their_meaning() {
 
 #[test]
 fn successful_changes_are_audited() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let Rw { m, real, .. } = rw_fixture();
     let dir = m.at("data/newdir");
     let (pid, out) = run_as_pid(0, 0, Command::new("mkdir").arg(&dir));

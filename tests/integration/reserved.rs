@@ -112,9 +112,7 @@ fn reserved_ext4() -> (Ext4, PathBuf, u64) {
 
 #[test]
 fn users_get_no_reserved_blocks_through_the_mount() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let (ext4, home, native) = reserved_ext4();
     let target = ext4.path();
     let mut report = vec![format!("natively {native} bytes")];
@@ -159,9 +157,7 @@ fn users_get_no_reserved_blocks_through_the_mount() {
 /// (passthrough, with root's credentials) must not write with root's rights.
 #[test]
 fn a_users_writes_never_share_roots_backing_file() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let (ext4, home, native) = reserved_ext4();
     let target = ext4.path();
     write_file(&home.join("shared"), b"", 0o666);

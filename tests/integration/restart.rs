@@ -107,17 +107,13 @@ fn restart_while_busy(how: &str) {
 
 #[test]
 fn old_daemon_leaves_the_new_mount_alone_after_sigterm() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     restart_while_busy("SIGTERM");
 }
 
 #[test]
 fn old_daemon_leaves_the_new_mount_alone_after_umount_l() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     restart_while_busy("umount -l");
 }
 
@@ -125,9 +121,7 @@ fn old_daemon_leaves_the_new_mount_alone_after_umount_l() {
 /// that Restart=on-failure brings the mount back instead of leaving the unit quietly inactive.
 #[test]
 fn unmounted_from_outside_under_systemd_exits_with_failure() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let (b, real) = hello_tree();
     let m = b.map("/", &real).into_mounted();
     let (sock, mut child) = m.spawn_under_systemd();
@@ -160,9 +154,7 @@ fn kill_and_wait(pid: i32, mnt: &Path) {
 /// stat(2) of the mountpoint still succeeds from the kernel's cache (attr_timeout = 30 s).
 #[test]
 fn restart_right_after_kill_9_despite_cached_attributes() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let (b, real) = hello_tree();
     let m = long_cache(b.map("/", &real)).mount();
     assert_eq!(fs::read(m.at("hello.txt")).unwrap(), b"hello\n");
@@ -179,9 +171,7 @@ fn restart_right_after_kill_9_despite_cached_attributes() {
 /// The same through mount(8) and an fstab line (the boot and `sudo mount` path).
 #[test]
 fn mount8_right_after_kill_9_despite_cached_attributes() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let (b, real) = hello_tree();
     let m = long_cache(b.map("/", &real)).mount();
     let fstab = m.root().join("fstab");
@@ -213,9 +203,7 @@ fn mount8_right_after_kill_9_despite_cached_attributes() {
 /// forever: the start is refused, naming the problem.
 #[test]
 fn hung_daemon_is_refused_not_replaced() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     struct Resume(i32);
     impl Drop for Resume {
         fn drop(&mut self) {
@@ -239,9 +227,7 @@ fn hung_daemon_is_refused_not_replaced() {
 /// even while stat(2) is answered from the cache, and leave a live one alone.
 #[test]
 fn unit_stop_post_cleanup_sees_a_dead_mount_through_the_cache() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let unit = fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/packaging/systemd/relocfs@.service"
@@ -288,9 +274,7 @@ fn unit_stop_post_cleanup_sees_a_dead_mount_through_the_cache() {
 /// lazily detached mount can still open files relative to it, and each open is audited.
 #[test]
 fn lazily_detached_mount_still_serves_a_cwd_inside() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let (b, real) = hello_tree();
     let m = b.map("/", &real).mount();
     let pid = m.daemon_pid();
@@ -336,9 +320,7 @@ fn lazily_detached_mount_still_serves_a_cwd_inside() {
 /// attr_timeout) and reads of a file opened through kernel passthrough, which go on working.
 #[test]
 fn callers_of_a_killed_daemon() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let (b, real) = hello_tree();
     write_file(&real.join("big"), &pattern(256 * 1024, 7), 0o644);
     let m = long_cache(b.map("/", &real)).opt("allow_other").mount();

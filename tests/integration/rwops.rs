@@ -24,9 +24,7 @@ fn open_flags(p: &Path, flags: i32, mode: u32) -> std::io::Result<File> {
 
 #[test]
 fn create_with_excl_trunc_and_append() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let (m, real) = rw_root_with_home(&[]);
     let f = m.at("f");
     let wr = libc::O_WRONLY | libc::O_CREAT;
@@ -85,9 +83,7 @@ fn current_umask() -> u32 {
 
 #[test]
 fn write_read_back_ftruncate_and_sync() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let (m, real) = rw_root_with_home(&[]);
     let data = pattern(3 << 20, 7);
     let mut f = OpenOptions::new()
@@ -148,9 +144,7 @@ fn write_read_back_ftruncate_and_sync() {
 
 #[test]
 fn fallocate_modes() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let (m, real) = rw_root_with_home(&[]);
     let content = pattern(16384, 3);
     fs::write(m.at("f"), &content).unwrap();
@@ -199,9 +193,7 @@ fn fallocate_modes() {
 
 #[test]
 fn copy_file_range_within_the_mount() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let (m, real) = rw_root_with_home(&[]);
     let src_data = pattern(100_000, 11);
     fs::write(m.at("src"), &src_data).unwrap();
@@ -233,9 +225,7 @@ fn copy_file_range_within_the_mount() {
 
 #[test]
 fn fifo_and_unix_socket_work_through_the_mount() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let (m, real) = rw_root_with_home(&[]);
     mkfifo(&m.at("fifo"), 0o600).unwrap();
     assert!(fs::symlink_metadata(real.join("fifo"))
@@ -275,9 +265,7 @@ fn fifo_and_unix_socket_work_through_the_mount() {
 /// and so through relocfs. An unprivileged user can create none, on any mount.
 #[test]
 fn device_nodes_follow_the_callers_privilege() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let null = libc::makedev(1, 3);
     let user_mknod = |path: PathBuf, kind: u32, dev: libc::dev_t| {
         spawn_as_user(KEY_UID, KEY_GID, &[KEY_GID], move || {
@@ -356,9 +344,7 @@ fn device_nodes_follow_the_callers_privilege() {
 
 #[test]
 fn rename_noreplace_and_exchange() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let (m, real) = rw_root_with_home(&[]);
     fs::write(m.at("a"), b"A").unwrap();
     fs::write(m.at("b"), b"B").unwrap();
@@ -408,9 +394,7 @@ fn rename_noreplace_and_exchange() {
 
 #[test]
 fn chown_by_root_and_by_an_unprivileged_user() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let (m, real) = rw_root_with_home(&[]);
     let f = real.join("home4242/f");
     write_file(&f, b"x", 0o644);
@@ -449,9 +433,7 @@ fn chown_by_root_and_by_an_unprivileged_user() {
 
 #[test]
 fn utimensat_now_omit_and_explicit() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let (m, real) = rw_root_with_home(&[]);
     let f = real.join("home4242/f");
     write_file(&f, b"x", 0o666); // world-writable, owned by root
@@ -513,9 +495,7 @@ fn utimensat_now_omit_and_explicit() {
 /// Times before 1970 with a fraction of a second: `touch -d 1938-04-24T22:13:20.123456789`.
 #[test]
 fn explicit_times_before_1970_are_set_exactly() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let (m, real) = rw_root_with_home(&[]);
     let native = m.root().join("native");
     fs::write(&native, b"").unwrap();
@@ -553,9 +533,7 @@ fn explicit_times_before_1970_are_set_exactly() {
 /// must change that symlink, whatever became of the other name.
 #[test]
 fn utimensat_nofollow_on_a_hard_linked_symlink_changes_that_symlink() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let (m, real) = rw_root_with_home(&[]);
     std::os::unix::fs::symlink("target", m.at("a")).unwrap();
     // link(2) does not follow: a second name for the symlink itself.
@@ -598,9 +576,7 @@ fn utimensat_nofollow_on_a_hard_linked_symlink_changes_that_symlink() {
 
 #[test]
 fn xattr_flags_and_permissions() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let (m, real) = rw_root_with_home(&[]);
     let f = m.at("f");
     fs::write(&f, b"x").unwrap();
@@ -658,9 +634,7 @@ fn xattr_flags_and_permissions() {
 /// CAP_SYS_ADMIN; an unprivileged user sees the same list through the mount.
 #[test]
 fn listxattr_hides_trusted_names_from_users_like_natively() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let (m, real) = rw_root_with_home(&[]);
     let native = m.root().join("native");
     for f in [&native, &real.join("f")] {
@@ -693,9 +667,7 @@ fn listxattr_hides_trusted_names_from_users_like_natively() {
 /// EOPNOTSUPP (applications such as systemd and some editors fall back).
 #[test]
 fn o_tmpfile_is_not_supported() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let (m, real) = rw_root_with_home(&[]);
     let before = snapshot(&real);
     assert_errno(
@@ -710,9 +682,7 @@ fn o_tmpfile_is_not_supported() {
 
 #[test]
 fn new_files_belong_to_the_caller_with_its_supplementary_groups() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let (m, real) = rw_root_with_home(&[]);
     // A directory writable only through group 4343, which uid 4242 has only
     // as a supplementary group: the daemon must act with the caller's groups.

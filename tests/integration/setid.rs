@@ -10,9 +10,7 @@ use crate::common::*;
 
 #[test]
 fn setgid_directory_gives_new_files_and_dirs_its_group() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let b = MountBuilder::new();
     let real = b.real();
     mkdir_owned(&real.join("shared"), 0, 4343, 0o2777);
@@ -43,9 +41,7 @@ fn setgid_directory_gives_new_files_and_dirs_its_group() {
 
 #[test]
 fn a_user_cannot_make_a_setuid_root_binary() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let (m, real) = rw_root_with_home(&["suid"]);
     let id_bin = ["/usr/bin/id", "/bin/id"]
         .iter()
@@ -97,9 +93,7 @@ fn a_user_cannot_make_a_setuid_root_binary() {
 
 #[test]
 fn write_by_a_non_owner_clears_set_id_bits_like_natively() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let b = MountBuilder::new();
     let real = b.real();
     let native = b.root().join("native");

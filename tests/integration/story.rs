@@ -7,9 +7,7 @@ use crate::common::*;
 
 #[test]
 fn legacy_key_path_is_served_from_relocated_install_and_audited() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let b = MountBuilder::new();
     let tmp = b.root();
     let install = tmp.join("opt/jumpserver");

@@ -56,6 +56,18 @@ pub const NOBODY: u32 = 65534;
 // Skipping
 // ---------------------------------------------------------------------------
 
+/// `skip_without_fuse!();` opens every real-FUSE test: it returns from the
+/// test (a visible skip) when [`require_fuse`] says FUSE tests cannot run
+/// here, and fails the test on CI.
+macro_rules! skip_without_fuse {
+    () => {
+        if !$crate::common::require_fuse() {
+            return;
+        }
+    };
+}
+pub(crate) use skip_without_fuse;
+
 /// Returns `true` when real FUSE tests can run. Otherwise prints a skip
 /// message and returns `false` -- except on CI (`CI=true`), where it panics:
 /// CI must fail, not silently skip.
