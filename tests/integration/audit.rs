@@ -13,8 +13,7 @@ fn fixture() -> (Mounted, PathBuf) {
     let b = MountBuilder::new();
     let real = b.real();
     write_file(&real.join("etc/app.conf"), b"conf\n", 0o644);
-    write_file(&real.join("keys/id_rsa"), b"key\n", 0o600);
-    chown(&real.join("keys/id_rsa"), KEY_UID, KEY_GID);
+    write_owned(&real.join("keys/id_rsa"), b"key\n", 0o600, KEY_UID, KEY_GID);
     std::os::unix::fs::symlink("../etc/app.conf", real.join("keys/conf-link")).unwrap();
     write_file(&real.join("keys/admin/root_key"), b"root\n", 0o644);
     let m = b

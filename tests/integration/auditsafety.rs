@@ -98,8 +98,7 @@ fn log_in_a_sticky_shared_directory_must_be_the_daemons() {
     skip_without_fuse!();
     // Someone else's file there: refused.
     let (b, log) = fixture_with_log_dir(|d| chmod(d, 0o1777));
-    write_file(&log, b"", 0o666);
-    chown(&log, NOBODY, NOBODY);
+    write_owned(&log, b"", 0o666, NOBODY, NOBODY);
     let _m = refused_at_check_and_mount(b, &["audit.jsonl", "belongs to uid 65534"]);
 
     // No file yet: the daemon creates its own (0640), and mounts.

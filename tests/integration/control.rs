@@ -280,8 +280,7 @@ fn logrotate_reopens_the_daemons_and_kills_no_other_relocfs() {
         skip_or_fail("logrotate is not installed");
         return;
     };
-    let (b, real) = hello_tree();
-    let m = b.map("/", &real).mount();
+    let m = hello_mount();
     let pid = m.daemon_pid();
     let f = m.at("hello.txt");
     let p1 = cat_and_wait_for_open(&m.audit, &f);

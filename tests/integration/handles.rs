@@ -168,8 +168,13 @@ fn open_unlinked_files_stay_reachable_under_fd_pressure() {
     write_file(&real.join("served"), b"0123456789", 0o644);
     let home = real.join("home");
     mkdir_owned(&home, KEY_UID, KEY_GID, 0o755);
-    write_file(&home.join("written"), &vec![b'x'; 100_000], 0o644);
-    chown(&home.join("written"), KEY_UID, KEY_GID);
+    write_owned(
+        &home.join("written"),
+        &vec![b'x'; 100_000],
+        0o644,
+        KEY_UID,
+        KEY_GID,
+    );
     let m = mount_with_hard_fd_limit(b.map_mode("/", &real, "rw"), 128);
     let evict = |m: &Mounted| {
         for _ in 0..2 {

@@ -200,8 +200,7 @@ fn lsattr_and_chattr_act_on_the_real_file() {
     mkdir_p(&ro);
     write_file(&ro.join("f"), b"ro\n", 0o644);
     write_file(&real.join("f"), b"rw\n", 0o644);
-    write_file(&real.join("mine"), b"mine\n", 0o644);
-    chown(&real.join("mine"), KEY_UID, KEY_GID);
+    write_owned(&real.join("mine"), b"mine\n", 0o644, KEY_UID, KEY_GID);
     mkdir_p(&real.join("d"));
     let m = b
         .map_mode("/", &real, "rw")

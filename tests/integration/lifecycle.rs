@@ -13,8 +13,8 @@ use crate::common::*;
 #[test]
 fn returns_only_when_live() {
     skip_without_fuse!();
-    let (b, real) = hello_tree();
-    let m = b.map("/", &real).mount();
+    let m = hello_mount();
+    let real = m.real();
     // No retry: the very first access right after exit 0 must work.
     let md = fs::metadata(m.at("hello.txt")).expect("stat right after relocfs returned");
     assert_eq!(md.size(), 6);
@@ -54,13 +54,12 @@ fn returns_only_when_live() {
 #[test]
 fn umount_stops_daemon_and_flushes_audit() {
     skip_without_fuse!();
-    let (b, real) = hello_tree();
-    let m = b.map("/", &real).mount();
+    let m = hello_mount();
     let pid = m.daemon_pid();
     let f = m.at("hello.txt");
     assert_eq!(fs::read(&f).unwrap(), b"hello\n");
 
-    let st = Command::new("umount").arg(&m.mnt).status().unwrap();
+    let st = umount(&m.mnt);
     assert!(st.success(), "umount failed: {st}");
     assert!(!mounted(&m.mnt), "still mounted after umount");
     assert!(
@@ -79,8 +78,7 @@ fn umount_stops_daemon_and_flushes_audit() {
 #[test]
 fn sigterm_unmounts_and_flushes_audit() {
     skip_without_fuse!();
-    let (b, real) = hello_tree();
-    let m = b.map("/", &real).mount();
+    let m = hello_mount();
     let pid = m.daemon_pid();
     let f = m.at("hello.txt");
     assert_eq!(fs::read(&f).unwrap(), b"hello\n");
@@ -130,7 +128,7 @@ fn foreground_mode_serves_until_unmounted() {
         child.try_wait().unwrap().is_none(),
         "relocfs -f exited while mounted"
     );
-    let st = Command::new("umount").arg(&m.mnt).status().unwrap();
+    let st = umount(&m.mnt);
     assert!(st.success(), "umount: {st}");
     let mut status = None;
     wait_until(SETTLE_TIMEOUT, || {
@@ -233,7 +231,7 @@ fn mountpoint_with_space_in_name() {
     let m = b.map("/", &real).mountpoint(&mp).mount();
     assert!(mounted(&mp), "mountinfo octal escapes");
     assert_eq!(fs::read(m.at("hello.txt")).unwrap(), b"hello\n");
-    let st = Command::new("umount").arg(&mp).status().unwrap();
+    let st = umount(&mp);
     assert!(st.success());
     assert!(!mounted(&mp));
 }
@@ -249,11 +247,7 @@ fn two_mounts_of_one_target_are_independent() {
     assert!(out.status.success(), "second mount: {}", stderr_str(&out));
     assert!(mounted(&second));
     assert_eq!(fs::read(second.join("hello.txt")).unwrap(), b"hello\n");
-    assert!(Command::new("umount")
-        .arg(&second)
-        .status()
-        .unwrap()
-        .success());
+    assert!(umount(&second).success());
     assert!(!mounted(&second));
     // The first one is unaffected.
     assert_eq!(fs::read(m.at("hello.txt")).unwrap(), b"hello\n");
@@ -366,8 +360,7 @@ fn sighup_reloads_rules_and_survives_a_bad_config() {
 #[test]
 fn sighup_reopens_the_audit_log() {
     skip_without_fuse!();
-    let (b, real) = hello_tree();
-    let m = b.map("/", &real).mount();
+    let m = hello_mount();
     let pid = m.daemon_pid();
     let f = m.at("hello.txt");
     let p1 = cat_and_wait_for_open(&m.audit, &f);
@@ -424,8 +417,7 @@ fn mountpoint_already_mounted_refused() {
 #[test]
 fn dead_mount_is_replaced() {
     skip_without_fuse!();
-    let (b, real) = hello_tree();
-    let m = b.map("/", &real).mount();
+    let m = hello_mount();
     let pid = m.daemon_pid();
     kill9_and_wait(pid);
     // Requests in flight while the connection is torn down fail with

@@ -54,8 +54,13 @@ fn stat_matches_real_path() {
     let b = MountBuilder::new();
     let real = b.real();
     write_file(&real.join("plain"), b"hello\n", 0o644);
-    write_file(&real.join("owned"), b"owned by 4242\n", 0o640);
-    chown(&real.join("owned"), KEY_UID, 4343);
+    write_owned(
+        &real.join("owned"),
+        b"owned by 4242\n",
+        0o640,
+        KEY_UID,
+        4343,
+    );
     set_times(&real.join("owned"), 1_600_000_000, 123_456_789);
     write_file(&real.join("empty"), b"", 0o600);
     write_file(&real.join("run.sh"), b"#!/bin/sh\n", 0o755);

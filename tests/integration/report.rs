@@ -52,8 +52,7 @@ fn mount_story() -> Mounted {
     let b = MountBuilder::new();
     let real = b.real();
     mkdir_p(&real.join("keys"));
-    write_file(&real.join("keys/id_rsa"), b"KEY", 0o600);
-    chown(&real.join("keys/id_rsa"), 4242, 4242);
+    write_owned(&real.join("keys/id_rsa"), b"KEY", 0o600, 4242, 4242);
     write_file(&real.join("config.yml"), b"a: 1\n", 0o644);
     b.map("/", &real)
         .deny("/keys/admin")

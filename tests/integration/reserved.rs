@@ -160,8 +160,7 @@ fn a_users_writes_never_share_roots_backing_file() {
     skip_without_fuse!();
     let (ext4, home, native) = reserved_ext4();
     let target = ext4.path();
-    write_file(&home.join("shared"), b"", 0o666);
-    chown(&home.join("shared"), KEY_UID, KEY_GID);
+    write_owned(&home.join("shared"), b"", 0o666, KEY_UID, KEY_GID);
     let m = MountBuilder::new()
         .opt("allow_other")
         .map_mode("/", &target, "rw")

@@ -33,8 +33,7 @@ fn other_pid(m: &Mounted, old: i32) -> i32 {
 /// relocfs mounts on the same path with the operator's command, then the holder closes and
 /// the old daemon exits. The new mount, its daemon and its control socket must survive.
 fn restart_while_busy(how: &str) {
-    let (b, real) = hello_tree();
-    let m = b.map("/", &real).mount();
+    let m = hello_mount();
     let old = m.daemon_pid();
     let holder = fs::File::open(m.at("hello.txt")).unwrap();
     let old_conn = conn(&m.mnt);
@@ -42,11 +41,7 @@ fn restart_while_busy(how: &str) {
     match how {
         "SIGTERM" => assert_eq!(unsafe { libc::kill(old, libc::SIGTERM) }, 0),
         _ => {
-            let st = Command::new("umount")
-                .arg("-l")
-                .arg(&m.mnt)
-                .status()
-                .unwrap();
+            let st = umount_lazy(&m.mnt);
             assert!(st.success(), "umount -l: {st}");
         }
     }
@@ -127,7 +122,7 @@ fn unmounted_from_outside_under_systemd_exits_with_failure() {
     let (sock, mut child) = m.spawn_under_systemd();
     let mut buf = [0u8; 256];
     let ready = sock.recv(&mut buf).map(|n| buf[..n].to_vec());
-    let st = Command::new("umount").arg(&m.mnt).status().unwrap();
+    let st = umount(&m.mnt);
     let (exited, status) = wait_exit(&mut child, SETTLE_TIMEOUT);
     assert!(ready.is_ok_and(|r| r.starts_with(b"READY=1")), "no READY=1");
     assert!(st.success(), "umount: {st}");
@@ -275,8 +270,7 @@ fn unit_stop_post_cleanup_sees_a_dead_mount_through_the_cache() {
 #[test]
 fn lazily_detached_mount_still_serves_a_cwd_inside() {
     skip_without_fuse!();
-    let (b, real) = hello_tree();
-    let m = b.map("/", &real).mount();
+    let m = hello_mount();
     let pid = m.daemon_pid();
     let mut child = Command::new("sh")
         .arg("-c")
@@ -287,11 +281,7 @@ fn lazily_detached_mount_still_serves_a_cwd_inside() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let st = Command::new("umount")
-        .arg("-l")
-        .arg(&m.mnt)
-        .status()
-        .unwrap();
+    let st = umount_lazy(&m.mnt);
     assert!(st.success(), "umount -l: {st}");
     assert!(!mounted(&m.mnt));
     assert!(pid_alive(pid), "the daemon exited although a cwd is inside");

@@ -397,8 +397,7 @@ fn chown_by_root_and_by_an_unprivileged_user() {
     skip_without_fuse!();
     let (m, real) = rw_root_with_home(&[]);
     let f = real.join("home4242/f");
-    write_file(&f, b"x", 0o644);
-    chown(&f, KEY_UID, KEY_GID);
+    write_owned(&f, b"x", 0o644, KEY_UID, KEY_GID);
 
     std::os::unix::fs::chown(m.at("home4242/f"), Some(NOBODY), Some(NOBODY)).expect("root chown");
     assert_eq!(mode_owner(&f), (0o644, NOBODY, NOBODY));

@@ -13,8 +13,7 @@ fn owner_only_file_readable_by_owner_refused_to_others() {
     let b = MountBuilder::new();
     let real = b.real();
     let key = real.join("id_rsa");
-    write_file(&key, b"private key of 4242\n", 0o600);
-    chown(&key, KEY_UID, KEY_GID);
+    write_owned(&key, b"private key of 4242\n", 0o600, KEY_UID, KEY_GID);
     let m = b.map("/", &real).opt("allow_other").mount();
     let via = m.at("id_rsa");
 
@@ -63,8 +62,7 @@ fn group_permissions_use_real_gid() {
     let b = MountBuilder::new();
     let real = b.real();
     let f = real.join("group-readable");
-    write_file(&f, b"for group 4343\n", 0o640);
-    chown(&f, KEY_UID, 4343);
+    write_owned(&f, b"for group 4343\n", 0o640, KEY_UID, 4343);
     let m = b.map("/", &real).opt("allow_other").mount();
     let via = m.at("group-readable");
 

@@ -21,6 +21,13 @@ pub fn hello_tree() -> (MountBuilder, PathBuf) {
     (b, real)
 }
 
+/// [`hello_tree`] with `/` → `real/` (read-only), mounted.
+#[track_caller]
+pub fn hello_mount() -> Mounted {
+    let (b, real) = hello_tree();
+    b.map("/", &real).mount()
+}
+
 /// Starts `m` again over its dead mount (a [`hello_tree`] one) and asserts
 /// that it succeeds (`what` names the case), serves `hello.txt` and leaves one
 /// mount at the path: the dead one was detached.

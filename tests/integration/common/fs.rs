@@ -78,6 +78,12 @@ pub fn write_file(p: &Path, content: &[u8], mode: u32) {
     chmod(p, mode);
 }
 
+/// [`write_file`], then the file is given to `uid`:`gid`.
+pub fn write_owned(p: &Path, content: &[u8], mode: u32, uid: u32, gid: u32) {
+    write_file(p, content, mode);
+    chown(p, uid, gid);
+}
+
 /// Sets atime and mtime with nanosecond precision (without following symlinks).
 pub fn set_times(p: &Path, sec: i64, nsec: i64) {
     utimensat(p, (sec, nsec), (sec, nsec), libc::AT_SYMLINK_NOFOLLOW)

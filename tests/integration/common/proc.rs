@@ -141,6 +141,16 @@ pub fn pids_with_arg(arg: &Path) -> Vec<i32> {
     out
 }
 
+/// `umount PATH`; its exit status.
+pub fn umount(path: &Path) -> ExitStatus {
+    Command::new("umount").arg(path).status().unwrap()
+}
+
+/// `umount -l PATH` (detach lazily); its exit status.
+pub fn umount_lazy(path: &Path) -> ExitStatus {
+    Command::new("umount").arg("-l").arg(path).status().unwrap()
+}
+
 /// Sends SIGKILL to `pid` and waits (up to `SETTLE_TIMEOUT`) until it is gone.
 #[track_caller]
 pub fn kill9_and_wait(pid: i32) {
