@@ -108,7 +108,8 @@ pub fn ev<'a>(op: &'a str, path: &'a Path, pid: Option<u32>) -> impl Fn(&Value) 
     }
 }
 
-// TODO(merge): relocfs::time::parse_rfc3339
+// TODO(merge): relocfs::time::parse_rfc3339 -- this copy goes; callers want seconds:
+// `relocfs::time::parse_rfc3339(ts).ok().map(|us| us.div_euclid(1_000_000))`.
 /// Parses an RFC 3339 UTC timestamp `YYYY-MM-DDTHH:MM:SS[.frac]Z` to Unix seconds.
 pub fn parse_rfc3339_utc(ts: &str) -> Option<i64> {
     let b = ts.as_bytes();

@@ -134,19 +134,24 @@ pub fn lgetxattr(p: &Path, name: &str) -> io::Result<Vec<u8>> {
 fn get_xattr_impl(p: &Path, name: &str, follow: bool) -> io::Result<Vec<u8>> {
     let c = cpath(p);
     let n = CString::new(name).unwrap();
-    let call = |buf: *mut libc::c_void, len: usize| unsafe {
+    sized_read(|buf, len| unsafe {
         if follow {
-            libc::getxattr(c.as_ptr(), n.as_ptr(), buf, len)
+            libc::getxattr(c.as_ptr(), n.as_ptr(), buf.cast(), len)
         } else {
-            libc::lgetxattr(c.as_ptr(), n.as_ptr(), buf, len)
+            libc::lgetxattr(c.as_ptr(), n.as_ptr(), buf.cast(), len)
         }
-    };
+    })
+}
+
+/// The xattr calls' protocol: `call(NULL, 0)` gives the size, then
+/// `call(buf, len)` fills the buffer (one spare byte, so growth shows).
+fn sized_read(call: impl Fn(*mut u8, usize) -> isize) -> io::Result<Vec<u8>> {
     let size = call(std::ptr::null_mut(), 0);
     if size < 0 {
         return Err(io::Error::last_os_error());
     }
     let mut buf = vec![0u8; size as usize + 1];
-    let got = call(buf.as_mut_ptr() as *mut libc::c_void, buf.len());
+    let got = call(buf.as_mut_ptr(), buf.len());
     if got < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -166,23 +171,13 @@ pub fn llistxattr(p: &Path) -> io::Result<Vec<String>> {
 
 fn list_xattr_impl(p: &Path, follow: bool) -> io::Result<Vec<String>> {
     let c = cpath(p);
-    let call = |buf: *mut libc::c_char, len: usize| unsafe {
+    let buf = sized_read(|buf, len| unsafe {
         if follow {
-            libc::listxattr(c.as_ptr(), buf, len)
+            libc::listxattr(c.as_ptr(), buf.cast(), len)
         } else {
-            libc::llistxattr(c.as_ptr(), buf, len)
+            libc::llistxattr(c.as_ptr(), buf.cast(), len)
         }
-    };
-    let size = call(std::ptr::null_mut(), 0);
-    if size < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let mut buf = vec![0u8; size as usize + 1];
-    let got = call(buf.as_mut_ptr() as *mut libc::c_char, buf.len());
-    if got < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    buf.truncate(got as usize);
+    })?;
     let mut names: Vec<String> = buf
         .split(|b| *b == 0)
         .filter(|s| !s.is_empty())
