@@ -108,7 +108,9 @@ pub fn ev<'a>(op: &'a str, path: &'a Path, pid: Option<u32>) -> impl Fn(&Value) 
     }
 }
 
-// TODO(merge): relocfs::time::parse_rfc3339 -- this copy goes; callers want seconds:
+// TODO(merge): relocfs::time::parse_rfc3339 -- this copy goes. It accepts more (offsets,
+// 't' or ' ' as separator), and the audit check wants exactly `YYYY-MM-DDTHH:MM:SS[.f]Z`,
+// in seconds: keep `ts.ends_with('Z') && ts.as_bytes().get(10) == Some(&b'T')` in front of
 // `relocfs::time::parse_rfc3339(ts).ok().map(|us| us.div_euclid(1_000_000))`.
 /// Parses an RFC 3339 UTC timestamp `YYYY-MM-DDTHH:MM:SS[.frac]Z` to Unix seconds.
 pub fn parse_rfc3339_utc(ts: &str) -> Option<i64> {
