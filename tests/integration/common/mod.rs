@@ -83,17 +83,21 @@ pub fn require_fuse() -> bool {
         return true;
     }
     let why = missing.join(", ");
-    if std::env::var("CI").as_deref() == Ok("true") {
+    if on_ci() {
         panic!("real-FUSE integration tests cannot run on CI: {why}");
     }
-    // Straight to fd 2: the test harness captures eprintln! of passing tests,
-    // and a skip must be visible.
+    print_skip(&format!("real-FUSE integration test skipped: {why}"));
+    false
+}
+
+/// `SKIP: TEST: WHY` straight to fd 2: the test harness captures eprintln! of
+/// passing tests, and a skip must be visible.
+fn print_skip(why: &str) {
     let _ = writeln!(
         io::stderr(),
-        "SKIP: {}: real-FUSE integration test skipped: {why}",
+        "SKIP: {}: {why}",
         std::thread::current().name().unwrap_or("?")
     );
-    false
 }
 
 /// `CI=true`: missing prerequisites fail instead of skipping.
@@ -107,11 +111,7 @@ pub fn skip_or_fail(why: &str) -> bool {
     if on_ci() {
         panic!("prerequisite missing on CI: {why}");
     }
-    let _ = writeln!(
-        io::stderr(),
-        "SKIP: {}: {why}",
-        std::thread::current().name().unwrap_or("?")
-    );
+    print_skip(why);
     false
 }
 
