@@ -78,7 +78,7 @@ fn socket_name(mountpoint: &Path) -> String {
     format!("{name}.sock")
 }
 
-fn fnv1a(data: &[u8]) -> u64 {
+pub fn fnv1a(data: &[u8]) -> u64 {
     data.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
     })

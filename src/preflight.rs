@@ -304,7 +304,7 @@ pub fn mount_at(path: &Path) -> Option<MountInfo> {
 }
 
 /// mountinfo writes space, tab, newline and backslash as `\040`-style octal escapes.
-fn unescape_mountinfo(field: &str) -> String {
+pub fn unescape_mountinfo(field: &str) -> String {
     let bytes = field.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

@@ -13,8 +13,7 @@ fn fixture() -> (Mounted, PathBuf) {
     let b = MountBuilder::new();
     let real = b.real();
     write_file(&real.join("etc/app.conf"), b"conf\n", 0o644);
-    write_file(&real.join("keys/id_rsa"), b"key\n", 0o600);
-    chown(&real.join("keys/id_rsa"), KEY_UID, KEY_GID);
+    write_owned(&real.join("keys/id_rsa"), b"key\n", 0o600, KEY_UID, KEY_GID);
     std::os::unix::fs::symlink("../etc/app.conf", real.join("keys/conf-link")).unwrap();
     write_file(&real.join("keys/admin/root_key"), b"root\n", 0o644);
     let m = b
@@ -42,9 +41,7 @@ fn assert_fields(e: &Value, want: &[(&str, Value)]) {
 
 #[test]
 fn open_is_logged_with_reader_identity() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let (m, real) = fixture();
     let p = m.at("keys/id_rsa");
     let (pid, out) = run_as_pid(KEY_UID, KEY_GID, Command::new("cat").arg(&p));
@@ -67,9 +64,7 @@ fn open_is_logged_with_reader_identity() {
 
 #[test]
 fn refused_open_by_other_user_is_not_logged_as_ok() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     // The kernel refuses (default_permissions) before asking the daemon, so
     // there must be no successful open event for that process.
     let (m, _) = fixture();
@@ -78,8 +73,7 @@ fn refused_open_by_other_user_is_not_logged_as_ok() {
     assert!(!out.status.success());
     // Make sure the writer has caught up with a later event of ours.
     let marker = m.at("etc/app.conf");
-    let (mpid, _) = run_as_pid(0, 0, Command::new("cat").arg(&marker));
-    wait_for_audit(&m.audit, ev("open", &marker, Some(mpid)), AUDIT_TIMEOUT);
+    cat_and_wait_for_open(&m.audit, &marker);
     let bad: Vec<Value> = m
         .audit_lines()
         .into_iter()
@@ -90,9 +84,7 @@ fn refused_open_by_other_user_is_not_logged_as_ok() {
 
 #[test]
 fn opendir_is_logged_for_ls() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let (m, real) = fixture();
     let d = m.at("etc");
     let (pid, out) = run_as_pid(0, 0, Command::new("ls").arg(&d));
@@ -112,9 +104,7 @@ fn opendir_is_logged_for_ls() {
 
 #[test]
 fn readlink_is_logged() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let (m, _) = fixture();
     let l = m.at("keys/conf-link");
     let (pid, out) = run_as_pid(0, 0, Command::new("readlink").arg(&l));
@@ -125,9 +115,7 @@ fn readlink_is_logged() {
 
 #[test]
 fn miss_is_logged_as_lookup_enoent_every_time() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let (m, _) = fixture();
     let p = m.at("etc/missing.conf");
     // Same process, twice: a negative-entry cache must not hide the second.
@@ -148,9 +136,7 @@ fn miss_is_logged_as_lookup_enoent_every_time() {
 
 #[test]
 fn denial_is_logged_as_lookup_eacces() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let (m, _) = fixture();
     let p = m.at("keys/admin");
     let (pid, out) = run_as_pid(0, 0, Command::new("stat").arg(m.at("keys/admin/root_key")));
@@ -173,9 +159,7 @@ fn denial_is_logged_as_lookup_eacces() {
 
 #[test]
 fn refused_write_open_is_logged_as_erofs() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let (m, _) = fixture();
     let p = m.at("etc/app.conf");
     let (pid, out) = run_as_pid(0, 0, &mut sh("echo x > \"$1\"", &[&p]));
@@ -198,9 +182,7 @@ fn refused_write_open_is_logged_as_erofs() {
 
 #[test]
 fn refused_mkdir_is_logged_as_erofs() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let (m, _) = fixture();
     let p = m.at("etc/newdir");
     let (pid, out) = run_as_pid(0, 0, Command::new("mkdir").arg(&p));
@@ -216,9 +198,7 @@ fn refused_mkdir_is_logged_as_erofs() {
 
 #[test]
 fn repeated_opens_are_each_logged() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let (m, _) = fixture();
     let p = m.at("etc/app.conf");
     // One process opens the same file twice in a row (page cache warm).
@@ -233,15 +213,12 @@ fn repeated_opens_are_each_logged() {
         assert_fields(e, &[("flags", "r".into()), ("result", "ok".into())]);
     }
     // And a third open by another process.
-    let (pid2, _) = run_as_pid(0, 0, Command::new("cat").arg(&p));
-    wait_for_audit(&m.audit, ev("open", &p, Some(pid2)), AUDIT_TIMEOUT);
+    cat_and_wait_for_open(&m.audit, &p);
 }
 
 #[test]
 fn nested_rule_sets_map_and_target() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let b = MountBuilder::new();
     let real = b.real();
     let store = b.root().join("keystore");
@@ -264,9 +241,7 @@ fn nested_rule_sets_map_and_target() {
 
 #[test]
 fn mount_root_path_is_the_mountpoint_itself() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let (m, real) = fixture();
     let (pid, out) = run_as_pid(0, 0, Command::new("ls").arg(&m.mnt));
     assert!(out.status.success());
@@ -287,9 +262,7 @@ fn mount_root_path_is_the_mountpoint_itself() {
 
 #[test]
 fn odd_names_are_escaped_in_json() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let b = MountBuilder::new();
     let real = b.real();
     let name = "we\"ird\\na\nme\t\u{1}é";
@@ -305,9 +278,7 @@ fn odd_names_are_escaped_in_json() {
 
 #[test]
 fn relative_mountpoint_argument_is_logged_absolute() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let b = MountBuilder::new();
     let real = b.real();
     write_file(&real.join("f"), b"f\n", 0o644);
@@ -335,9 +306,7 @@ fn relative_mountpoint_argument_is_logged_absolute() {
 
 #[test]
 fn every_open_is_logged_under_load() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     const N: usize = 2000;
     let (m, _) = fixture();
     let p = m.at("etc/app.conf");
@@ -361,13 +330,10 @@ fn every_open_is_logged_under_load() {
 
 #[test]
 fn audit_log_is_appended_across_remounts() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let (m, _) = fixture();
     let p = m.at("etc/app.conf");
-    let (pid1, _) = run_as_pid(0, 0, Command::new("cat").arg(&p));
-    wait_for_audit(&m.audit, ev("open", &p, Some(pid1)), AUDIT_TIMEOUT);
+    let pid1 = cat_and_wait_for_open(&m.audit, &p);
     m.unmount_all();
     assert!(!mounted(&m.mnt));
 
@@ -378,8 +344,7 @@ fn audit_log_is_appended_across_remounts() {
             .chain([m.config.as_path(), m.mnt.as_path()]),
     );
     assert!(out.status.success(), "remount: {}", stderr_str(&out));
-    let (pid2, _) = run_as_pid(0, 0, Command::new("cat").arg(&p));
-    wait_for_audit(&m.audit, ev("open", &p, Some(pid2)), AUDIT_TIMEOUT);
+    cat_and_wait_for_open(&m.audit, &p);
     assert!(
         m.audit_lines().iter().any(ev("open", &p, Some(pid1))),
         "the first mount's events were lost when remounting"
@@ -388,9 +353,7 @@ fn audit_log_is_appended_across_remounts() {
 
 #[test]
 fn two_rules_with_one_target_are_told_apart() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let b = MountBuilder::new();
     let shared = b.root().join("shared");
     write_file(&shared.join("f"), b"shared\n", 0o644);

@@ -48,9 +48,7 @@ fn refused_at_check_and_mount(b: MountBuilder, needles: &[&str]) -> Mounted {
 
 #[test]
 fn log_that_is_a_symlink_is_not_followed() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let (b, log) = fixture_with_log_dir(|d| chmod(d, 0o755));
     let victim = b.root().join("victim");
     write_file(&victim, b"precious\n", 0o644);
@@ -82,9 +80,7 @@ fn fixture_with_log_dir(prep: impl FnOnce(&Path)) -> (MountBuilder, PathBuf) {
 
 #[test]
 fn log_in_a_directory_others_can_write_is_refused() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     for mode in [0o777, 0o775, 0o757] {
         let (b, _) = fixture_with_log_dir(|d| chmod(d, mode));
         let _m = refused_at_check_and_mount(b, &["audit.jsonl", "written by other users"]);
@@ -99,20 +95,16 @@ fn log_in_a_directory_others_can_write_is_refused() {
 
 #[test]
 fn log_in_a_sticky_shared_directory_must_be_the_daemons() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     // Someone else's file there: refused.
     let (b, log) = fixture_with_log_dir(|d| chmod(d, 0o1777));
-    write_file(&log, b"", 0o666);
-    chown(&log, NOBODY, NOBODY);
+    write_owned(&log, b"", 0o666, NOBODY, NOBODY);
     let _m = refused_at_check_and_mount(b, &["audit.jsonl", "belongs to uid 65534"]);
 
     // No file yet: the daemon creates its own (0640), and mounts.
     let (b, log) = fixture_with_log_dir(|d| chmod(d, 0o1777));
     let m = b.mount();
-    let (pid, _) = run_as_pid(0, 0, Command::new("cat").arg(m.at("f")));
-    wait_for_audit(&log, ev("open", &m.at("f"), Some(pid)), AUDIT_TIMEOUT);
+    cat_and_wait_for_open(&log, &m.at("f"));
     let meta = fs::symlink_metadata(&log).unwrap();
     assert!(meta.file_type().is_file());
     assert_eq!(meta.uid(), 0);
@@ -121,9 +113,7 @@ fn log_in_a_sticky_shared_directory_must_be_the_daemons() {
 
 #[test]
 fn log_that_is_a_fifo_is_refused_without_hanging() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let (b, log) = fixture_with_log_dir(|d| chmod(d, 0o755));
     mkfifo(&log, 0o600).unwrap();
     // Before the fix `check` called it valid and the mount blocked forever opening it (the
@@ -133,9 +123,7 @@ fn log_that_is_a_fifo_is_refused_without_hanging() {
 
 #[test]
 fn planted_directory_symlink_in_a_shared_directory_is_not_followed() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     // The log's directory does not exist yet, in a sticky world-writable directory; a user
     // plants a symlink there to a directory of root's. The daemon must not create its log
     // (as root) in root's directory.
@@ -169,9 +157,7 @@ fn planted_directory_symlink_in_a_shared_directory_is_not_followed() {
 
 #[test]
 fn names_that_are_not_utf8_are_logged_losslessly() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     use std::os::unix::ffi::OsStrExt;
     let b = MountBuilder::new();
     let real = b.real();
@@ -313,9 +299,7 @@ fn split_marker(v: &str) -> (&str, usize, &str) {
 
 #[test]
 fn deep_tree_misses_make_bounded_lines_that_keep_both_ends() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     // Before the fix each of these lines carried two 102 KB paths (over 200 KB a line; at
     // depth 4,000 and more, megabytes: gigabytes of log and of daemon memory in seconds).
     const DEPTH: usize = 400;
@@ -323,8 +307,7 @@ fn deep_tree_misses_make_bounded_lines_that_keep_both_ends() {
     let name = "d".repeat(255);
     let b = MountBuilder::new();
     let top = b.real().join("top");
-    mkdir_p(&top);
-    chown(&top, NOBODY, NOBODY);
+    mkdir_owned(&top, NOBODY, NOBODY, 0o755);
     let real = b.real();
     let m = b.map("/", real).opt("allow_other").mount();
     let (t, n) = (top.clone(), name.clone());
@@ -394,9 +377,7 @@ fn deep_tree_misses_make_bounded_lines_that_keep_both_ends() {
 
 #[test]
 fn a_flooding_user_is_summarised_exactly_and_others_still_logged() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     const FLOOD: usize = 3000;
     let b = MountBuilder::new();
     let real = b.real();
@@ -571,17 +552,13 @@ fn deleted_log_case(remove_dir: bool) {
 
 #[test]
 fn deleted_log_file_is_recreated_and_every_event_accounted() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     deleted_log_case(false);
 }
 
 #[test]
 fn deleted_log_directory_is_recreated_and_every_event_accounted() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     deleted_log_case(true);
 }
 
@@ -620,9 +597,7 @@ impl Drop for KillOnDrop {
 
 #[test]
 fn stalled_log_does_not_hold_the_daemon_at_exit() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     const K: usize = 40;
     // The log's filesystem: another relocfs mount (no passthrough, so every write reaches its
     // daemon), which the test stops -- a hung network filesystem, for real.

@@ -11,9 +11,7 @@ use crate::common::*;
 
 #[test]
 fn changes_through_the_mount_are_seen_at_once_with_long_timeouts() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let b = MountBuilder::new();
     let real = b.real();
     let m = b
@@ -127,9 +125,7 @@ fn changes_through_the_mount_are_seen_at_once_with_long_timeouts() {
 /// path, not through the mount, shows in the listing once the directory's attributes expire.
 #[test]
 fn listings_follow_changes_at_the_real_path_after_attr_timeout() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let b = MountBuilder::new().extra("[fuse]\nattr_timeout = 0.3\nentry_timeout = 0.3\n");
     let real = b.real();
     mkdir_p(&real.join("d"));

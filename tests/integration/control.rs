@@ -155,9 +155,7 @@ fn no_raw_controls(what: &str, out: &[u8]) {
 
 #[test]
 fn root_status_ignores_a_socket_planted_in_tmp() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let b = MountBuilder::new();
     let real = b.real();
     let m = b.map("/", &real).mount();
@@ -183,9 +181,7 @@ fn root_status_ignores_a_socket_planted_in_tmp() {
 
 #[test]
 fn user_status_refuses_a_socket_planted_by_another_user() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let b = MountBuilder::new();
     let real = b.real();
     let m = b.map("/", &real).opt("allow_other").mount();
@@ -213,28 +209,34 @@ fn user_status_refuses_a_socket_planted_by_another_user() {
 /// A directory for `uid` only, standing in for its $XDG_RUNTIME_DIR.
 fn runtime_dir(root: &Path, uid: u32) -> PathBuf {
     let dir = root.join(format!("xdg-{uid}"));
-    mkdir_p(&dir);
-    chown(&dir, uid, uid);
-    chmod(&dir, 0o700);
+    mkdir_owned(&dir, uid, uid, 0o700);
     dir
 }
 
-#[test]
-fn status_escapes_what_the_daemon_says() {
-    if !require_fuse() {
-        return;
-    }
+/// A fake daemon of nobody's, answering with `answer`, on the socket its $XDG_RUNTIME_DIR
+/// holds for the (unmounted) path `legacy`. Returns the fixture (keep it: it owns the
+/// tempdir), `legacy`, the runtime dir and the fake daemon.
+fn fake_in_runtime_dir(
+    answer: fn(&mut UnixStream, &AtomicBool),
+) -> (MountBuilder, PathBuf, PathBuf, FakeDaemon) {
     let b = MountBuilder::new();
     let legacy = b.root().join("legacy");
     mkdir_p(&legacy);
     let xdg = runtime_dir(&b.root(), NOBODY);
-    let _fake = fake_daemon(
+    let fake = fake_daemon(
         NOBODY,
         xdg.join("relocfs"),
         socket_name(&legacy),
         0o700,
-        hostile,
+        answer,
     );
+    (b, legacy, xdg, fake)
+}
+
+#[test]
+fn status_escapes_what_the_daemon_says() {
+    skip_without_fuse!();
+    let (_b, legacy, xdg, _fake) = fake_in_runtime_dir(hostile);
     for json in [false, true] {
         let mut args = vec![legacy.as_os_str()];
         if json {
@@ -253,20 +255,8 @@ fn status_escapes_what_the_daemon_says() {
 
 #[test]
 fn status_gives_up_on_a_daemon_that_dribbles() {
-    if !require_fuse() {
-        return;
-    }
-    let b = MountBuilder::new();
-    let legacy = b.root().join("legacy");
-    mkdir_p(&legacy);
-    let xdg = runtime_dir(&b.root(), NOBODY);
-    let _fake = fake_daemon(
-        NOBODY,
-        xdg.join("relocfs"),
-        socket_name(&legacy),
-        0o700,
-        dribble,
-    );
+    skip_without_fuse!();
+    let (_b, legacy, xdg, _fake) = fake_in_runtime_dir(dribble);
     // run_as gives up after 30 s: the client must have given up by itself before.
     let out = status_as(NOBODY, &[legacy.as_os_str()], &[("XDG_RUNTIME_DIR", &xdg)]);
     assert_refusal(&out, &["no complete answer"]);
@@ -274,20 +264,8 @@ fn status_gives_up_on_a_daemon_that_dribbles() {
 
 #[test]
 fn status_refuses_a_huge_answer() {
-    if !require_fuse() {
-        return;
-    }
-    let b = MountBuilder::new();
-    let legacy = b.root().join("legacy");
-    mkdir_p(&legacy);
-    let xdg = runtime_dir(&b.root(), NOBODY);
-    let _fake = fake_daemon(
-        NOBODY,
-        xdg.join("relocfs"),
-        socket_name(&legacy),
-        0o700,
-        huge,
-    );
+    skip_without_fuse!();
+    let (_b, legacy, xdg, _fake) = fake_in_runtime_dir(huge);
     let out = status_as(NOBODY, &[legacy.as_os_str()], &[("XDG_RUNTIME_DIR", &xdg)]);
     assert_refusal(&out, &["larger than"]);
 }
@@ -297,21 +275,15 @@ fn status_refuses_a_huge_answer() {
 /// same time (here `report`, blocked on a FIFO) is not touched.
 #[test]
 fn logrotate_reopens_the_daemons_and_kills_no_other_relocfs() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let Some(logrotate) = find_program("logrotate") else {
         skip_or_fail("logrotate is not installed");
         return;
     };
-    let b = MountBuilder::new();
-    let real = b.real();
-    write_file(&real.join("hello.txt"), b"hello\n", 0o644);
-    let m = b.map("/", &real).mount();
+    let m = hello_mount();
     let pid = m.daemon_pid();
     let f = m.at("hello.txt");
-    let (p1, _) = run_as_pid(0, 0, Command::new("cat").arg(&f));
-    wait_for_audit(&m.audit, ev("open", &f, Some(p1)), AUDIT_TIMEOUT);
+    let p1 = cat_and_wait_for_open(&m.audit, &f);
 
     let fifo = m.root().join("fifo");
     mkfifo(&fifo, 0o600).unwrap();
@@ -373,11 +345,7 @@ fn logrotate_reopens_the_daemons_and_kills_no_other_relocfs() {
         bystander.0.try_wait()
     );
     assert_eq!(m.daemon_pids(), vec![pid]);
-    let reopened = wait_until(SETTLE_TIMEOUT, || {
-        let (p, _) = run_as_pid(0, 0, Command::new("cat").arg(&f));
-        std::thread::sleep(Duration::from_millis(50));
-        read_audit(&m.audit).iter().any(ev("open", &f, Some(p)))
-    });
+    let reopened = new_opens_reach(&m.audit, &f);
     assert!(
         reopened,
         "after logrotate, new events do not reach a new log"
@@ -386,9 +354,7 @@ fn logrotate_reopens_the_daemons_and_kills_no_other_relocfs() {
 
 #[test]
 fn reopen_is_for_root_and_the_mounting_user_only() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let b = MountBuilder::new();
     let real = b.real();
     let m = b.map("/", &real).opt("allow_other").mount();
@@ -404,19 +370,14 @@ fn reopen_is_for_root_and_the_mounting_user_only() {
 /// SIGUSR1 reopens the audit log and does nothing else: the config is not reread.
 #[test]
 fn sigusr1_reopens_without_reloading() {
-    if !require_fuse() {
-        return;
-    }
-    let b = MountBuilder::new();
-    let real = b.real();
-    write_file(&real.join("hello.txt"), b"hello\n", 0o644);
+    skip_without_fuse!();
+    let (b, real) = hello_tree();
     let extra = b.root().join("extra");
     write_file(&extra.join("g"), b"g\n", 0o644);
     let m = b.map("/", &real).mount();
     let pid = m.daemon_pid();
     let f = m.at("hello.txt");
-    let (p1, _) = run_as_pid(0, 0, Command::new("cat").arg(&f));
-    wait_for_audit(&m.audit, ev("open", &f, Some(p1)), AUDIT_TIMEOUT);
+    cat_and_wait_for_open(&m.audit, &f);
 
     let mut config = fs::read_to_string(&m.config).unwrap();
     config = format!(
@@ -427,11 +388,7 @@ fn sigusr1_reopens_without_reloading() {
     let rotated = m.audit.with_extension("jsonl.1");
     fs::rename(&m.audit, &rotated).unwrap();
     assert_eq!(unsafe { libc::kill(pid, libc::SIGUSR1) }, 0);
-    let reopened = wait_until(SETTLE_TIMEOUT, || {
-        let (p, _) = run_as_pid(0, 0, Command::new("cat").arg(&f));
-        std::thread::sleep(Duration::from_millis(50));
-        read_audit(&m.audit).iter().any(ev("open", &f, Some(p)))
-    });
+    let reopened = new_opens_reach(&m.audit, &f);
     assert!(reopened, "after SIGUSR1, new events do not reach a new log");
     assert!(pid_alive(pid), "SIGUSR1 killed the daemon");
     assert_errno("after SIGUSR1", fs::metadata(m.at("extra/g")), libc::ENOENT);
@@ -442,9 +399,7 @@ fn sigusr1_reopens_without_reloading() {
 /// stand-in that records the signal), which reopens such a daemon's log.
 #[test]
 fn reopen_falls_back_to_sighup_for_an_older_daemon() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let Some(python) = system_python() else {
         skip_or_fail("/usr/bin/python3 is missing");
         return;
@@ -515,9 +470,7 @@ while True:
 /// another user cannot ask for it.
 #[test]
 fn reload_request_rereads_the_config() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let b = MountBuilder::new();
     let real = b.real();
     let extra = b.root().join("extra");

@@ -63,38 +63,19 @@ fn link(a: &std::path::Path, b: &std::path::Path) -> std::io::Result<()> {
 
 #[test]
 fn rw_rules_on_different_filesystems_give_exdev() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let r = rules();
     let m = &r.m;
     let before = [snapshot(&r.disk), snapshot(r.shm.path())];
     let mut p = Vec::new();
-    p.extend(check_errno(
-        "rename disk -> tmpfs",
-        fs::rename(m.at("f"), m.at("shm/f")),
-        libc::EXDEV,
-    ));
-    p.extend(check_errno(
-        "rename tmpfs -> disk",
-        fs::rename(m.at("shm/s"), m.at("s")),
-        libc::EXDEV,
-    ));
-    p.extend(check_errno(
-        "link disk -> tmpfs",
-        link(&m.at("f"), &m.at("shm/f")),
-        libc::EXDEV,
-    ));
-    p.extend(check_errno(
-        "link tmpfs -> disk",
-        link(&m.at("shm/s"), &m.at("s")),
-        libc::EXDEV,
-    ));
-    p.extend(check_errno(
-        "RENAME_EXCHANGE disk <-> tmpfs",
-        rename2(&m.at("f"), &m.at("shm/s"), libc::RENAME_EXCHANGE),
-        libc::EXDEV,
-    ));
+    p.extend(errno_problems! { libc::EXDEV;
+        "rename disk -> tmpfs" => fs::rename(m.at("f"), m.at("shm/f")),
+        "rename tmpfs -> disk" => fs::rename(m.at("shm/s"), m.at("s")),
+        "link disk -> tmpfs" => link(&m.at("f"), &m.at("shm/f")),
+        "link tmpfs -> disk" => link(&m.at("shm/s"), &m.at("s")),
+        "RENAME_EXCHANGE disk <-> tmpfs" =>
+            rename2(&m.at("f"), &m.at("shm/s"), libc::RENAME_EXCHANGE),
+    });
     assert!(p.is_empty(), "{}", p.join("\n"));
     assert_same_snapshot(&before[0], &snapshot(&r.disk));
     assert_same_snapshot(&before[1], &snapshot(r.shm.path()));
@@ -113,9 +94,7 @@ fn rw_rules_on_different_filesystems_give_exdev() {
 
 #[test]
 fn rw_rules_on_one_filesystem_rename_and_link_like_the_real_filesystem() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let r = rules();
     let m = &r.m;
     fs::rename(m.at("f"), m.at("disk2/f")).expect("rename between rules on one filesystem");
@@ -145,58 +124,24 @@ fn rw_rules_on_one_filesystem_rename_and_link_like_the_real_filesystem() {
 
 #[test]
 fn read_only_and_deny_rules_refuse_renames_and_links_both_ways() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let r = rules();
     let m = &r.m;
     let before = [snapshot(&r.disk), snapshot(&r.ro), snapshot(&r.denied)];
     let mut p = Vec::new();
-    p.extend(check_errno(
-        "rename rw -> ro",
-        fs::rename(m.at("f"), m.at("ro/f")),
-        libc::EROFS,
-    ));
-    p.extend(check_errno(
-        "rename ro -> rw",
-        fs::rename(m.at("ro/r"), m.at("r")),
-        libc::EROFS,
-    ));
-    p.extend(check_errno(
-        "link rw -> ro",
-        link(&m.at("f"), &m.at("ro/f")),
-        libc::EROFS,
-    ));
-    p.extend(check_errno(
-        "link ro -> rw",
-        link(&m.at("ro/r"), &m.at("r")),
-        libc::EROFS,
-    ));
-    p.extend(check_errno(
-        "RENAME_EXCHANGE rw <-> ro",
-        rename2(&m.at("f"), &m.at("ro/r"), libc::RENAME_EXCHANGE),
-        libc::EROFS,
-    ));
-    p.extend(check_errno(
-        "rename rw -> deny",
-        fs::rename(m.at("f"), m.at("deny/f")),
-        libc::EACCES,
-    ));
-    p.extend(check_errno(
-        "rename deny -> rw",
-        fs::rename(m.at("deny/secret"), m.at("secret")),
-        libc::EACCES,
-    ));
-    p.extend(check_errno(
-        "link rw -> deny",
-        link(&m.at("f"), &m.at("deny/f")),
-        libc::EACCES,
-    ));
-    p.extend(check_errno(
-        "link deny -> rw",
-        link(&m.at("deny/secret"), &m.at("secret")),
-        libc::EACCES,
-    ));
+    p.extend(errno_problems! { libc::EROFS;
+        "rename rw -> ro" => fs::rename(m.at("f"), m.at("ro/f")),
+        "rename ro -> rw" => fs::rename(m.at("ro/r"), m.at("r")),
+        "link rw -> ro" => link(&m.at("f"), &m.at("ro/f")),
+        "link ro -> rw" => link(&m.at("ro/r"), &m.at("r")),
+        "RENAME_EXCHANGE rw <-> ro" => rename2(&m.at("f"), &m.at("ro/r"), libc::RENAME_EXCHANGE),
+    });
+    p.extend(errno_problems! { libc::EACCES;
+        "rename rw -> deny" => fs::rename(m.at("f"), m.at("deny/f")),
+        "rename deny -> rw" => fs::rename(m.at("deny/secret"), m.at("secret")),
+        "link rw -> deny" => link(&m.at("f"), &m.at("deny/f")),
+        "link deny -> rw" => link(&m.at("deny/secret"), &m.at("secret")),
+    });
     assert!(p.is_empty(), "{}", p.join("\n"));
     assert_same_snapshot(&before[0], &snapshot(&r.disk));
     assert_same_snapshot(&before[1], &snapshot(&r.ro));

@@ -133,9 +133,7 @@ fn wait_child(child: &mut Child, what: &str) -> std::process::ExitStatus {
 /// held in a shell until the tree is in place; `exec` keeps the pid) and the next ones.
 #[test]
 fn demo_as_root_never_uses_a_tree_another_user_planted() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let victims_dir = tempfile::Builder::new()
         .prefix("relocfs-victim-")
         .tempdir()
@@ -244,9 +242,7 @@ fn demo_as_root_never_uses_a_tree_another_user_planted() {
 /// lines of each; afterwards nothing is mounted and the demo's directory is gone.
 #[test]
 fn demo_tells_the_story_and_cleans_up() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let out = run_with_timeout(Command::new(BIN).arg("demo"), DEMO_TIMEOUT);
     let stdout = stdout_str(&out);
     assert!(
@@ -319,9 +315,7 @@ fn demo_tells_the_story_and_cleans_up() {
 /// closed terminal.
 #[test]
 fn demo_interrupted_by_a_signal_leaves_nothing_mounted() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     for signal in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
         let mut child = Command::new(BIN)
             .args(["demo", "--pause"])
@@ -371,14 +365,8 @@ fn demo_interrupted_by_a_signal_leaves_nothing_mounted() {
 /// made in it.
 #[test]
 fn demo_refuses_a_temporary_directory_another_user_owns() {
-    if !require_fuse() {
-        return;
-    }
-    let tmp = tempfile::Builder::new()
-        .prefix("relocfs-test-")
-        .tempdir()
-        .unwrap();
-    chmod(tmp.path(), 0o755);
+    skip_without_fuse!();
+    let tmp = tempdir_0755("relocfs-test-");
     chown(tmp.path(), NOBODY, NOBODY);
     let out = run_with_timeout(
         Command::new(BIN).arg("demo").env("TMPDIR", tmp.path()),

@@ -4,7 +4,6 @@
 
 use std::fs;
 use std::os::unix::fs::MetadataExt;
-use std::process::Command;
 
 use crate::common::*;
 
@@ -13,39 +12,9 @@ fn mount_with_fd_limit(b: MountBuilder) -> Mounted {
     mount_with_hard_fd_limit(b, 256)
 }
 
-/// Mounts with an open-file limit of `limit` that the daemon cannot raise: it runs without
-/// CAP_SYS_RESOURCE (dropped from the bounding set), as in a container. Plain `prlimit` is not
-/// enough: a root daemon raises its limit to `fs.nr_open`.
-pub fn mount_with_hard_fd_limit(b: MountBuilder, limit: u32) -> Mounted {
-    fs::write(b.config_path(), b.config_text()).expect("write config");
-    let out = run_with_timeout(
-        Command::new("setpriv")
-            .args(["--bounding-set", "-sys_resource", "--", "prlimit"])
-            .arg(format!("--nofile={limit}:{limit}"))
-            .arg(BIN)
-            .args(b.args()),
-        std::time::Duration::from_secs(30),
-    );
-    let mounted = b.into_mounted();
-    assert!(out.status.success(), "mount failed: {}", stderr_str(&out));
-    let limits = fs::read_to_string(format!("/proc/{}/limits", mounted.daemon_pid())).unwrap();
-    let line = limits
-        .lines()
-        .find(|l| l.starts_with("Max open files"))
-        .unwrap();
-    assert_eq!(
-        line.split_whitespace().nth(3),
-        Some(limit.to_string().as_str()),
-        "the daemon raised its limit: {line}"
-    );
-    mounted
-}
-
 #[test]
 fn walk_of_more_files_than_fds_succeeds() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let b = MountBuilder::new();
     let real = b.real();
     for d in 0..10 {
@@ -81,9 +50,7 @@ fn walk_of_more_files_than_fds_succeeds() {
 
 #[test]
 fn replaced_name_is_not_served_as_the_old_object() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let b = MountBuilder::new().extra("[fuse]\nattr_timeout = 0\nentry_timeout = 0\n");
     let real = b.real();
     mkdir_p(&real.join("many"));

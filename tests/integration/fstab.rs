@@ -19,9 +19,7 @@ fn fstab_line(config: &std::path::Path, mnt: &std::path::Path, options: &str) ->
 
 #[test]
 fn fstab_line_mounts_through_mount8_and_unmounts() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let b = MountBuilder::new();
     let real = b.real();
     write_file(&real.join("f"), b"via fstab", 0o644);
@@ -67,9 +65,7 @@ fn fstab_line_mounts_through_mount8_and_unmounts() {
 
 #[test]
 fn fstab_failure_is_mount8s_exit_status_and_message() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let b = MountBuilder::new();
     let real = b.real();
     let b = b.map("/", &real);

@@ -14,7 +14,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::common::*;
-use crate::fdlimit::mount_with_hard_fd_limit;
 
 const OTHER_UID: u32 = 4343;
 
@@ -72,6 +71,23 @@ fn files(dir: &Path, n: usize) {
     }
 }
 
+/// `/` → `f0..f{n}` (read-only, allow_other), the daemon under an open-file limit of `limit`.
+fn files_behind_fd_limit(n: usize, limit: u32) -> Mounted {
+    let b = MountBuilder::new().opt("allow_other");
+    let real = b.real();
+    files(&real, n);
+    mount_with_hard_fd_limit(b.map("/", &real), limit)
+}
+
+/// The config `/` → `real`, `/x` → `x` (no audit).
+fn root_and_x(real: &Path, x: &Path) -> String {
+    format!(
+        "[[map]]\nfrom = \"/\"\nto = {:?}\n\n[[map]]\nfrom = \"/x\"\nto = {:?}\n",
+        real.to_str().unwrap(),
+        x.to_str().unwrap()
+    )
+}
+
 /// `cat FILE && ls DIR | wc -l` as `uid`.
 fn cat_and_ls(uid: u32, file: &Path, dir: &Path) -> std::process::Output {
     run_as(
@@ -83,13 +99,8 @@ fn cat_and_ls(uid: u32, file: &Path, dir: &Path) -> std::process::Output {
 
 #[test]
 fn one_user_holding_files_open_leaves_others_and_root_working() {
-    if !require_fuse() {
-        return;
-    }
-    let b = MountBuilder::new().opt("allow_other");
-    let real = b.real();
-    files(&real, 400);
-    let m = mount_with_hard_fd_limit(b.map("/", &real), 256);
+    skip_without_fuse!();
+    let m = files_behind_fd_limit(400, 256);
     let holder = Holder::start(KEY_UID, &m.mnt, 400);
     let held = holder.count;
     // Another user and root still open files and list directories.
@@ -120,13 +131,8 @@ fn one_user_holding_files_open_leaves_others_and_root_working() {
 
 #[test]
 fn at_a_limit_of_128_a_caller_holds_most_of_it() {
-    if !require_fuse() {
-        return;
-    }
-    let b = MountBuilder::new().opt("allow_other");
-    let real = b.real();
-    files(&real, 200);
-    let m = mount_with_hard_fd_limit(b.map("/", &real), 128);
+    skip_without_fuse!();
+    let m = files_behind_fd_limit(200, 128);
     // Walk more files than the limit first, so node fds would fill it.
     for i in 0..200 {
         fs::metadata(m.at(&format!("f{i}"))).unwrap();
@@ -152,9 +158,7 @@ fn at_a_limit_of_128_a_caller_holds_most_of_it() {
 /// served) and a user's file written through kernel passthrough.
 #[test]
 fn open_unlinked_files_stay_reachable_under_fd_pressure() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let b = MountBuilder::new()
         .opt("allow_other")
         .extra("[fuse]\nattr_timeout = 0\nentry_timeout = 0\n");
@@ -163,10 +167,14 @@ fn open_unlinked_files_stay_reachable_under_fd_pressure() {
     files(&real.join("many"), 600);
     write_file(&real.join("served"), b"0123456789", 0o644);
     let home = real.join("home");
-    mkdir_p(&home);
-    chown(&home, KEY_UID, KEY_GID);
-    write_file(&home.join("written"), &vec![b'x'; 100_000], 0o644);
-    chown(&home.join("written"), KEY_UID, KEY_GID);
+    mkdir_owned(&home, KEY_UID, KEY_GID, 0o755);
+    write_owned(
+        &home.join("written"),
+        &vec![b'x'; 100_000],
+        0o644,
+        KEY_UID,
+        KEY_GID,
+    );
     let m = mount_with_hard_fd_limit(b.map_mode("/", &real, "rw"), 128);
     let evict = |m: &Mounted| {
         for _ in 0..2 {
@@ -269,9 +277,7 @@ impl Drop for Dir {
 /// with handles times entries, and must come back once they are closed.
 #[test]
 fn directory_handles_do_not_pin_listing_memory() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     const ENTRIES: usize = 50_000;
     const HANDLES: usize = 40;
     let b = MountBuilder::new()
@@ -317,9 +323,7 @@ fn directory_handles_do_not_pin_listing_memory() {
 /// prefix table owns appear once (shadowing the real entry of that name).
 #[test]
 fn listings_follow_the_real_directory() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let b = MountBuilder::new().extra("[fuse]\nattr_timeout = 0\nentry_timeout = 0\n");
     let real = b.real();
     let other = b.root().join("other");
@@ -351,9 +355,7 @@ fn listings_follow_the_real_directory() {
 /// Reloads under load: old generations of rules give their fds back at once.
 #[test]
 fn reloads_under_load_do_not_accumulate_fds() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     const RELOADS: usize = 250;
     let b = MountBuilder::new().no_audit();
     let real = b.real();
@@ -365,13 +367,7 @@ fn reloads_under_load_do_not_accumulate_fds() {
     fs::write(a.join("which"), "a").unwrap();
     fs::write(z.join("which"), "z").unwrap();
     files(&real, 20);
-    let config = |target: &Path| {
-        format!(
-            "[[map]]\nfrom = \"/\"\nto = {:?}\n\n[[map]]\nfrom = \"/x\"\nto = {:?}\n",
-            real.to_str().unwrap(),
-            target.to_str().unwrap()
-        )
-    };
+    let config = |target: &Path| root_and_x(&real, target);
     let m = b.raw_config(&config(&a)).mount();
     let pid = m.daemon_pid();
     let stop = Arc::new(AtomicBool::new(false));
@@ -420,9 +416,7 @@ fn reloads_under_load_do_not_accumulate_fds() {
 /// and see the old targets; new paths see the new ones.
 #[test]
 fn old_rules_keep_serving_what_is_open_in_them() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let b = MountBuilder::new().no_audit();
     let real = b.real();
     let (a, z) = (b.root().join("a"), b.root().join("z"));
@@ -431,13 +425,7 @@ fn old_rules_keep_serving_what_is_open_in_them() {
         files(&dir.join("sub"), 50);
         fs::write(dir.join("sub/which"), tag).unwrap();
     }
-    let config = |target: &Path| {
-        format!(
-            "[[map]]\nfrom = \"/\"\nto = {:?}\n\n[[map]]\nfrom = \"/x\"\nto = {:?}\n",
-            real.to_str().unwrap(),
-            target.to_str().unwrap()
-        )
-    };
+    let config = |target: &Path| root_and_x(&real, target);
     let m = b.raw_config(&config(&a)).mount();
     let pid = m.daemon_pid();
     let file = File::open(m.at("x/sub/which")).unwrap();

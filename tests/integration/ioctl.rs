@@ -115,9 +115,7 @@ fn chattr(p: &Path, change: &str) -> std::process::Output {
 /// directory.
 #[test]
 fn python_opens_leave_the_daemon_log_quiet() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     if system_python().is_none() {
         skip_or_fail("/usr/bin/python3 is needed");
         return;
@@ -195,17 +193,14 @@ print("done")
 /// immutable, and nothing on another user's file); through an ro rule nothing changes.
 #[test]
 fn lsattr_and_chattr_act_on_the_real_file() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let b = MountBuilder::new();
     let real = b.real();
     let ro = b.root().join("ro");
     mkdir_p(&ro);
     write_file(&ro.join("f"), b"ro\n", 0o644);
     write_file(&real.join("f"), b"rw\n", 0o644);
-    write_file(&real.join("mine"), b"mine\n", 0o644);
-    chown(&real.join("mine"), KEY_UID, KEY_GID);
+    write_owned(&real.join("mine"), b"mine\n", 0o644, KEY_UID, KEY_GID);
     mkdir_p(&real.join("d"));
     let m = b
         .map_mode("/", &real, "rw")
@@ -279,9 +274,7 @@ fn lsattr_and_chattr_act_on_the_real_file() {
 /// and chattr is refused, like every change there.
 #[test]
 fn virtual_directories_have_no_flags_to_change() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let b = MountBuilder::new();
     let real = b.real();
     let m = b.map_mode("/v/w", &real, "rw").opt("allow_other").mount();

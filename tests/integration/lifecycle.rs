@@ -10,20 +10,11 @@ use std::time::Duration;
 
 use crate::common::*;
 
-fn simple() -> (MountBuilder, std::path::PathBuf) {
-    let b = MountBuilder::new();
-    let real = b.real();
-    write_file(&real.join("hello.txt"), b"hello\n", 0o644);
-    (b, real)
-}
-
 #[test]
 fn returns_only_when_live() {
-    if !require_fuse() {
-        return;
-    }
-    let (b, real) = simple();
-    let m = b.map("/", &real).mount();
+    skip_without_fuse!();
+    let m = hello_mount();
+    let real = m.real();
     // No retry: the very first access right after exit 0 must work.
     let md = fs::metadata(m.at("hello.txt")).expect("stat right after relocfs returned");
     assert_eq!(md.size(), 6);
@@ -62,16 +53,13 @@ fn returns_only_when_live() {
 
 #[test]
 fn umount_stops_daemon_and_flushes_audit() {
-    if !require_fuse() {
-        return;
-    }
-    let (b, real) = simple();
-    let m = b.map("/", &real).mount();
+    skip_without_fuse!();
+    let m = hello_mount();
     let pid = m.daemon_pid();
     let f = m.at("hello.txt");
     assert_eq!(fs::read(&f).unwrap(), b"hello\n");
 
-    let st = Command::new("umount").arg(&m.mnt).status().unwrap();
+    let st = umount(&m.mnt);
     assert!(st.success(), "umount failed: {st}");
     assert!(!mounted(&m.mnt), "still mounted after umount");
     assert!(
@@ -89,11 +77,8 @@ fn umount_stops_daemon_and_flushes_audit() {
 
 #[test]
 fn sigterm_unmounts_and_flushes_audit() {
-    if !require_fuse() {
-        return;
-    }
-    let (b, real) = simple();
-    let m = b.map("/", &real).mount();
+    skip_without_fuse!();
+    let m = hello_mount();
     let pid = m.daemon_pid();
     let f = m.at("hello.txt");
     assert_eq!(fs::read(&f).unwrap(), b"hello\n");
@@ -118,10 +103,8 @@ fn sigterm_unmounts_and_flushes_audit() {
 
 #[test]
 fn foreground_mode_serves_until_unmounted() {
-    if !require_fuse() {
-        return;
-    }
-    let (b, real) = simple();
+    skip_without_fuse!();
+    let (b, real) = hello_tree();
     let b = b.map("/", &real);
     let m = b.into_mounted();
     let logs = tempfile::tempfile().unwrap();
@@ -145,7 +128,7 @@ fn foreground_mode_serves_until_unmounted() {
         child.try_wait().unwrap().is_none(),
         "relocfs -f exited while mounted"
     );
-    let st = Command::new("umount").arg(&m.mnt).status().unwrap();
+    let st = umount(&m.mnt);
     assert!(st.success(), "umount: {st}");
     let mut status = None;
     wait_until(SETTLE_TIMEOUT, || {
@@ -165,12 +148,10 @@ fn foreground_mode_serves_until_unmounted() {
 
 #[test]
 fn background_mode_releases_stdio() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     // A caller capturing output with pipes (`$(relocfs ...)`, systemd,
     // Command::output) must not hang because the daemon kept them open.
-    let (b, real) = simple();
+    let (b, real) = hello_tree();
     let b = b.map("/", &real);
     let m = b.into_mounted();
     let mut child = Command::new(BIN)
@@ -202,10 +183,8 @@ fn background_mode_releases_stdio() {
 
 #[test]
 fn options_after_positionals_and_fsname() {
-    if !require_fuse() {
-        return;
-    }
-    let (b, real) = simple();
+    skip_without_fuse!();
+    let (b, real) = hello_tree();
     let m = b
         .map("/", &real)
         .opt("fsname=legacy-jumpserver")
@@ -225,10 +204,8 @@ fn options_after_positionals_and_fsname() {
 
 #[test]
 fn fstab_style_options_are_accepted() {
-    if !require_fuse() {
-        return;
-    }
-    let (b, real) = simple();
+    skip_without_fuse!();
+    let (b, real) = hello_tree();
     let m = b
         .map("/", &real)
         .opt("defaults")
@@ -247,26 +224,22 @@ fn fstab_style_options_are_accepted() {
 
 #[test]
 fn mountpoint_with_space_in_name() {
-    if !require_fuse() {
-        return;
-    }
-    let (b, real) = simple();
+    skip_without_fuse!();
+    let (b, real) = hello_tree();
     let mp = b.root().join("legacy dir\twith tab");
     mkdir_p(&mp);
     let m = b.map("/", &real).mountpoint(&mp).mount();
     assert!(mounted(&mp), "mountinfo octal escapes");
     assert_eq!(fs::read(m.at("hello.txt")).unwrap(), b"hello\n");
-    let st = Command::new("umount").arg(&mp).status().unwrap();
+    let st = umount(&mp);
     assert!(st.success());
     assert!(!mounted(&mp));
 }
 
 #[test]
 fn two_mounts_of_one_target_are_independent() {
-    if !require_fuse() {
-        return;
-    }
-    let (b, real) = simple();
+    skip_without_fuse!();
+    let (b, real) = hello_tree();
     let second = b.root().join("mnt2");
     mkdir_p(&second);
     let m = b.map("/", &real).mount();
@@ -274,11 +247,7 @@ fn two_mounts_of_one_target_are_independent() {
     assert!(out.status.success(), "second mount: {}", stderr_str(&out));
     assert!(mounted(&second));
     assert_eq!(fs::read(second.join("hello.txt")).unwrap(), b"hello\n");
-    assert!(Command::new("umount")
-        .arg(&second)
-        .status()
-        .unwrap()
-        .success());
+    assert!(umount(&second).success());
     assert!(!mounted(&second));
     // The first one is unaffected.
     assert_eq!(fs::read(m.at("hello.txt")).unwrap(), b"hello\n");
@@ -287,9 +256,7 @@ fn two_mounts_of_one_target_are_independent() {
 
 #[test]
 fn demo_runs_and_prints_audit_lines() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let relocfs_mounts = || -> Vec<std::path::PathBuf> {
         mount_entries()
             .into_iter()
@@ -336,10 +303,8 @@ fn rules_toml(rules: &[(&str, &std::path::Path)], audit: &std::path::Path) -> St
 
 #[test]
 fn sighup_reloads_rules_and_survives_a_bad_config() {
-    if !require_fuse() {
-        return;
-    }
-    let (b, real) = simple();
+    skip_without_fuse!();
+    let (b, real) = hello_tree();
     let extra = b.root().join("extra");
     let third = b.root().join("third");
     write_file(&extra.join("g"), b"from extra\n", 0o644);
@@ -472,25 +437,17 @@ fn sighup_names_the_settings_that_wait_for_the_next_mount() {
 
 #[test]
 fn sighup_reopens_the_audit_log() {
-    if !require_fuse() {
-        return;
-    }
-    let (b, real) = simple();
-    let m = b.map("/", &real).mount();
+    skip_without_fuse!();
+    let m = hello_mount();
     let pid = m.daemon_pid();
     let f = m.at("hello.txt");
-    let (p1, _) = run_as_pid(0, 0, Command::new("cat").arg(&f));
-    wait_for_audit(&m.audit, ev("open", &f, Some(p1)), AUDIT_TIMEOUT);
+    let p1 = cat_and_wait_for_open(&m.audit, &f);
 
     // logrotate: move the log away, then SIGHUP.
     let rotated = m.audit.with_extension("jsonl.1");
     fs::rename(&m.audit, &rotated).unwrap();
     assert_eq!(unsafe { libc::kill(pid, libc::SIGHUP) }, 0);
-    let reopened = wait_until(SETTLE_TIMEOUT, || {
-        let (p, _) = run_as_pid(0, 0, Command::new("cat").arg(&f));
-        std::thread::sleep(Duration::from_millis(50));
-        read_audit(&m.audit).iter().any(ev("open", &f, Some(p)))
-    });
+    let reopened = new_opens_reach(&m.audit, &f);
     assert!(
         reopened,
         "after SIGHUP, new events do not go to a new {}",
@@ -504,23 +461,14 @@ fn sighup_reopens_the_audit_log() {
 
 #[test]
 fn mountpoint_already_mounted_refused() {
-    if !require_fuse() {
-        return;
-    }
-    let (b, real) = simple();
+    skip_without_fuse!();
+    let (b, real) = hello_tree();
     let root = b.root();
     let m = b.map("/", &real).mount();
-    let count = |p: &std::path::Path| {
-        mount_entries()
-            .iter()
-            .filter(|e| e.mount_point == p)
-            .count()
-    };
-
-    let out = relocfs([m.config.as_path(), m.mnt.as_path()]);
+    let out = m.remount();
     assert_refusal(&out, &["already"]);
     assert_eq!(
-        count(&m.mnt),
+        mounts_at(&m.mnt),
         1,
         "a second relocfs was stacked on the first"
     );
@@ -540,20 +488,16 @@ fn mountpoint_already_mounted_refused() {
     assert!(st.success(), "mount tmpfs");
     let out = relocfs([m.config.as_path(), tmpfs.as_path()]);
     assert_refusal(&out, &["already"]);
-    assert_eq!(count(&tmpfs), 1, "relocfs was stacked on a tmpfs");
+    assert_eq!(mounts_at(&tmpfs), 1, "relocfs was stacked on a tmpfs");
     assert_eq!(mount_entry(&tmpfs).unwrap().fstype, "tmpfs");
 }
 
 #[test]
 fn dead_mount_is_replaced() {
-    if !require_fuse() {
-        return;
-    }
-    let (b, real) = simple();
-    let m = b.map("/", &real).mount();
+    skip_without_fuse!();
+    let m = hello_mount();
     let pid = m.daemon_pid();
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
-    assert!(wait_until(SETTLE_TIMEOUT, || !pid_alive(pid)));
+    kill9_and_wait(pid);
     // Requests in flight while the connection is torn down fail with
     // ECONNABORTED; once it is gone, every access fails with ENOTCONN.
     let dead = wait_until(SETTLE_TIMEOUT, || {
@@ -567,41 +511,15 @@ fn dead_mount_is_replaced() {
         "the mount did not become a dead mount (ENOTCONN) after SIGKILL"
     );
 
-    let out = relocfs([m.config.as_path(), m.mnt.as_path()]);
-    assert!(
-        out.status.success(),
-        "remount over a dead mount: {}",
-        stderr_str(&out)
-    );
-    assert_eq!(fs::read(m.at("hello.txt")).unwrap(), b"hello\n");
-    let n = mount_entries()
-        .iter()
-        .filter(|e| e.mount_point == m.mnt)
-        .count();
-    assert_eq!(n, 1, "the dead mount was not detached");
+    assert_remount_replaces_dead_mount(&m, "remount over a dead mount");
 }
 
 #[test]
 fn systemd_notify_protocol() {
-    if !require_fuse() {
-        return;
-    }
-    use std::os::unix::net::UnixDatagram;
-    let (b, real) = simple();
+    skip_without_fuse!();
+    let (b, real) = hello_tree();
     let m = b.map("/", &real).into_mounted();
-    let sock_path = m.root().join("notify.sock");
-    let sock = UnixDatagram::bind(&sock_path).unwrap();
-    sock.set_read_timeout(Some(SETTLE_TIMEOUT)).unwrap();
-    let mut child = Command::new(BIN)
-        .arg("-f")
-        .arg(&m.config)
-        .arg(&m.mnt)
-        .env("NOTIFY_SOCKET", &sock_path)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let (sock, mut child) = m.spawn_under_systemd();
     let recv = || -> String {
         let mut buf = [0u8; 4096];
         match sock.recv(&mut buf) {
@@ -617,11 +535,7 @@ fn systemd_notify_protocol() {
     let ready_again = recv();
     unsafe { libc::kill(pid, libc::SIGTERM) };
     let stopping = recv();
-    let exited = wait_until(SETTLE_TIMEOUT, || child.try_wait().unwrap().is_some());
-    if !exited {
-        let _ = child.kill();
-    }
-    let status = child.wait().unwrap();
+    let (exited, status) = wait_exit(&mut child, SETTLE_TIMEOUT);
     assert!(ready.contains("READY=1"), "first notification: {ready:?}");
     assert!(live, "READY=1 was sent before the mount was live");
     assert!(

@@ -92,16 +92,10 @@ fn generate_into_a_closed_pipe_ends_quietly() {
 /// directory and ends quietly.
 #[test]
 fn demo_into_a_closed_pipe_still_cleans_up() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     // A temporary directory of its own, so that what the demo leaves is easy to see.
-    let tmp = tempfile::Builder::new()
-        .prefix("relocfs-test-")
-        .tempdir()
-        .unwrap();
     // As root the demo needs its temporary directory open to nobody (search only).
-    chmod(tmp.path(), 0o755);
+    let tmp = tempdir_0755("relocfs-test-");
     let (ok, stderr) = run_into_closed_pipe(&["demo".as_ref()], &[("TMPDIR", tmp.path())]);
     let left: Vec<_> = fs::read_dir(tmp.path())
         .unwrap()

@@ -48,17 +48,13 @@ fn reopen_as_user(size: usize, path: &std::path::Path, real: &std::path::Path) {
 
 #[test]
 fn small_file_reopened_for_writing_while_open() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     reopen_while_open(100);
 }
 
 #[test]
 fn large_file_reopened_for_writing_while_open() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     reopen_while_open(1 << 20);
 }
 
@@ -140,9 +136,7 @@ fn daemon_bytes_for_large_io(extra_config: &str) -> u64 {
 /// least 2 x 16 MiB through it, which shows the probe sees daemon-served data.
 #[test]
 fn large_file_data_never_passes_through_the_daemon() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     if !kernel_has_passthrough() {
         eprintln!("SKIP: the kernel has no FUSE passthrough (Linux < 6.9)");
         return;

@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::common::*;
@@ -20,16 +20,19 @@ fn set(items: &[&str]) -> BTreeSet<String> {
     items.iter().map(|s| s.to_string()).collect()
 }
 
-#[test]
-fn longest_prefix_wins() {
-    if !require_fuse() {
-        return;
-    }
+/// A fresh builder and the paths of its `install` and `keystore` directories (made by the
+/// files written into them).
+fn install_and_keystore() -> (MountBuilder, PathBuf, PathBuf) {
     let b = MountBuilder::new();
     let root = b.root();
-    let install = root.join("install");
-    let store = root.join("keystore");
-    let roles = root.join("roles");
+    (b, root.join("install"), root.join("keystore"))
+}
+
+#[test]
+fn longest_prefix_wins() {
+    skip_without_fuse!();
+    let (b, install, store) = install_and_keystore();
+    let roles = b.root().join("roles");
     write_file(&install.join("keys/k"), b"from install\n", 0o644);
     write_file(&install.join("keys/role_key/f"), b"install role\n", 0o644);
     write_file(&install.join("etc/conf"), b"conf\n", 0o644);
@@ -68,13 +71,8 @@ fn longest_prefix_wins() {
 
 #[test]
 fn prefixes_match_whole_components_only() {
-    if !require_fuse() {
-        return;
-    }
-    let b = MountBuilder::new();
-    let root = b.root();
-    let install = root.join("install");
-    let store = root.join("keystore");
+    skip_without_fuse!();
+    let (b, install, store) = install_and_keystore();
     write_file(&install.join("keysafe/f"), b"right\n", 0o644);
     write_file(&install.join("keys2"), b"right keys2\n", 0o644);
     write_file(
@@ -93,9 +91,7 @@ fn prefixes_match_whole_components_only() {
 
 #[test]
 fn uncovered_parents_are_read_only_virtual_dirs() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let b = MountBuilder::new();
     let root = b.root();
     let data = root.join("data");
@@ -138,9 +134,7 @@ fn uncovered_parents_are_read_only_virtual_dirs() {
 
 #[test]
 fn unmapped_paths_do_not_exist() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let b = MountBuilder::new();
     let root = b.root();
     let data = root.join("data");
@@ -172,13 +166,8 @@ fn unmapped_paths_do_not_exist() {
 
 #[test]
 fn deny_rule_refuses_path_and_everything_below() {
-    if !require_fuse() {
-        return;
-    }
-    let b = MountBuilder::new();
-    let root = b.root();
-    let install = root.join("install");
-    let store = root.join("keystore");
+    skip_without_fuse!();
+    let (b, install, store) = install_and_keystore();
     write_file(&install.join("README"), b"install\n", 0o644);
     write_file(&store.join("admin/secret"), b"admin secret\n", 0o644);
     write_file(&store.join("admin/sub/deep"), b"deep\n", 0o644);

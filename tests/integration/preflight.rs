@@ -88,9 +88,7 @@ fn with_target() -> (MountBuilder, PathBuf) {
 
 #[test]
 fn mountpoint_is_symlink() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let (b, real) = with_target();
     let link = b.root().join("mnt-link");
     std::os::unix::fs::symlink(b.mnt(), &link).unwrap();
@@ -100,9 +98,7 @@ fn mountpoint_is_symlink() {
 
 #[test]
 fn mountpoint_missing() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let (b, real) = with_target();
     let missing = b.root().join("no-such-mountpoint");
     let b = b.map("/", &real).mountpoint(&missing);
@@ -111,9 +107,7 @@ fn mountpoint_missing() {
 
 #[test]
 fn target_missing() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let (b, _) = with_target();
     let missing = b.root().join("no-such-target");
     let b = b.map("/", &missing);
@@ -122,9 +116,7 @@ fn target_missing() {
 
 #[test]
 fn target_not_a_directory() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let (b, real) = with_target();
     let file = real.join("f");
     let b = b.map("/", &real).map("/file", &file);
@@ -133,9 +125,7 @@ fn target_not_a_directory() {
 
 #[test]
 fn target_contains_the_mountpoint() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let (b, _) = with_target();
     let root = b.root();
     let b = b.map("/", &root);
@@ -144,9 +134,7 @@ fn target_contains_the_mountpoint() {
 
 #[test]
 fn target_is_the_mountpoint() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let (b, _) = with_target();
     let mnt = b.mnt();
     let b = b.map("/", &mnt);
@@ -155,9 +143,7 @@ fn target_is_the_mountpoint() {
 
 #[test]
 fn target_inside_the_mountpoint() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let (b, real) = with_target();
     let inside = b.mnt().join("sub");
     mkdir_p(&inside);
@@ -167,9 +153,7 @@ fn target_inside_the_mountpoint() {
 
 #[test]
 fn relative_from_refused() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let (b, real) = with_target();
     let b = b.map("keys", &real);
     expect_refused_by(b, Level::Config, &["absolute"]);
@@ -177,9 +161,7 @@ fn relative_from_refused() {
 
 #[test]
 fn relative_to_refused() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let (b, _) = with_target();
     let b = b.map("/", "opt/jumpserver");
     expect_refused_by(b, Level::Config, &["absolute"]);
@@ -187,9 +169,7 @@ fn relative_to_refused() {
 
 #[test]
 fn non_normalised_paths_refused() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     for from in ["/a/../b", "/keys/", "/a/./b", "//a", "/a//b", "/.."] {
         let (b, real) = with_target();
         let b = b.map("/", &real).map(from, &real);
@@ -215,9 +195,7 @@ fn non_normalised_paths_refused() {
 
 #[test]
 fn duplicate_from_refused() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let (b, real) = with_target();
     let other = b.root().join("other");
     mkdir_p(&other);
@@ -227,9 +205,7 @@ fn duplicate_from_refused() {
 
 #[test]
 fn unknown_keys_refused() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let (b, real) = with_target();
     let b = b
         .map("/", &real)
@@ -247,9 +223,7 @@ fn unknown_keys_refused() {
 
 #[test]
 fn malformed_toml_names_file_and_line() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let (b, real) = with_target();
     let config = b.config_path();
     let text = format!(
@@ -273,9 +247,7 @@ fn malformed_toml_names_file_and_line() {
 
 #[test]
 fn unknown_mode_refused_rw_accepted() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let (b, real) = with_target();
     let b = b.map_mode("/", &real, "rx");
     expect_refused_by(b, Level::Config, &["rx"]);
@@ -294,9 +266,7 @@ fn unknown_mode_refused_rw_accepted() {
 
 #[test]
 fn audit_log_inside_mountpoint_refused() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let (b, real) = with_target();
     let log = b.mnt().join("audit.jsonl");
     let b = b.map("/", &real).no_audit().extra(&format!(
@@ -308,9 +278,7 @@ fn audit_log_inside_mountpoint_refused() {
 
 #[test]
 fn rule_without_target_or_deny_refused() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let (b, real) = with_target();
     let b = b.map("/", &real).extra("[[map]]\nfrom = \"/nowhere\"\n");
     expect_refused_by(b, Level::Config, &[]);
@@ -318,9 +286,7 @@ fn rule_without_target_or_deny_refused() {
 
 #[test]
 fn unknown_mount_option_refused() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let (b, real) = with_target();
     let root = b.root();
     let b = b.map("/", &real).opt("allow_other").opt("frobnicate");
@@ -334,9 +300,7 @@ fn unknown_mount_option_refused() {
 
 #[test]
 fn missing_config_file_refused() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let b = MountBuilder::new();
     let root = b.root();
     let missing = root.join("missing.toml");
@@ -350,9 +314,7 @@ fn missing_config_file_refused() {
 
 #[test]
 fn check_accepts_valid_config_without_mounting() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let (b, real) = with_target();
     let root = b.root();
     let keys = root.join("keys");
@@ -385,16 +347,14 @@ fn check_accepts_valid_config_without_mounting() {
     let m = b.into_mounted();
     assert!(m.daemon_pids().is_empty(), "`relocfs check` left a process");
     // ... and the same config really mounts.
-    let out = relocfs([m.config.as_path(), m.mnt.as_path()]);
+    let out = m.remount();
     assert!(out.status.success(), "{}", stderr_str(&out));
     assert!(mounted(&m.mnt));
 }
 
 #[test]
 fn unopenable_audit_log_refused() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     // An audited mount that cannot audit must not serve.
     let (b, real) = with_target();
     let not_dir = b.root().join("plain-file");

@@ -326,9 +326,7 @@ fn etc_state(prefix: &str) -> EtcState {
 
 #[test]
 fn swapped_symlink_never_lets_the_daemon_escape() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let b = MountBuilder::new();
     let real = b.real();
     let outside = b.root().join("outside");

@@ -39,73 +39,26 @@ fn mounted_readonly_fixture() -> (Mounted, PathBuf) {
 
 #[test]
 fn write_opens_fail_with_erofs() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let (m, real) = mounted_readonly_fixture();
     let before = snapshot(&real);
     let f = m.at("file");
     let new = m.at("newfile");
     let mut p = Vec::new();
-    p.extend(check_errno(
-        "open O_WRONLY",
-        OpenOptions::new().write(true).open(&f),
-        libc::EROFS,
-    ));
-    p.extend(check_errno(
-        "open O_RDWR",
-        OpenOptions::new().read(true).write(true).open(&f),
-        libc::EROFS,
-    ));
-    p.extend(check_errno(
-        "open O_WRONLY|O_TRUNC",
-        OpenOptions::new().write(true).truncate(true).open(&f),
-        libc::EROFS,
-    ));
-    p.extend(check_errno(
-        "open O_RDONLY|O_TRUNC",
-        open_raw(&f, libc::O_RDONLY | libc::O_TRUNC),
-        libc::EROFS,
-    ));
-    p.extend(check_errno(
-        "open O_APPEND",
-        OpenOptions::new().append(true).open(&f),
-        libc::EROFS,
-    ));
-    p.extend(check_errno(
-        "open O_WRONLY on file in subdir",
-        OpenOptions::new().write(true).open(m.at("dir/inner")),
-        libc::EROFS,
-    ));
-    p.extend(check_errno(
-        "open O_WRONLY|O_CREAT of existing",
-        OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&f),
-        libc::EROFS,
-    ));
-    p.extend(check_errno(
-        "creat new",
-        fs::File::create(&new),
-        libc::EROFS,
-    ));
-    p.extend(check_errno(
-        "open O_CREAT|O_EXCL new",
-        OpenOptions::new().write(true).create_new(true).open(&new),
-        libc::EROFS,
-    ));
-    p.extend(check_errno(
-        "open O_RDONLY|O_CREAT new",
-        open_raw(&new, libc::O_RDONLY | libc::O_CREAT),
-        libc::EROFS,
-    ));
-    p.extend(check_errno(
-        "open O_WRONLY through symlink",
-        OpenOptions::new().write(true).open(m.at("link")),
-        libc::EROFS,
-    ));
+    p.extend(errno_problems! { libc::EROFS;
+        "open O_WRONLY" => OpenOptions::new().write(true).open(&f),
+        "open O_RDWR" => OpenOptions::new().read(true).write(true).open(&f),
+        "open O_WRONLY|O_TRUNC" => OpenOptions::new().write(true).truncate(true).open(&f),
+        "open O_RDONLY|O_TRUNC" => open_raw(&f, libc::O_RDONLY | libc::O_TRUNC),
+        "open O_APPEND" => OpenOptions::new().append(true).open(&f),
+        "open O_WRONLY on file in subdir" => OpenOptions::new().write(true).open(m.at("dir/inner")),
+        "open O_WRONLY|O_CREAT of existing" =>
+            OpenOptions::new().write(true).create(true).truncate(false).open(&f),
+        "creat new" => fs::File::create(&new),
+        "open O_CREAT|O_EXCL new" => OpenOptions::new().write(true).create_new(true).open(&new),
+        "open O_RDONLY|O_CREAT new" => open_raw(&new, libc::O_RDONLY | libc::O_CREAT),
+        "open O_WRONLY through symlink" => OpenOptions::new().write(true).open(m.at("link")),
+    });
     assert!(
         p.is_empty(),
         "write opens not refused with EROFS:\n{}",
@@ -118,82 +71,26 @@ fn write_opens_fail_with_erofs() {
 
 #[test]
 fn namespace_changes_fail_with_erofs() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let (m, real) = mounted_readonly_fixture();
     let before = snapshot(&real);
     let mut p = Vec::new();
-    p.extend(check_errno(
-        "mkdir",
-        fs::create_dir(m.at("newdir")),
-        libc::EROFS,
-    ));
-    p.extend(check_errno(
-        "mkdir in subdir",
-        fs::create_dir(m.at("dir/newdir")),
-        libc::EROFS,
-    ));
-    p.extend(check_errno(
-        "unlink file",
-        fs::remove_file(m.at("file")),
-        libc::EROFS,
-    ));
-    p.extend(check_errno(
-        "unlink symlink",
-        fs::remove_file(m.at("link")),
-        libc::EROFS,
-    ));
-    p.extend(check_errno(
-        "unlink in subdir",
-        fs::remove_file(m.at("dir/inner")),
-        libc::EROFS,
-    ));
-    p.extend(check_errno(
-        "rmdir",
-        fs::remove_dir(m.at("emptydir")),
-        libc::EROFS,
-    ));
-    p.extend(check_errno(
-        "rename file",
-        fs::rename(m.at("file"), m.at("renamed")),
-        libc::EROFS,
-    ));
-    p.extend(check_errno(
-        "rename over existing",
-        fs::rename(m.at("file"), m.at("exist-target")),
-        libc::EROFS,
-    ));
-    p.extend(check_errno(
-        "rename dir",
-        fs::rename(m.at("dir"), m.at("dir2")),
-        libc::EROFS,
-    ));
-    p.extend(check_errno(
-        "rename into subdir",
-        fs::rename(m.at("file"), m.at("dir/file")),
-        libc::EROFS,
-    ));
-    p.extend(check_errno(
-        "symlink",
-        std::os::unix::fs::symlink("file", m.at("newlink")),
-        libc::EROFS,
-    ));
-    p.extend(check_errno(
-        "link",
-        fs::hard_link(m.at("file"), m.at("hardlink")),
-        libc::EROFS,
-    ));
-    p.extend(check_errno(
-        "mknod fifo",
-        mkfifo(&m.at("fifo"), 0o644),
-        libc::EROFS,
-    ));
-    p.extend(check_errno(
-        "remove_dir_all",
-        fs::remove_dir_all(m.at("dir")),
-        libc::EROFS,
-    ));
+    p.extend(errno_problems! { libc::EROFS;
+        "mkdir" => fs::create_dir(m.at("newdir")),
+        "mkdir in subdir" => fs::create_dir(m.at("dir/newdir")),
+        "unlink file" => fs::remove_file(m.at("file")),
+        "unlink symlink" => fs::remove_file(m.at("link")),
+        "unlink in subdir" => fs::remove_file(m.at("dir/inner")),
+        "rmdir" => fs::remove_dir(m.at("emptydir")),
+        "rename file" => fs::rename(m.at("file"), m.at("renamed")),
+        "rename over existing" => fs::rename(m.at("file"), m.at("exist-target")),
+        "rename dir" => fs::rename(m.at("dir"), m.at("dir2")),
+        "rename into subdir" => fs::rename(m.at("file"), m.at("dir/file")),
+        "symlink" => std::os::unix::fs::symlink("file", m.at("newlink")),
+        "link" => fs::hard_link(m.at("file"), m.at("hardlink")),
+        "mknod fifo" => mkfifo(&m.at("fifo"), 0o644),
+        "remove_dir_all" => fs::remove_dir_all(m.at("dir")),
+    });
     assert!(
         p.is_empty(),
         "namespace changes not refused with EROFS:\n{}",
@@ -211,70 +108,29 @@ fn namespace_changes_fail_with_erofs() {
 
 #[test]
 fn metadata_changes_fail_with_erofs() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let (m, real) = mounted_readonly_fixture();
     let before = snapshot(&real);
     let f = m.at("file");
     let mut p = Vec::new();
-    p.extend(check_errno(
-        "chmod",
-        fs::set_permissions(&f, std::os::unix::fs::PermissionsExt::from_mode(0o600)),
-        libc::EROFS,
-    ));
-    p.extend(check_errno(
-        "chmod dir",
-        fs::set_permissions(
-            m.at("dir"),
-            std::os::unix::fs::PermissionsExt::from_mode(0o700),
-        ),
-        libc::EROFS,
-    ));
-    p.extend(check_errno(
-        "chown",
-        std::os::unix::fs::chown(&f, Some(KEY_UID), Some(KEY_GID)),
-        libc::EROFS,
-    ));
-    p.extend(check_errno(
-        "lchown symlink",
-        std::os::unix::fs::lchown(m.at("link"), Some(KEY_UID), None),
-        libc::EROFS,
-    ));
-    p.extend(check_errno("truncate to 0", truncate(&f, 0), libc::EROFS));
-    p.extend(check_errno(
-        "truncate to extend",
-        truncate(&f, 1 << 20),
-        libc::EROFS,
-    ));
-    p.extend(check_errno("utimes now", utimes_now(&f), libc::EROFS));
-    p.extend(check_errno(
-        "utimes explicit",
-        fs::File::open(&f).and_then(|h| {
-            h.set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000))
-        }),
-        libc::EROFS,
-    ));
-    p.extend(check_errno(
-        "setxattr new",
-        setxattr(&f, "user.new", b"v"),
-        libc::EROFS,
-    ));
-    p.extend(check_errno(
-        "setxattr replace",
-        setxattr(&f, "user.keep", b"2"),
-        libc::EROFS,
-    ));
-    p.extend(check_errno(
-        "removexattr",
-        removexattr(&f, "user.keep"),
-        libc::EROFS,
-    ));
-    p.extend(check_errno(
-        "setxattr dir",
-        setxattr(&m.at("dir"), "user.d", b"v"),
-        libc::EROFS,
-    ));
+    p.extend(errno_problems! { libc::EROFS;
+        "chmod" => fs::set_permissions(&f, std::os::unix::fs::PermissionsExt::from_mode(0o600)),
+        "chmod dir" =>
+            fs::set_permissions(m.at("dir"), std::os::unix::fs::PermissionsExt::from_mode(0o700)),
+        "chown" => std::os::unix::fs::chown(&f, Some(KEY_UID), Some(KEY_GID)),
+        "lchown symlink" => std::os::unix::fs::lchown(m.at("link"), Some(KEY_UID), None),
+        "truncate to 0" => truncate(&f, 0),
+        "truncate to extend" => truncate(&f, 1 << 20),
+        "utimes now" => utimes_now(&f),
+        "utimes explicit" =>
+            fs::File::open(&f).and_then(|h| {
+                h.set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000))
+            }),
+        "setxattr new" => setxattr(&f, "user.new", b"v"),
+        "setxattr replace" => setxattr(&f, "user.keep", b"2"),
+        "removexattr" => removexattr(&f, "user.keep"),
+        "setxattr dir" => setxattr(&m.at("dir"), "user.d", b"v"),
+    });
     assert!(
         p.is_empty(),
         "metadata changes not refused with EROFS:\n{}",
@@ -286,48 +142,22 @@ fn metadata_changes_fail_with_erofs() {
 
 #[test]
 fn virtual_directories_refuse_changes() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let b = MountBuilder::new();
     let data = b.root().join("data");
     write_file(&data.join("f"), b"f\n", 0o644);
     let m = b.map("/srv/app", &data).mount();
     let before = snapshot(&data);
     let mut p = Vec::new();
-    p.extend(check_errno(
-        "mkdir in virtual root",
-        fs::create_dir(m.at("new")),
-        libc::EROFS,
-    ));
-    p.extend(check_errno(
-        "create in virtual dir",
-        fs::File::create(m.at("srv/new")),
-        libc::EROFS,
-    ));
-    p.extend(check_errno(
-        "rmdir mapped dir",
-        fs::remove_dir(m.at("srv/app")),
-        libc::EROFS,
-    ));
-    p.extend(check_errno(
-        "rename virtual dir",
-        fs::rename(m.at("srv"), m.at("srv2")),
-        libc::EROFS,
-    ));
-    p.extend(check_errno(
-        "chmod virtual dir",
-        fs::set_permissions(
-            m.at("srv"),
-            std::os::unix::fs::PermissionsExt::from_mode(0o777),
-        ),
-        libc::EROFS,
-    ));
-    p.extend(check_errno(
-        "symlink in virtual dir",
-        std::os::unix::fs::symlink("/etc", m.at("srv/l")),
-        libc::EROFS,
-    ));
+    p.extend(errno_problems! { libc::EROFS;
+        "mkdir in virtual root" => fs::create_dir(m.at("new")),
+        "create in virtual dir" => fs::File::create(m.at("srv/new")),
+        "rmdir mapped dir" => fs::remove_dir(m.at("srv/app")),
+        "rename virtual dir" => fs::rename(m.at("srv"), m.at("srv2")),
+        "chmod virtual dir" =>
+            fs::set_permissions(m.at("srv"), std::os::unix::fs::PermissionsExt::from_mode(0o777)),
+        "symlink in virtual dir" => std::os::unix::fs::symlink("/etc", m.at("srv/l")),
+    });
     assert!(
         p.is_empty(),
         "virtual directories not read-only:\n{}",
@@ -338,9 +168,7 @@ fn virtual_directories_refuse_changes() {
 
 #[test]
 fn ro_mount_option_and_explicit_ro_mode() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let b = MountBuilder::new();
     let real = b.real();
     populate(&real);

@@ -50,14 +50,17 @@ fn stat_diffs(via: &Path, real: &Path) -> Vec<String> {
 
 #[test]
 fn stat_matches_real_path() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let b = MountBuilder::new();
     let real = b.real();
     write_file(&real.join("plain"), b"hello\n", 0o644);
-    write_file(&real.join("owned"), b"owned by 4242\n", 0o640);
-    chown(&real.join("owned"), KEY_UID, 4343);
+    write_owned(
+        &real.join("owned"),
+        b"owned by 4242\n",
+        0o640,
+        KEY_UID,
+        4343,
+    );
     set_times(&real.join("owned"), 1_600_000_000, 123_456_789);
     write_file(&real.join("empty"), b"", 0o600);
     write_file(&real.join("run.sh"), b"#!/bin/sh\n", 0o755);
@@ -124,9 +127,7 @@ fn stat_matches_real_path() {
 
 #[test]
 fn readdir_small_directory_matches() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let b = MountBuilder::new();
     let real = b.real();
     write_file(&real.join("d/a.txt"), b"a", 0o644);
@@ -144,19 +145,7 @@ fn readdir_small_directory_matches() {
             .unwrap_or_else(|e| panic!("readdir {}: {e}", p.display()))
             .map(|e| {
                 let e = e.unwrap();
-                let t = e.file_type().unwrap();
-                let kind = if t.is_dir() {
-                    "dir"
-                } else if t.is_symlink() {
-                    "symlink"
-                } else if t.is_fifo() {
-                    "fifo"
-                } else if t.is_file() {
-                    "file"
-                } else {
-                    "other"
-                };
-                (e.file_name(), kind)
+                (e.file_name(), kind_name(&e.file_type().unwrap()))
             })
             .collect()
     };
@@ -185,9 +174,7 @@ fn readdir_small_directory_matches() {
 
 #[test]
 fn readdir_huge_directory_matches() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     const N: usize = 20_000;
     // Creating 20,000 files is much faster on tmpfs than on a journaled
     // disk; the huge directory lives there when /dev/shm exists. Declared
@@ -235,9 +222,7 @@ fn readdir_huge_directory_matches() {
 
 #[test]
 fn readlink_returns_links_as_stored() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let b = MountBuilder::new();
     let real = b.real();
     let outside = b.root().join("outside");
@@ -294,9 +279,7 @@ fn readlink_returns_links_as_stored() {
 
 #[test]
 fn read_file_content() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let b = MountBuilder::new();
     let real = b.real();
     let big = pattern(3 * 1024 * 1024 + 17, 7);
@@ -332,9 +315,7 @@ fn read_file_content() {
 
 #[test]
 fn mmap_of_file_matches() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let b = MountBuilder::new();
     let real = b.real();
     let data = pattern(1024 * 1024 + 123, 3);
@@ -371,9 +352,7 @@ fn mmap_of_file_matches() {
 
 #[test]
 fn execute_script_and_binary_from_mount() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let b = MountBuilder::new();
     let real = b.real();
     write_file(
@@ -425,9 +404,7 @@ fn execute_script_and_binary_from_mount() {
 
 #[test]
 fn statfs_matches_real_filesystem() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let b = MountBuilder::new();
     let real = b.real();
     write_file(&real.join("f"), b"x", 0o644);
@@ -458,9 +435,7 @@ fn statfs_matches_real_filesystem() {
 
 #[test]
 fn access_reports_permissions() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let b = MountBuilder::new();
     let real = b.real();
     write_file(&real.join("data.txt"), b"d", 0o644);
@@ -485,9 +460,7 @@ fn access_reports_permissions() {
 
 #[test]
 fn xattrs_are_visible() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let b = MountBuilder::new();
     let real = b.real();
     let f = real.join("tagged");
@@ -534,9 +507,7 @@ fn xattrs_are_visible() {
 
 #[test]
 fn seek_data_and_hole_on_sparse_file() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let b = MountBuilder::new();
     let real = b.real();
     let path = real.join("sparse");
@@ -588,9 +559,7 @@ fn seek_data_and_hole_on_sparse_file() {
 
 #[test]
 fn hard_links_share_inode() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let b = MountBuilder::new();
     let real = b.real();
     write_file(&real.join("one"), b"linked content\n", 0o644);
@@ -614,9 +583,7 @@ fn hard_links_share_inode() {
 
 #[test]
 fn odd_file_names_are_served() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     use std::ffi::OsStr;
     use std::os::unix::ffi::OsStrExt;
     let b = MountBuilder::new();
@@ -656,9 +623,7 @@ fn odd_file_names_are_served() {
 
 #[test]
 fn reads_beyond_4gib_offsets() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     const GIB: u64 = 1 << 30;
     let b = MountBuilder::new();
     let real = b.real();
@@ -682,9 +647,7 @@ fn reads_beyond_4gib_offsets() {
 
 #[test]
 fn parallel_readers_get_correct_data() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let b = MountBuilder::new();
     let real = b.real();
     let files: Vec<(String, Vec<u8>)> = (0..8)
@@ -714,9 +677,7 @@ fn parallel_readers_get_correct_data() {
 
 #[test]
 fn real_tree_changes_visible_with_zero_timeouts() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let b = MountBuilder::new();
     let real = b.real();
     write_file(&real.join("conf"), b"version 1\n", 0o644);

@@ -22,12 +22,9 @@ fn rw_fixture() -> Rw {
     let b = MountBuilder::new();
     let real = b.real();
     let keystore = b.root().join("keystore");
-    mkdir_p(&real.join("home4242"));
-    chown(&real.join("home4242"), KEY_UID, KEY_GID);
+    user_home(&real);
     write_file(&real.join("rootonly/conf"), b"root conf\n", 0o644);
-    mkdir_p(&real.join("sgid"));
-    chown(&real.join("sgid"), 0, 4343);
-    chmod(&real.join("sgid"), 0o2777);
+    mkdir_owned(&real.join("sgid"), 0, 4343, 0o2777);
     write_file(&real.join("data/file"), b"0123456789\n", 0o644);
     write_file(&keystore.join("k"), b"key\n", 0o644);
     write_file(&keystore.join("admin/secret"), b"secret\n", 0o644);
@@ -42,9 +39,7 @@ fn rw_fixture() -> Rw {
 
 #[test]
 fn changes_are_made_as_the_caller_with_its_umask() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let Rw { m, real, .. } = rw_fixture();
     let f = m.at("home4242/new.txt");
     let (pid, out) = run_as_pid(
@@ -112,9 +107,7 @@ fn changes_are_made_as_the_caller_with_its_umask() {
 
 #[test]
 fn real_permissions_decide_for_other_users() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let Rw { m, real, .. } = rw_fixture();
     let before = snapshot(&real.join("rootonly"));
     let attempts: &[(&str, &str)] = &[
@@ -142,9 +135,7 @@ fn real_permissions_decide_for_other_users() {
 
 #[test]
 fn every_kind_of_change_reaches_the_real_tree() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let Rw { m, real, .. } = rw_fixture();
     let d = |p: &str| m.at(&format!("data/{p}"));
     let r = |p: &str| real.join("data").join(p);
@@ -234,9 +225,7 @@ fn every_kind_of_change_reaches_the_real_tree() {
 
 #[test]
 fn names_owned_by_rules_cannot_be_renamed_or_removed() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let b = MountBuilder::new();
     let real = b.real();
     let app = b.root().join("app");
@@ -260,31 +249,14 @@ fn names_owned_by_rules_cannot_be_renamed_or_removed() {
     };
     let before = snap();
     let mut p = Vec::new();
-    p.extend(check_errno(
-        "rename /keys",
-        fs::rename(m.at("keys"), m.at("k2")),
-        libc::EBUSY,
-    ));
-    p.extend(check_errno(
-        "rmdir /keys",
-        fs::remove_dir(m.at("keys")),
-        libc::EBUSY,
-    ));
-    p.extend(check_errno(
-        "rename /srv (parent of a from)",
-        fs::rename(m.at("srv"), m.at("s2")),
-        libc::EBUSY,
-    ));
-    p.extend(check_errno(
-        "rmdir /srv/app",
-        fs::remove_dir(m.at("srv/app")),
-        libc::EBUSY,
-    ));
-    p.extend(check_errno(
-        "rename over /keys",
-        fs::create_dir(m.at("other")).and_then(|_| fs::rename(m.at("other"), m.at("keys"))),
-        libc::EBUSY,
-    ));
+    p.extend(errno_problems! { libc::EBUSY;
+        "rename /keys" => fs::rename(m.at("keys"), m.at("k2")),
+        "rmdir /keys" => fs::remove_dir(m.at("keys")),
+        "rename /srv (parent of a from)" => fs::rename(m.at("srv"), m.at("s2")),
+        "rmdir /srv/app" => fs::remove_dir(m.at("srv/app")),
+        "rename over /keys" =>
+            fs::create_dir(m.at("other")).and_then(|_| fs::rename(m.at("other"), m.at("keys"))),
+    });
     assert!(p.is_empty(), "{}", p.join("\n"));
     for (b, a) in before.iter().zip(snap().iter()) {
         assert_same_snapshot(b, a);
@@ -293,9 +265,7 @@ fn names_owned_by_rules_cannot_be_renamed_or_removed() {
 
 #[test]
 fn ro_and_deny_rules_inside_rw_rule_keep_their_meaning() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let Rw { m, real, keystore } = rw_fixture();
     let before = snapshot(&keystore);
     assert_errno(
@@ -338,9 +308,7 @@ fn ro_and_deny_rules_inside_rw_rule_keep_their_meaning() {
 
 #[test]
 fn successful_changes_are_audited() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let Rw { m, real, .. } = rw_fixture();
     let dir = m.at("data/newdir");
     let (pid, out) = run_as_pid(0, 0, Command::new("mkdir").arg(&dir));

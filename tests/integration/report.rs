@@ -52,8 +52,7 @@ fn mount_story() -> Mounted {
     let b = MountBuilder::new();
     let real = b.real();
     mkdir_p(&real.join("keys"));
-    write_file(&real.join("keys/id_rsa"), b"KEY", 0o600);
-    chown(&real.join("keys/id_rsa"), 4242, 4242);
+    write_owned(&real.join("keys/id_rsa"), b"KEY", 0o600, 4242, 4242);
     write_file(&real.join("config.yml"), b"a: 1\n", 0o644);
     b.map("/", &real)
         .deny("/keys/admin")
@@ -75,9 +74,7 @@ fn report_json(log: &std::path::Path, extra: &[&str]) -> Value {
 
 #[test]
 fn report_counts_what_processes_did_through_a_mount() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let m = mount_story();
     make_traffic(&m);
     let log = m.audit.clone();
@@ -142,9 +139,7 @@ fn report_counts_what_processes_did_through_a_mount() {
 
 #[test]
 fn collapsed_events_are_counted_by_the_report() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let b = MountBuilder::new().extra("collapse_window = 30\n");
     // `extra` lands after the [audit] section, so the key belongs to it.
     let real = b.real();
@@ -175,9 +170,7 @@ fn collapsed_events_are_counted_by_the_report() {
 
 #[test]
 fn status_shows_the_live_state_to_root_only() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let m = mount_story();
     make_traffic(&m);
     let out = relocfs([
@@ -237,9 +230,7 @@ fn report_text(log: &std::path::Path, args: &[&str]) -> String {
 /// real threads, named with prctl, read a file and miss another through a real mount.
 #[test]
 fn report_neutralises_hostile_process_names() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let b = MountBuilder::new();
     let real = b.real();
     write_file(&real.join("data"), b"x", 0o644);

@@ -19,11 +19,7 @@ impl Ext4 {
     /// `mkfs.ext4 SIZE_MIB ARGS...` and a loop mount with `opts`; `None` if the tools or the
     /// kernel refuse (the reason printed). Nothing is ever written to an unmounted `path()`.
     fn new(size_mib: u32, mkfs: &[&str], opts: &str) -> Option<Ext4> {
-        let dir = tempfile::Builder::new()
-            .prefix("relocfs-ext4-")
-            .tempdir()
-            .unwrap();
-        chmod(dir.path(), 0o755);
+        let dir = tempdir_0755("relocfs-ext4-");
         let img = dir.path().join("img");
         let f = fs::File::create(&img).unwrap();
         f.set_len(u64::from(size_mib) << 20).unwrap();
@@ -101,19 +97,24 @@ fn sync(dir: &Path) {
 
 const SLACK: u64 = 1 << 20;
 
-#[test]
-fn users_get_no_reserved_blocks_through_the_mount() {
-    if !require_fuse() {
-        return;
-    }
+/// A 64 MiB ext4 with half its blocks reserved for root, its directory `u` owned by uid
+/// 4242, and how many bytes that user can write there natively (the file removed again).
+fn reserved_ext4() -> (Ext4, PathBuf, u64) {
     let ext4 = Ext4::new(64, &["-m", "50"], "rw").expect("an ext4 image with reserved blocks");
     let target = ext4.path();
     let home = target.join("u");
-    mkdir_p(&home);
-    chown(&home, KEY_UID, KEY_GID);
+    mkdir_owned(&home, KEY_UID, KEY_GID, 0o755);
     let native = fill(KEY_UID, &home.join("native"));
     fs::remove_file(home.join("native")).unwrap();
     sync(&target);
+    (ext4, home, native)
+}
+
+#[test]
+fn users_get_no_reserved_blocks_through_the_mount() {
+    skip_without_fuse!();
+    let (ext4, home, native) = reserved_ext4();
+    let target = ext4.path();
     let mut report = vec![format!("natively {native} bytes")];
     for (how, extra) in [
         ("passthrough", ""),
@@ -156,19 +157,10 @@ fn users_get_no_reserved_blocks_through_the_mount() {
 /// (passthrough, with root's credentials) must not write with root's rights.
 #[test]
 fn a_users_writes_never_share_roots_backing_file() {
-    if !require_fuse() {
-        return;
-    }
-    let ext4 = Ext4::new(64, &["-m", "50"], "rw").expect("an ext4 image with reserved blocks");
+    skip_without_fuse!();
+    let (ext4, home, native) = reserved_ext4();
     let target = ext4.path();
-    let home = target.join("u");
-    mkdir_p(&home);
-    chown(&home, KEY_UID, KEY_GID);
-    let native = fill(KEY_UID, &home.join("native"));
-    fs::remove_file(home.join("native")).unwrap();
-    sync(&target);
-    write_file(&home.join("shared"), b"", 0o666);
-    chown(&home.join("shared"), KEY_UID, KEY_GID);
+    write_owned(&home.join("shared"), b"", 0o666, KEY_UID, KEY_GID);
     let m = MountBuilder::new()
         .opt("allow_other")
         .map_mode("/", &target, "rw")

@@ -12,13 +12,6 @@ use std::time::Duration;
 
 use crate::common::*;
 
-fn simple() -> (MountBuilder, std::path::PathBuf) {
-    let b = MountBuilder::new();
-    let real = b.real();
-    write_file(&real.join("hello.txt"), b"hello\n", 0o644);
-    (b, real)
-}
-
 /// The `major:minor` of the topmost mount at `mnt`: the FUSE connection serving it.
 fn conn(mnt: &Path) -> String {
     mount_entry(mnt)
@@ -40,8 +33,7 @@ fn other_pid(m: &Mounted, old: i32) -> i32 {
 /// relocfs mounts on the same path with the operator's command, then the holder closes and
 /// the old daemon exits. The new mount, its daemon and its control socket must survive.
 fn restart_while_busy(how: &str) {
-    let (b, real) = simple();
-    let m = b.map("/", &real).mount();
+    let m = hello_mount();
     let old = m.daemon_pid();
     let holder = fs::File::open(m.at("hello.txt")).unwrap();
     let old_conn = conn(&m.mnt);
@@ -49,11 +41,7 @@ fn restart_while_busy(how: &str) {
     match how {
         "SIGTERM" => assert_eq!(unsafe { libc::kill(old, libc::SIGTERM) }, 0),
         _ => {
-            let st = Command::new("umount")
-                .arg("-l")
-                .arg(&m.mnt)
-                .status()
-                .unwrap();
+            let st = umount_lazy(&m.mnt);
             assert!(st.success(), "umount -l: {st}");
         }
     }
@@ -66,7 +54,7 @@ fn restart_while_busy(how: &str) {
         "{how}: the old daemon exited while a file was open"
     );
 
-    let out = relocfs([m.config.as_path(), m.mnt.as_path()]);
+    let out = m.remount();
     assert!(out.status.success(), "{how}: restart: {}", stderr_str(&out));
     let new = other_pid(&m, old);
     let new_conn = conn(&m.mnt);
@@ -114,17 +102,13 @@ fn restart_while_busy(how: &str) {
 
 #[test]
 fn old_daemon_leaves_the_new_mount_alone_after_sigterm() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     restart_while_busy("SIGTERM");
 }
 
 #[test]
 fn old_daemon_leaves_the_new_mount_alone_after_umount_l() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     restart_while_busy("umount -l");
 }
 
@@ -132,33 +116,14 @@ fn old_daemon_leaves_the_new_mount_alone_after_umount_l() {
 /// that Restart=on-failure brings the mount back instead of leaving the unit quietly inactive.
 #[test]
 fn unmounted_from_outside_under_systemd_exits_with_failure() {
-    if !require_fuse() {
-        return;
-    }
-    use std::os::unix::net::UnixDatagram;
-    let (b, real) = simple();
+    skip_without_fuse!();
+    let (b, real) = hello_tree();
     let m = b.map("/", &real).into_mounted();
-    let sock_path = m.root().join("notify.sock");
-    let sock = UnixDatagram::bind(&sock_path).unwrap();
-    sock.set_read_timeout(Some(SETTLE_TIMEOUT)).unwrap();
-    let mut child = Command::new(BIN)
-        .arg("-f")
-        .arg(&m.config)
-        .arg(&m.mnt)
-        .env("NOTIFY_SOCKET", &sock_path)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let (sock, mut child) = m.spawn_under_systemd();
     let mut buf = [0u8; 256];
     let ready = sock.recv(&mut buf).map(|n| buf[..n].to_vec());
-    let st = Command::new("umount").arg(&m.mnt).status().unwrap();
-    let exited = wait_until(SETTLE_TIMEOUT, || child.try_wait().unwrap().is_some());
-    if !exited {
-        let _ = child.kill();
-    }
-    let status = child.wait().unwrap();
+    let st = umount(&m.mnt);
+    let (exited, status) = wait_exit(&mut child, SETTLE_TIMEOUT);
     assert!(ready.is_ok_and(|r| r.starts_with(b"READY=1")), "no READY=1");
     assert!(st.success(), "umount: {st}");
     assert!(exited, "relocfs -f still runs after umount");
@@ -177,18 +142,15 @@ fn long_cache(b: MountBuilder) -> MountBuilder {
 /// so the kernel holds its attributes in the cache, as on a machine in use.
 fn kill_and_wait(pid: i32, mnt: &Path) {
     fs::metadata(mnt).unwrap();
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
-    assert!(wait_until(SETTLE_TIMEOUT, || !pid_alive(pid)));
+    kill9_and_wait(pid);
 }
 
 /// kill -9, then at once the operator's start command: it must see the dead mount although
 /// stat(2) of the mountpoint still succeeds from the kernel's cache (attr_timeout = 30 s).
 #[test]
 fn restart_right_after_kill_9_despite_cached_attributes() {
-    if !require_fuse() {
-        return;
-    }
-    let (b, real) = simple();
+    skip_without_fuse!();
+    let (b, real) = hello_tree();
     let m = long_cache(b.map("/", &real)).mount();
     assert_eq!(fs::read(m.at("hello.txt")).unwrap(), b"hello\n");
     kill_and_wait(m.daemon_pid(), &m.mnt);
@@ -198,27 +160,14 @@ fn restart_right_after_kill_9_despite_cached_attributes() {
         "stat of the dead root was not cached"
     );
 
-    let out = relocfs([m.config.as_path(), m.mnt.as_path()]);
-    assert!(
-        out.status.success(),
-        "restart right after kill -9: {}",
-        stderr_str(&out)
-    );
-    assert_eq!(fs::read(m.at("hello.txt")).unwrap(), b"hello\n");
-    let n = mount_entries()
-        .iter()
-        .filter(|e| e.mount_point == m.mnt)
-        .count();
-    assert_eq!(n, 1, "the dead mount was not detached");
+    assert_remount_replaces_dead_mount(&m, "restart right after kill -9");
 }
 
 /// The same through mount(8) and an fstab line (the boot and `sudo mount` path).
 #[test]
 fn mount8_right_after_kill_9_despite_cached_attributes() {
-    if !require_fuse() {
-        return;
-    }
-    let (b, real) = simple();
+    skip_without_fuse!();
+    let (b, real) = hello_tree();
     let m = long_cache(b.map("/", &real)).mount();
     let fstab = m.root().join("fstab");
     fs::write(
@@ -249,22 +198,20 @@ fn mount8_right_after_kill_9_despite_cached_attributes() {
 /// forever: the start is refused, naming the problem.
 #[test]
 fn hung_daemon_is_refused_not_replaced() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     struct Resume(i32);
     impl Drop for Resume {
         fn drop(&mut self) {
             unsafe { libc::kill(self.0, libc::SIGCONT) };
         }
     }
-    let (b, real) = simple();
+    let (b, real) = hello_tree();
     let m = long_cache(b.map("/", &real)).mount();
     let pid = m.daemon_pid();
     let dev = conn(&m.mnt);
     assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
     let resume = Resume(pid);
-    let out = relocfs([m.config.as_path(), m.mnt.as_path()]);
+    let out = m.remount();
     assert_refusal(&out, &["does not answer"]);
     assert_eq!(conn(&m.mnt), dev, "the hung daemon's mount was replaced");
     drop(resume);
@@ -275,9 +222,7 @@ fn hung_daemon_is_refused_not_replaced() {
 /// even while stat(2) is answered from the cache, and leave a live one alone.
 #[test]
 fn unit_stop_post_cleanup_sees_a_dead_mount_through_the_cache() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let unit = fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/packaging/systemd/relocfs@.service"
@@ -302,7 +247,7 @@ fn unit_stop_post_cleanup_sees_a_dead_mount_through_the_cache() {
         )
     };
 
-    let (b, real) = simple();
+    let (b, real) = hello_tree();
     let m = long_cache(b.map("/", &real)).mount();
     let dev = conn(&m.mnt);
     cleanup(&m.mnt);
@@ -324,11 +269,8 @@ fn unit_stop_post_cleanup_sees_a_dead_mount_through_the_cache() {
 /// lazily detached mount can still open files relative to it, and each open is audited.
 #[test]
 fn lazily_detached_mount_still_serves_a_cwd_inside() {
-    if !require_fuse() {
-        return;
-    }
-    let (b, real) = simple();
-    let m = b.map("/", &real).mount();
+    skip_without_fuse!();
+    let m = hello_mount();
     let pid = m.daemon_pid();
     let mut child = Command::new("sh")
         .arg("-c")
@@ -339,11 +281,7 @@ fn lazily_detached_mount_still_serves_a_cwd_inside() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let st = Command::new("umount")
-        .arg("-l")
-        .arg(&m.mnt)
-        .status()
-        .unwrap();
+    let st = umount_lazy(&m.mnt);
     assert!(st.success(), "umount -l: {st}");
     assert!(!mounted(&m.mnt));
     assert!(pid_alive(pid), "the daemon exited although a cwd is inside");
@@ -372,10 +310,8 @@ fn lazily_detached_mount_still_serves_a_cwd_inside() {
 /// attr_timeout) and reads of a file opened through kernel passthrough, which go on working.
 #[test]
 fn callers_of_a_killed_daemon() {
-    if !require_fuse() {
-        return;
-    }
-    let (b, real) = simple();
+    skip_without_fuse!();
+    let (b, real) = hello_tree();
     write_file(&real.join("big"), &pattern(256 * 1024, 7), 0o644);
     let m = long_cache(b.map("/", &real)).opt("allow_other").mount();
     let pid = m.daemon_pid();

@@ -87,9 +87,7 @@ fn check(log: &[Value], want: &Expect<'_>, pid: u32) -> Vec<String> {
 
 #[test]
 fn every_kind_of_change_is_audited_with_its_result() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let b = MountBuilder::new();
     let real = b.real();
     write_file(&real.join("full/x"), b"x", 0o644);

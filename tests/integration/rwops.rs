@@ -12,19 +12,6 @@ use std::path::{Path, PathBuf};
 
 use crate::common::*;
 
-/// `/` → real (rw), with `real/home4242` owned by uid 4242.
-fn rw(opts: &str) -> (Mounted, PathBuf) {
-    let b = MountBuilder::new();
-    let real = b.real();
-    mkdir_p(&real.join("home4242"));
-    chown(&real.join("home4242"), KEY_UID, KEY_GID);
-    let mut b = b.map_mode("/", &real, "rw").opt("allow_other");
-    if !opts.is_empty() {
-        b = b.opt(opts);
-    }
-    (b.mount(), real)
-}
-
 fn open_flags(p: &Path, flags: i32, mode: u32) -> std::io::Result<File> {
     let c = cpath(p);
     let fd = unsafe { libc::open(c.as_ptr(), flags | libc::O_CLOEXEC, mode as libc::c_uint) };
@@ -37,10 +24,8 @@ fn open_flags(p: &Path, flags: i32, mode: u32) -> std::io::Result<File> {
 
 #[test]
 fn create_with_excl_trunc_and_append() {
-    if !require_fuse() {
-        return;
-    }
-    let (m, real) = rw("");
+    skip_without_fuse!();
+    let (m, real) = rw_root_with_home(&[]);
     let f = m.at("f");
     let wr = libc::O_WRONLY | libc::O_CREAT;
 
@@ -98,10 +83,8 @@ fn current_umask() -> u32 {
 
 #[test]
 fn write_read_back_ftruncate_and_sync() {
-    if !require_fuse() {
-        return;
-    }
-    let (m, real) = rw("");
+    skip_without_fuse!();
+    let (m, real) = rw_root_with_home(&[]);
     let data = pattern(3 << 20, 7);
     let mut f = OpenOptions::new()
         .read(true)
@@ -161,10 +144,8 @@ fn write_read_back_ftruncate_and_sync() {
 
 #[test]
 fn fallocate_modes() {
-    if !require_fuse() {
-        return;
-    }
-    let (m, real) = rw("");
+    skip_without_fuse!();
+    let (m, real) = rw_root_with_home(&[]);
     let content = pattern(16384, 3);
     fs::write(m.at("f"), &content).unwrap();
     let f = OpenOptions::new().write(true).open(m.at("f")).unwrap();
@@ -212,10 +193,8 @@ fn fallocate_modes() {
 
 #[test]
 fn copy_file_range_within_the_mount() {
-    if !require_fuse() {
-        return;
-    }
-    let (m, real) = rw("");
+    skip_without_fuse!();
+    let (m, real) = rw_root_with_home(&[]);
     let src_data = pattern(100_000, 11);
     fs::write(m.at("src"), &src_data).unwrap();
     fs::write(m.at("dst"), b"HEADER").unwrap();
@@ -246,10 +225,8 @@ fn copy_file_range_within_the_mount() {
 
 #[test]
 fn fifo_and_unix_socket_work_through_the_mount() {
-    if !require_fuse() {
-        return;
-    }
-    let (m, real) = rw("");
+    skip_without_fuse!();
+    let (m, real) = rw_root_with_home(&[]);
     mkfifo(&m.at("fifo"), 0o600).unwrap();
     assert!(fs::symlink_metadata(real.join("fifo"))
         .unwrap()
@@ -288,9 +265,7 @@ fn fifo_and_unix_socket_work_through_the_mount() {
 /// and so through relocfs. An unprivileged user can create none, on any mount.
 #[test]
 fn device_nodes_follow_the_callers_privilege() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let null = libc::makedev(1, 3);
     let user_mknod = |path: PathBuf, kind: u32, dev: libc::dev_t| {
         spawn_as_user(KEY_UID, KEY_GID, &[KEY_GID], move || {
@@ -300,7 +275,7 @@ fn device_nodes_follow_the_callers_privilege() {
         .unwrap()
     };
     {
-        let (m, real) = rw("");
+        let (m, real) = rw_root_with_home(&[]);
         let opts = mount_entry(&m.mnt).expect("mount listed").options;
         assert!(
             opts.iter().any(|o| o == "nodev"),
@@ -345,7 +320,7 @@ fn device_nodes_follow_the_callers_privilege() {
         mkfifo(&m.at("fifo"), 0o600).unwrap();
         user_mknod(m.at("home4242/fifo"), libc::S_IFIFO, 0).expect("a user's fifo");
     }
-    let (m, real) = rw("dev");
+    let (m, real) = rw_root_with_home(&["dev"]);
     mknod(&m.at("null"), libc::S_IFCHR | 0o666, null).expect("mknod as root with -o dev");
     let md = fs::symlink_metadata(real.join("null")).unwrap();
     assert!(md.file_type().is_char_device());
@@ -369,10 +344,8 @@ fn device_nodes_follow_the_callers_privilege() {
 
 #[test]
 fn rename_noreplace_and_exchange() {
-    if !require_fuse() {
-        return;
-    }
-    let (m, real) = rw("");
+    skip_without_fuse!();
+    let (m, real) = rw_root_with_home(&[]);
     fs::write(m.at("a"), b"A").unwrap();
     fs::write(m.at("b"), b"B").unwrap();
     fs::create_dir(m.at("d")).unwrap();
@@ -421,13 +394,10 @@ fn rename_noreplace_and_exchange() {
 
 #[test]
 fn chown_by_root_and_by_an_unprivileged_user() {
-    if !require_fuse() {
-        return;
-    }
-    let (m, real) = rw("");
+    skip_without_fuse!();
+    let (m, real) = rw_root_with_home(&[]);
     let f = real.join("home4242/f");
-    write_file(&f, b"x", 0o644);
-    chown(&f, KEY_UID, KEY_GID);
+    write_owned(&f, b"x", 0o644, KEY_UID, KEY_GID);
 
     std::os::unix::fs::chown(m.at("home4242/f"), Some(NOBODY), Some(NOBODY)).expect("root chown");
     assert_eq!(mode_owner(&f), (0o644, NOBODY, NOBODY));
@@ -462,10 +432,8 @@ fn chown_by_root_and_by_an_unprivileged_user() {
 
 #[test]
 fn utimensat_now_omit_and_explicit() {
-    if !require_fuse() {
-        return;
-    }
-    let (m, real) = rw("");
+    skip_without_fuse!();
+    let (m, real) = rw_root_with_home(&[]);
     let f = real.join("home4242/f");
     write_file(&f, b"x", 0o666); // world-writable, owned by root
     set_times(&f, 1_000_000_000, 5);
@@ -526,10 +494,8 @@ fn utimensat_now_omit_and_explicit() {
 /// Times before 1970 with a fraction of a second: `touch -d 1938-04-24T22:13:20.123456789`.
 #[test]
 fn explicit_times_before_1970_are_set_exactly() {
-    if !require_fuse() {
-        return;
-    }
-    let (m, real) = rw("");
+    skip_without_fuse!();
+    let (m, real) = rw_root_with_home(&[]);
     let native = m.root().join("native");
     fs::write(&native, b"").unwrap();
     fs::write(m.at("f"), b"").unwrap();
@@ -566,10 +532,8 @@ fn explicit_times_before_1970_are_set_exactly() {
 /// must change that symlink, whatever became of the other name.
 #[test]
 fn utimensat_nofollow_on_a_hard_linked_symlink_changes_that_symlink() {
-    if !require_fuse() {
-        return;
-    }
-    let (m, real) = rw("");
+    skip_without_fuse!();
+    let (m, real) = rw_root_with_home(&[]);
     std::os::unix::fs::symlink("target", m.at("a")).unwrap();
     // link(2) does not follow: a second name for the symlink itself.
     let (ca, cb) = (cpath(&m.at("a")), cpath(&m.at("b")));
@@ -611,10 +575,8 @@ fn utimensat_nofollow_on_a_hard_linked_symlink_changes_that_symlink() {
 
 #[test]
 fn xattr_flags_and_permissions() {
-    if !require_fuse() {
-        return;
-    }
-    let (m, real) = rw("");
+    skip_without_fuse!();
+    let (m, real) = rw_root_with_home(&[]);
     let f = m.at("f");
     fs::write(&f, b"x").unwrap();
     chmod(&real.join("f"), 0o644);
@@ -671,10 +633,8 @@ fn xattr_flags_and_permissions() {
 /// CAP_SYS_ADMIN; an unprivileged user sees the same list through the mount.
 #[test]
 fn listxattr_hides_trusted_names_from_users_like_natively() {
-    if !require_fuse() {
-        return;
-    }
-    let (m, real) = rw("");
+    skip_without_fuse!();
+    let (m, real) = rw_root_with_home(&[]);
     let native = m.root().join("native");
     for f in [&native, &real.join("f")] {
         fs::write(f, b"x").unwrap();
@@ -706,10 +666,8 @@ fn listxattr_hides_trusted_names_from_users_like_natively() {
 /// EOPNOTSUPP (applications such as systemd and some editors fall back).
 #[test]
 fn o_tmpfile_is_not_supported() {
-    if !require_fuse() {
-        return;
-    }
-    let (m, real) = rw("");
+    skip_without_fuse!();
+    let (m, real) = rw_root_with_home(&[]);
     let before = snapshot(&real);
     assert_errno(
         "open(O_TMPFILE) on the mount",
@@ -723,15 +681,11 @@ fn o_tmpfile_is_not_supported() {
 
 #[test]
 fn new_files_belong_to_the_caller_with_its_supplementary_groups() {
-    if !require_fuse() {
-        return;
-    }
-    let (m, real) = rw("");
+    skip_without_fuse!();
+    let (m, real) = rw_root_with_home(&[]);
     // A directory writable only through group 4343, which uid 4242 has only
     // as a supplementary group: the daemon must act with the caller's groups.
-    mkdir_p(&real.join("team"));
-    chown(&real.join("team"), 0, 4343);
-    chmod(&real.join("team"), 0o770);
+    mkdir_owned(&real.join("team"), 0, 4343, 0o770);
     let p = m.at("team/made-by-4242");
     let out = run_as_groups(
         KEY_UID,

@@ -9,14 +9,11 @@ use crate::common::*;
 
 #[test]
 fn owner_only_file_readable_by_owner_refused_to_others() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let b = MountBuilder::new();
     let real = b.real();
     let key = real.join("id_rsa");
-    write_file(&key, b"private key of 4242\n", 0o600);
-    chown(&key, KEY_UID, KEY_GID);
+    write_owned(&key, b"private key of 4242\n", 0o600, KEY_UID, KEY_GID);
     let m = b.map("/", &real).opt("allow_other").mount();
     let via = m.at("id_rsa");
 
@@ -61,14 +58,11 @@ fn owner_only_file_readable_by_owner_refused_to_others() {
 
 #[test]
 fn group_permissions_use_real_gid() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let b = MountBuilder::new();
     let real = b.real();
     let f = real.join("group-readable");
-    write_file(&f, b"for group 4343\n", 0o640);
-    chown(&f, KEY_UID, 4343);
+    write_owned(&f, b"for group 4343\n", 0o640, KEY_UID, 4343);
     let m = b.map("/", &real).opt("allow_other").mount();
     let via = m.at("group-readable");
 
@@ -90,9 +84,7 @@ fn group_permissions_use_real_gid() {
 
 #[test]
 fn private_directory_is_not_traversable_by_others() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let b = MountBuilder::new();
     let real = b.real();
     let dir = real.join("home4242");
@@ -142,9 +134,7 @@ fn private_directory_is_not_traversable_by_others() {
 
 #[test]
 fn world_readable_file_readable_by_other_users_with_allow_other() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let b = MountBuilder::new();
     let real = b.real();
     write_file(&real.join("pub/readme"), b"public\n", 0o644);
@@ -158,9 +148,7 @@ fn world_readable_file_readable_by_other_users_with_allow_other() {
 
 #[test]
 fn deny_rule_refuses_root() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let b = MountBuilder::new();
     let real = b.real();
     write_file(&real.join("keys/admin/id_rsa"), b"admin key\n", 0o644);
@@ -222,9 +210,7 @@ fn acl_xattr(entries: &[(u16, u16, u32)]) -> Vec<u8> {
 
 #[test]
 fn posix_acls_of_real_files_are_enforced() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     const USER_OBJ: u16 = 0x01;
     const USER: u16 = 0x02;
     const GROUP_OBJ: u16 = 0x04;
@@ -276,9 +262,7 @@ fn posix_acls_of_real_files_are_enforced() {
 
 #[test]
 fn directory_swapped_for_symlink_does_not_escape() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     // The daemon walks by file descriptor, never by path: once `dir` is
     // known, replacing it at the real path by a symlink to somewhere else
     // must not make the daemon serve files from there.

@@ -10,14 +10,10 @@ use crate::common::*;
 
 #[test]
 fn setgid_directory_gives_new_files_and_dirs_its_group() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let b = MountBuilder::new();
     let real = b.real();
-    mkdir_p(&real.join("shared"));
-    chown(&real.join("shared"), 0, 4343);
-    chmod(&real.join("shared"), 0o2777);
+    mkdir_owned(&real.join("shared"), 0, 4343, 0o2777);
     let m = b.map_mode("/", &real, "rw").opt("allow_other").mount();
     let (f, d) = (m.at("shared/file"), m.at("shared/sub"));
     let out = run_as(
@@ -45,14 +41,8 @@ fn setgid_directory_gives_new_files_and_dirs_its_group() {
 
 #[test]
 fn a_user_cannot_make_a_setuid_root_binary() {
-    if !require_fuse() {
-        return;
-    }
-    let b = MountBuilder::new();
-    let real = b.real();
-    mkdir_p(&real.join("home4242"));
-    chown(&real.join("home4242"), KEY_UID, KEY_GID);
-    let m = b.map_mode("/", &real, "rw").opt("allow_other,suid").mount();
+    skip_without_fuse!();
+    let (m, real) = rw_root_with_home(&["suid"]);
     let id_bin = ["/usr/bin/id", "/bin/id"]
         .iter()
         .find(|p| std::path::Path::new(p).exists())
@@ -103,9 +93,7 @@ fn a_user_cannot_make_a_setuid_root_binary() {
 
 #[test]
 fn write_by_a_non_owner_clears_set_id_bits_like_natively() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let b = MountBuilder::new();
     let real = b.real();
     let native = b.root().join("native");

@@ -124,9 +124,7 @@ fn check(py: &Path, db: &Path) -> serde_json::Value {
 
 #[test]
 fn sqlite_wal_with_concurrent_writers_and_reader() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let Some(py) = system_python() else {
         skip_or_fail("/usr/bin/python3 with the sqlite3 module is needed");
         return;

@@ -7,9 +7,7 @@ use crate::common::*;
 
 #[test]
 fn legacy_key_path_is_served_from_relocated_install_and_audited() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let b = MountBuilder::new();
     let tmp = b.root();
     let install = tmp.join("opt/jumpserver");
@@ -17,8 +15,7 @@ fn legacy_key_path_is_served_from_relocated_install_and_audited() {
     let key = key_dir.join("id_rsa");
     let secret =
         b"-----BEGIN OPENSSH PRIVATE KEY-----\nstory-key-d92\n-----END OPENSSH PRIVATE KEY-----\n";
-    write_file(&key, secret, 0o600);
-    chown(&key, KEY_UID, KEY_GID);
+    write_owned(&key, secret, 0o600, KEY_UID, KEY_GID);
     let legacy = tmp.join("home/optdir/jumpserver");
     mkdir_p(&legacy);
 

@@ -18,9 +18,7 @@ impl Drop for FakeSyslog {
 
 #[test]
 fn refused_reload_of_a_background_daemon_reaches_syslog() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     if Path::new("/dev/log").exists() {
         // A real syslog daemon or journald owns it; do not take its socket away.
         eprintln!("SKIP: /dev/log belongs to this machine's syslog");

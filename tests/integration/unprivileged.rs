@@ -46,9 +46,7 @@ fn nobody_setup() -> (MountBuilder, std::path::PathBuf) {
 
 #[test]
 fn ordinary_user_mounts_through_fusermount3() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let _one_at_a_time = DEV_FUSE.lock().unwrap_or_else(|p| p.into_inner());
     // Debian's default is 0666; some sandboxes ship 0600. Test the usual setup.
     let _restore = DevFuseMode(dev_fuse_mode());
@@ -85,9 +83,7 @@ fn ordinary_user_mounts_through_fusermount3() {
 
 #[test]
 fn ordinary_user_refusals_name_what_is_missing() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let (b, _root) = nobody_setup();
     let args = b.args();
     let m = b.into_mounted();
