@@ -85,7 +85,7 @@ fn forget_brings_the_node_count_back() {
     // readdirplus counts one lookup per entry but `.` and `..`.
     let d = id_of(&fs_, "/d");
     let dir_e = lookup(&fs_, d, os("e")).unwrap().id;
-    let fh = fs_.opendir(me(), dir_e, libc::O_RDONLY).unwrap();
+    let fh = fs_.opendir(me(), dir_e, libc::O_RDONLY).unwrap().fh;
     let mut plus = Vec::new();
     fs_.readdirplus(fh, 0, |entry, _, attr| {
         if entry.name != "." && entry.name != ".." {
@@ -115,7 +115,7 @@ fn forget_brings_the_node_count_back() {
 fn check_offsets(fs_: &Fs, id: u64) -> Vec<Listed> {
     let full = list(fs_, id);
     assert_eq!(list(fs_, id), full, "a second handle lists the same");
-    let fh = fs_.opendir(me(), id, libc::O_RDONLY).unwrap();
+    let fh = fs_.opendir(me(), id, libc::O_RDONLY).unwrap().fh;
     for chunk in [1, 2, 3, 7] {
         assert_eq!(list_handle(fs_, fh, 0, chunk), full, "in chunks of {chunk}");
     }
@@ -126,7 +126,7 @@ fn check_offsets(fs_: &Fs, id: u64) -> Vec<Listed> {
             "resumed after {:?} on the same handle",
             entry.name
         );
-        let fresh = fs_.opendir(me(), id, libc::O_RDONLY).unwrap();
+        let fresh = fs_.opendir(me(), id, libc::O_RDONLY).unwrap().fh;
         assert_eq!(
             list_handle(fs_, fresh, entry.next, 2),
             full[i + 1..],
@@ -213,9 +213,9 @@ fn snapshot(dir: &Path) -> Vec<(String, u32, u64, Vec<u8>)> {
 /// Every change op through `dir` (and its entries `file` and `sub`), each answer collected.
 fn try_changes(fs_: &Fs, dir: u64, file: u64, sub: u64, other_dir: u64) -> Vec<(&str, i32)> {
     let c = me();
-    let err = |r: Result<(), relocfs::fs::Errno>| match r {
+    let err = |r: Result<(), relocfs::fs::Error>| match r {
         Ok(()) => 0,
-        Err(e) => e.0,
+        Err(e) => e.errno(),
     };
     let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL;
     let mut answers = vec![
@@ -303,7 +303,7 @@ fn try_changes(fs_: &Fs, dir: u64, file: u64, sub: u64, other_dir: u64) -> Vec<(
         ("open rdwr", libc::O_RDWR),
         ("open trunc", libc::O_RDONLY | libc::O_TRUNC),
     ] {
-        let r = fs_.open(c, file, flags).map(|fh| fs_.release(fh));
+        let r = fs_.open(c, file, flags).map(|o| fs_.release(o.fh));
         answers.push((op, err(r)));
     }
     answers
@@ -336,7 +336,7 @@ fn read_only_rules_refuse_every_change_with_erofs() {
     assert_eq!(
         fs_.mkdir(me(), ROOT_ID, os("x"), 0o755, 0o022)
             .map(|_| ())
-            .map_err(|e| e.0),
+            .map_err(|e| e.errno()),
         Err(libc::EROFS),
         "mkdir in a read-only rule's root"
     );
@@ -344,7 +344,7 @@ fn read_only_rules_refuse_every_change_with_erofs() {
     assert_eq!(
         fs_.mkdir(me(), srv, os("x"), 0o755, 0o022)
             .map(|_| ())
-            .map_err(|e| e.0),
+            .map_err(|e| e.errno()),
         Err(libc::EROFS),
         "mkdir in a virtual directory"
     );
@@ -358,7 +358,7 @@ fn read_only_rules_refuse_every_change_with_erofs() {
             }
         )
         .map(|_| ())
-        .map_err(|e| e.0),
+        .map_err(|e| e.errno()),
         Err(libc::EROFS),
         "chmod of a virtual directory"
     );
@@ -417,7 +417,7 @@ fn deny_rules_answer_eacces() {
     let listed = list(&fs_, ROOT_ID);
     assert!(names(&listed).contains(&&b"secret"[..]));
     assert_eq!(listed.iter().filter(|e| e.name == "secret").count(), 1);
-    let fh = fs_.opendir(me(), ROOT_ID, libc::O_RDONLY).unwrap();
+    let fh = fs_.opendir(me(), ROOT_ID, libc::O_RDONLY).unwrap().fh;
     let mut denied = Vec::new();
     fs_.readdirplus(fh, 0, |entry, _, attr| {
         if attr.id == 0 {
@@ -433,7 +433,8 @@ fn deny_rules_answer_eacces() {
     assert_eq!(fs_.node_count(), 1);
     // A change naming a denied entry is refused too (the rule owns the name).
     assert_eq!(
-        fs_.unlink(me(), ROOT_ID, os("secret")).map_err(|e| e.0),
+        fs_.unlink(me(), ROOT_ID, os("secret"))
+            .map_err(|e| e.errno()),
         Err(libc::EBUSY)
     );
     assert!(t0.join("secret/token").exists());
@@ -520,7 +521,7 @@ fn symlinks_are_not_followed() {
     let ln = walk(&fs_, "/ln").1.unwrap();
     assert_eq!(ln.format(), libc::S_IFLNK);
     assert_eq!(
-        fs_.readlink(me(), ln.id).map_err(|e| e.0),
+        fs_.readlink(me(), ln.id).map_err(|e| e.errno()),
         Ok(b"dir".to_vec())
     );
     assert_eq!(walk(&fs_, "/ln/file").1, Err(libc::ENOTDIR));
@@ -528,7 +529,7 @@ fn symlinks_are_not_followed() {
     assert_eq!(
         fs_.open(me(), ln.id, libc::O_RDONLY)
             .map(|_| ())
-            .map_err(|e| e.0),
+            .map_err(|e| e.errno()),
         Err(libc::EPERM)
     );
 }
@@ -557,10 +558,10 @@ fn refusals_are_audited_with_their_legacy_path() {
     let wrote = fs_
         .open(me(), f, libc::O_WRONLY)
         .map(|_| ())
-        .map_err(|e| e.0);
+        .map_err(|e| e.errno());
     assert_eq!(wrote, Err(libc::EROFS));
     let made = fs_.mkdir(me(), ROOT_ID, os("new"), 0o755, 0o022);
-    assert_eq!(made.map(|_| ()).map_err(|e| e.0), Err(libc::EROFS));
+    assert_eq!(made.map(|_| ()).map_err(|e| e.errno()), Err(libc::EROFS));
     assert_eq!(read_all(&fs_, f), Ok(b"x".to_vec()));
     // Dropping the core drops the log, which writes out everything queued.
     drop(fs_);
@@ -606,8 +607,11 @@ fn one_file_under_two_rules_is_two_nodes() {
     assert_eq!(ro_f.id, ro_g.id, "a hard link under one rule is one node");
     assert_ne!(ro_f.id, rw_f.id, "one file under two rules is two nodes");
     assert_eq!(ro_f.ino, real, "the first keeps the real inode number");
-    let open_w = |id| fs_.open(me(), id, libc::O_WRONLY).map(|fh| fs_.release(fh));
-    assert_eq!(open_w(ro_f.id).map_err(|e| e.0), Err(libc::EROFS));
-    assert_eq!(open_w(rw_f.id).map_err(|e| e.0), Ok(()));
+    let open_w = |id| {
+        fs_.open(me(), id, libc::O_WRONLY)
+            .map(|o| fs_.release(o.fh))
+    };
+    assert_eq!(open_w(ro_f.id).map_err(|e| e.errno()), Err(libc::EROFS));
+    assert_eq!(open_w(rw_f.id).map_err(|e| e.errno()), Ok(()));
     assert_eq!(read_all(&fs_, rw_f.id), Ok(b"shared".to_vec()));
 }

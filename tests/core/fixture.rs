@@ -145,11 +145,11 @@ pub struct Listed {
 pub fn lookup(fs: &Fs, parent: u64, name: &OsStr) -> Result<Seen, i32> {
     fs.lookup(me(), parent, name)
         .map(|a| Seen::of(&a))
-        .map_err(|e| e.0)
+        .map_err(|e| e.errno())
 }
 
 pub fn getattr(fs: &Fs, id: u64) -> Result<Seen, i32> {
-    fs.getattr(id).map(|a| Seen::of(&a)).map_err(|e| e.0)
+    fs.getattr(id).map(|a| Seen::of(&a)).map_err(|e| e.errno())
 }
 
 /// The legacy path's components ("/" has none).
@@ -188,7 +188,7 @@ pub fn forget_all(fs: &Fs, ids: &[u64]) {
 
 /// The whole listing of directory `id` through a fresh handle, from offset 0.
 pub fn list(fs: &Fs, id: u64) -> Vec<Listed> {
-    let fh = fs.opendir(me(), id, libc::O_RDONLY).expect("opendir");
+    let fh = fs.opendir(me(), id, libc::O_RDONLY).expect("opendir").fh;
     let entries = list_handle(fs, fh, 0, usize::MAX);
     fs.releasedir(fh);
     entries
@@ -230,10 +230,10 @@ pub fn list_handle(fs: &Fs, fh: u64, mut offset: u64, chunk: usize) -> Vec<Liste
 
 /// The whole content of regular file `id`, read through an open handle in small pieces.
 pub fn read_all(fs: &Fs, id: u64) -> Result<Vec<u8>, i32> {
-    let fh = fs.open(me(), id, libc::O_RDONLY).map_err(|e| e.0)?;
+    let fh = fs.open(me(), id, libc::O_RDONLY).map_err(|e| e.errno())?.fh;
     let mut data = Vec::new();
     loop {
-        let piece = fs.read(fh, data.len() as u64, 7).map_err(|e| e.0);
+        let piece = fs.read(fh, data.len() as u64, 7).map_err(|e| e.errno());
         match piece {
             Ok(p) if p.is_empty() => break,
             Ok(p) => data.extend(p),

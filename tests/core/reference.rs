@@ -294,16 +294,20 @@ fn check_node(
             let data = crate::fixture::read_all(fs_, seen.id);
             prop_assert_eq!(data.ok(), fs::read(path).ok(), "content of {:?}", path);
             match fs_.open(me(), seen.id, libc::O_WRONLY) {
-                Ok(fh) => {
-                    fs_.release(fh);
+                Ok(opened) => {
+                    fs_.release(opened.fh);
                     prop_assert!(rw, "opened for writing under a read-only rule");
                 }
-                Err(e) => prop_assert!(!rw && e.0 == libc::EROFS, "open for writing: {}", e.0),
+                Err(e) => prop_assert!(
+                    !rw && e.errno() == libc::EROFS,
+                    "open for writing: {}",
+                    e.errno()
+                ),
             }
         }
         libc::S_IFLNK => {
             let path = path.expect("a symlink is real");
-            let target = fs_.readlink(me(), seen.id).map_err(|e| e.0);
+            let target = fs_.readlink(me(), seen.id).map_err(|e| e.errno());
             let real = fs::read_link(path).map(|t| t.into_os_string().into_vec());
             prop_assert_eq!(target.ok(), real.ok());
         }
@@ -352,7 +356,10 @@ fn check_node(
                 }
             }
             // readdirplus: each entry as a lookup would find it; a denied one without attributes.
-            let fh = fs_.opendir(me(), seen.id, libc::O_RDONLY).expect("opendir");
+            let fh = fs_
+                .opendir(me(), seen.id, libc::O_RDONLY)
+                .expect("opendir")
+                .fh;
             let mut plus = Vec::new();
             fs_.readdirplus(fh, 0, |entry, _, attr| {
                 plus.push((entry.name.clone(), attr.id, Seen::of(attr)));

@@ -377,7 +377,7 @@ fn sighup_names_the_settings_that_wait_for_the_next_mount() {
     if !require_fuse() {
         return;
     }
-    let (b, real) = simple();
+    let (b, real) = hello_tree();
     let extra = b.root().join("extra");
     write_file(&extra.join("g"), b"from extra\n", 0o644);
     let log_path = b.root().join("daemon.log");

@@ -108,48 +108,14 @@ pub fn ev<'a>(op: &'a str, path: &'a Path, pid: Option<u32>) -> impl Fn(&Value) 
     }
 }
 
-// TODO(merge): relocfs::time::parse_rfc3339 -- this copy goes. It accepts more (offsets,
-// 't' or ' ' as separator), and the audit check wants exactly `YYYY-MM-DDTHH:MM:SS[.f]Z`,
-// in seconds: keep `ts.ends_with('Z') && ts.as_bytes().get(10) == Some(&b'T')` in front of
-// `relocfs::time::parse_rfc3339(ts).ok().map(|us| us.div_euclid(1_000_000))`.
-/// Parses an RFC 3339 UTC timestamp `YYYY-MM-DDTHH:MM:SS[.frac]Z` to Unix seconds.
+/// Parses an audit timestamp to Unix seconds: RFC 3339 in UTC exactly as the daemon writes it
+/// (`YYYY-MM-DDTHH:MM:SS[.frac]Z`, upper-case `T` and `Z`); the calendar is the crate's.
 pub fn parse_rfc3339_utc(ts: &str) -> Option<i64> {
-    let b = ts.as_bytes();
-    if b.len() < 20 || *b.last()? != b'Z' {
-        return None;
-    }
-    let digits = |r: std::ops::Range<usize>| -> Option<i64> {
-        let s = ts.get(r)?;
-        if s.bytes().all(|c| c.is_ascii_digit()) {
-            s.parse().ok()
-        } else {
-            None
-        }
-    };
-    if b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' || b[16] != b':' {
-        return None;
-    }
-    let (y, mo, d) = (digits(0..4)?, digits(5..7)?, digits(8..10)?);
-    let (h, mi, se) = (digits(11..13)?, digits(14..16)?, digits(17..19)?);
-    let rest = &ts[19..ts.len() - 1];
-    if !rest.is_empty() {
-        let frac = rest.strip_prefix('.')?;
-        if frac.is_empty() || !frac.bytes().all(|c| c.is_ascii_digit()) {
-            return None;
-        }
-    }
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || se > 60 {
-        return None;
-    }
-    // days from civil (Howard Hinnant)
-    let y2 = if mo <= 2 { y - 1 } else { y };
-    let era = y2.div_euclid(400);
-    let yoe = y2 - era * 400;
-    let mp = (mo + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some(days * 86_400 + h * 3600 + mi * 60 + se)
+    let strict = ts.ends_with('Z') && ts.as_bytes().get(10) == Some(&b'T');
+    strict
+        .then(|| relocfs::time::parse_rfc3339(ts).ok())
+        .flatten()
+        .map(|us| us.div_euclid(1_000_000))
 }
 
 pub fn now_unix() -> i64 {
