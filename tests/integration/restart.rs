@@ -327,8 +327,22 @@ fn callers_of_a_killed_daemon() {
     // A request in flight: the daemon is stopped, then killed while an open waits for it.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
     let path = m.at("not-yet-looked-up");
-    let inflight = std::thread::spawn(move || fs::File::open(path).map(drop));
-    std::thread::sleep(Duration::from_millis(300));
+    let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+    let inflight = std::thread::spawn(move || {
+        let _ = tid_tx.send(unsafe { libc::gettid() });
+        fs::File::open(path).map(drop)
+    });
+    // In flight once the opener sleeps in the kernel waiting for the (stopped) daemon's answer;
+    // a fixed sleep was too short under load, and the open then came after the kill.
+    let tid = tid_rx.recv().unwrap();
+    let wchan = format!("/proc/self/task/{tid}/wchan");
+    assert!(
+        wait_until(SETTLE_TIMEOUT, || fs::read_to_string(&wchan).is_ok_and(
+            |w| w.contains("request_wait_answer") || w.starts_with("fuse_")
+        )),
+        "the open never waited for the daemon (wchan {:?})",
+        fs::read_to_string(&wchan)
+    );
     assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
     let inflight = inflight.join().unwrap();
     assert!(wait_until(SETTLE_TIMEOUT, || !pid_alive(pid)));
