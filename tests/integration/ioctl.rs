@@ -125,6 +125,12 @@ fn python_opens_leave_the_daemon_log_quiet() {
     write_file(&real.join("f"), b"data\n", 0o644);
     mkdir_p(&real.join("d"));
     let mut fg = Foreground::start(b.map_mode("/", &real, "rw").opt("allow_other"));
+    // The daemon logs "serving" just after the mount is live: only lines after it count.
+    assert!(
+        wait_until(SETTLE_TIMEOUT, || fg.log_text().contains("serving")),
+        "no \"serving\" line: {}",
+        fg.log_text()
+    );
     let before = fg.log_text();
 
     let opened = python(
