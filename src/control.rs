@@ -492,6 +492,12 @@ pub fn query(mountpoint: &Path, json: bool) -> Result<String, String> {
     Ok(render_value(&status))
 }
 
+/// The pid of the daemon serving `mountpoint`: the control socket's peer, as the kernel gives it
+/// (SO_PEERCRED), never a pid read from an answer.
+pub fn daemon_pid(mountpoint: &Path) -> Result<i32, String> {
+    ask(mountpoint, "status").map(|(_, pid)| pid)
+}
+
 /// `relocfs reopen [--all | MOUNTPOINT...]`: asks each daemon to reopen its audit log (what
 /// logrotate runs). Returns the problems met; daemons that answered are not reported.
 pub fn reopen(mountpoints: &[PathBuf], all: bool) -> Result<(), String> {

@@ -36,6 +36,20 @@ const KEY: &str = "-----BEGIN OPENSSH PRIVATE KEY-----\n(demo key, not a real se
 /// a broken random source: 128 random bits do not collide by chance).
 const NAME_ATTEMPTS: usize = 8;
 
+/// How long cleaning up waits for the unmounted daemon to exit (it flushes its audit log).
+const DAEMON_EXIT: Duration = Duration::from_secs(10);
+
+/// Whether `pid` still runs (a zombie has exited: its parent is not the demo).
+fn process_alive(pid: i32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command name, which is in parentheses and may hold any byte.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
 /// What the demo has made so far, so that it can be undone however the demo ends: by itself,
 /// by an error, or by a signal (the signal thread takes the lock, cleans up and exits).
 #[derive(Default)]
@@ -43,6 +57,9 @@ struct Scratch {
     dir: Option<PathBuf>,
     /// Set before the mount is attempted: cleaning up checks whether it is really mounted.
     mountpoint: Option<PathBuf>,
+    /// The daemon serving the mount, once it is up: it writes its audit log in `dir` until it
+    /// exits (and recreates a log removed under it), so `dir` goes only after it has exited.
+    daemon: Option<i32>,
 }
 
 impl Scratch {
@@ -64,6 +81,12 @@ impl Scratch {
                 ));
             }
             self.mountpoint = None;
+        }
+        if let Some(pid) = self.daemon.take() {
+            let deadline = Instant::now() + DAEMON_EXIT;
+            while process_alive(pid) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
         }
         if let Some(dir) = self.dir.take() {
             fs::remove_dir_all(&dir).map_err(|e| {
@@ -246,6 +269,7 @@ fn story(scratch: &Mutex<Scratch>, pause: bool, screen: &mut Screen) -> Result<(
                 err.trim().trim_start_matches("relocfs: ")
             ));
         }
+        scratch.daemon = crate::control::daemon_pid(mp).ok();
     }
 
     // As root, the demo plays the story fully: the key belongs to the application's own
