@@ -65,16 +65,10 @@ impl Fs {
         let fd = self.fd(node)?;
         let admitted = self.admit(caller.uid)?;
         let file = match fd {
-            Some(fd) => match sys::reopen(
+            Some(fd) => Some(sys::reopen(
                 fd.as_fd(),
                 libc::O_RDONLY | libc::O_DIRECTORY | (flags & libc::O_NOATIME),
-            ) {
-                Ok(file) => Some(file),
-                Err(e) => {
-                    self.nodes.set_budget(self.budget.release(caller.uid, true));
-                    return Err(e.into());
-                }
-            },
+            )?),
             None => None,
         };
         let handle = Handle::Dir {

@@ -220,20 +220,22 @@ impl Fs {
 
     /// Takes one handle of `uid`'s share (EMFILE past it), closing node fds if the handles
     /// now need them. Returns the proof to hand to `add_handle`.
-    pub(super) fn admit(&self, uid: u32) -> Result<Admitted> {
+    pub(super) fn admit(&self, uid: u32) -> Result<Admitted<'_>> {
         let nodes = self.budget.admit(uid, true)?;
         self.nodes.set_budget(nodes);
-        Ok(Admitted(()))
+        Ok(Admitted { fs: self, uid })
     }
 
     pub(super) fn add_handle(
         &self,
-        _: Admitted,
+        admitted: Admitted<'_>,
         node: &Arc<Node>,
         handle: Handle,
         opener: Opener,
         flags: i32,
     ) -> u64 {
+        // From here the slot is the handle's: `close` gives it back.
+        std::mem::forget(admitted);
         let handle = Arc::new(handle);
         if matches!(
             &*handle,
@@ -317,8 +319,21 @@ impl Fs {
     }
 }
 
-/// Proof that a handle was admitted by the budget (see `Fs::admit`).
-pub(super) struct Admitted(());
+/// A slot of a uid's handle share, taken by `Fs::admit`: `add_handle` turns it into a handle;
+/// dropped before that (the open or create failed on any path), it goes back to the share, so a
+/// caller whose opens keep failing cannot use up its share, or the users' part, for good.
+#[must_use]
+pub(super) struct Admitted<'a> {
+    fs: &'a Fs,
+    uid: u32,
+}
+
+impl Drop for Admitted<'_> {
+    fn drop(&mut self) {
+        let nodes = self.fs.budget.release(self.uid, true);
+        self.fs.nodes.set_budget(nodes);
+    }
+}
 
 /// A file to do I/O on for a handle: its own, or the object reopened for a passthrough one.
 pub(super) struct IoFile {

@@ -68,13 +68,7 @@ impl Fs {
             let _as_caller = self.as_caller(caller, None)?;
             sys::reopen(fd.as_fd(), flags & OPEN_FLAGS_KEPT)
         };
-        match file {
-            Ok(file) => Ok(self.add_handle(admitted, node, Handle::File(file), opener, flags)),
-            Err(e) => {
-                self.nodes.set_budget(self.budget.release(caller.uid, true));
-                Err(e.into())
-            }
-        }
+        Ok(self.add_handle(admitted, node, Handle::File(file?), opener, flags))
     }
 
     pub fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>> {

@@ -143,13 +143,7 @@ impl Fs {
                 let kept = flags & CREATE_FLAGS_KEPT;
                 Ok(sys::create_child(fd.as_fd(), name, kept, mode)?)
             });
-            let file = match created {
-                Ok(file) => file,
-                Err(e) => {
-                    self.nodes.set_budget(self.budget.release(caller.uid, true));
-                    return Err(e);
-                }
-            };
+            let file = created?;
             let attr = self.new_node(&parent_node, name, sys::path_fd_of(&file)?)?;
             let node = self.node(attr.id)?;
             let fh = self.add_handle(admitted, &node, Handle::File(file), opener, flags);

@@ -615,3 +615,44 @@ fn one_file_under_two_rules_is_two_nodes() {
     assert_eq!(open_w(rw_f.id).map_err(|e| e.errno()), Ok(()));
     assert_eq!(read_all(&fs_, rw_f.id), Ok(b"shared".to_vec()));
 }
+
+/// An open that fails after its handle slot was taken from the caller's share (here: the
+/// thread cannot take the caller's identity) gives the slot back, so failing opens never use
+/// up a uid's share of the daemon's handles, nor the part all users share.
+#[test]
+fn failed_opens_give_their_handle_slot_back() {
+    if me().uid != 0 {
+        eprintln!("SKIP: switching to another uid needs root");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let t0 = tmp.path().join("t0");
+    mkdirs(&t0, &[""]);
+    write(&t0, "f", "data");
+    let fs_ = std::sync::Arc::new(build(&[RuleSpec::ro("/", &t0)]));
+    let id = id_of(&fs_, "/f");
+    let user = relocfs::fs::Caller {
+        pid: std::process::id(),
+        uid: 4242,
+        gid: 4242,
+    };
+    // More attempts than any share at the fd limits this runs under (at most 20,000 here).
+    const ATTEMPTS: usize = 25_000;
+    let failing = std::sync::Arc::clone(&fs_);
+    let failed = std::thread::spawn(move || {
+        // Without CAP_SETUID (bit 7) this thread cannot switch its fsuid to the user's.
+        let mut caps = relocfs::sys::creds::Caps::get().expect("capget");
+        caps.effective[0] &= !(1 << 7);
+        caps.set().expect("capset");
+        (0..ATTEMPTS)
+            .filter(|_| failing.open(user, id, libc::O_RDONLY).is_err())
+            .count()
+    })
+    .join()
+    .unwrap();
+    assert_eq!(failed, ATTEMPTS, "opens without CAP_SETUID must fail");
+    let opened = fs_
+        .open(user, id, libc::O_RDONLY)
+        .expect("the user's share is whole after its failed opens");
+    fs_.release(opened.fh);
+}
