@@ -507,3 +507,34 @@ fn reload_request_rereads_the_config() {
     );
     assert_eq!(m.daemon_pids(), vec![pid]);
 }
+
+/// `relocfs reopen --all` (logrotate's postrotate) succeeds while a daemon is exiting: such a
+/// daemon accepts the connection, closes it unanswered and stops listening. Before, that made
+/// the whole reopen fail whenever any daemon on the host was going away at that moment.
+#[test]
+fn reopen_all_passes_over_a_daemon_that_is_exiting() {
+    skip_without_fuse!();
+    let dir = Path::new("/run/relocfs");
+    if !dir.exists() {
+        fs::create_dir_all(dir).unwrap();
+        chmod(dir, 0o700);
+    }
+    let path = dir.join(format!("relocfs-test-exiting-{}.sock", std::process::id()));
+    let _ = fs::remove_file(&path);
+    let listener = UnixListener::bind(&path).unwrap();
+    chmod(&path, 0o600);
+    let exiting = std::thread::spawn(move || {
+        // One connection, closed unanswered; then the listener goes, as in an exiting daemon.
+        if let Ok((stream, _)) = listener.accept() {
+            drop(stream);
+        }
+    });
+    let out = relocfs(["reopen", "--all"]);
+    exiting.join().unwrap();
+    let _ = fs::remove_file(&path);
+    assert!(
+        out.status.success(),
+        "reopen --all failed over an exiting daemon: {}",
+        stderr_str(&out)
+    );
+}
