@@ -117,7 +117,7 @@ fn plain(roff: &str) -> String {
 /// struct is `RawConfig`; a field whose type names another `Raw*` struct is a table, whose
 /// keys are that struct's fields.
 fn config_keys_from_source() -> BTreeMap<String, Vec<String>> {
-    let source = read("src/config.rs");
+    let source = read("src/config/mod.rs");
     let mut structs: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
     let mut lines = source.lines().peekable();
     let mut attrs: Vec<String> = Vec::new();
@@ -172,7 +172,7 @@ fn config_keys_from_source() -> BTreeMap<String, Vec<String>> {
     }
     let top = structs
         .get("RawConfig")
-        .unwrap_or_else(|| panic!("no `struct RawConfig` in src/config.rs: update this test"));
+        .unwrap_or_else(|| panic!("no `struct RawConfig` in src/config/mod.rs: update this test"));
     let mut tables = BTreeMap::new();
     for (table, ty) in top {
         let child = structs
@@ -601,7 +601,7 @@ fn help_fstab_line_is_the_readmes() {
     assert_eq!(
         entries,
         [readme],
-        "the fstab line in `relocfs --help` (src/cli.rs after_help) is not README's:\n{help}"
+        "the fstab line in `relocfs --help` (src/cli/args.rs after_help) is not README's:\n{help}"
     );
 }
 

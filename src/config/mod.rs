@@ -1,0 +1,530 @@
+//! The relocfs config file: TOML read and validated into types that cannot hold an invalid setting.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    ReadOnly,
+    ReadWrite,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    Map { to: PathBuf, mode: Mode },
+    Deny,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    /// "/" or "/a/b": absolute, no empty, `.` or `..` components, no trailing slash.
+    pub from: String,
+    pub action: Action,
+}
+
+impl Rule {
+    pub fn components(&self) -> Vec<&str> {
+        self.from.split('/').filter(|c| !c.is_empty()).collect()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct AuditConfig {
+    pub log: Option<PathBuf>,
+    /// Log each caller's full command line (off: it can hold secrets).
+    pub cmdline: bool,
+    /// Identical events within this window are written once with a count (zero: off).
+    pub collapse_window: Duration,
+    /// Memory that events waiting for the writer may hold (`queue_bytes`).
+    pub queue_bytes: u64,
+    /// Per-uid rate limit in bytes (`rate_limit`, `rate_burst`; rate 0: off).
+    pub rate: crate::audit::RateLimit,
+    /// How long exit waits for a log that takes no writes (`shutdown_timeout`).
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            log: None,
+            cmdline: false,
+            collapse_window: Duration::ZERO,
+            queue_bytes: crate::audit::DEFAULT_QUEUE_BYTES,
+            rate: crate::audit::RateLimit {
+                bytes_per_sec: crate::audit::DEFAULT_RATE_LIMIT,
+                burst: crate::audit::DEFAULT_RATE_BURST,
+            },
+            shutdown_timeout: crate::audit::DEFAULT_SHUTDOWN_TIMEOUT,
+        }
+    }
+}
+
+/// Ranges of the `[audit]` byte counts: the queue holds at least a few largest events, and a
+/// burst admits at least one largest event.
+const QUEUE_BYTES_RANGE: (i64, i64) = (1 << 20, 1 << 32);
+const RATE_LIMIT_RANGE: (i64, i64) = (0, 1 << 40);
+const RATE_BURST_RANGE: (i64, i64) = (1 << 16, 1 << 40);
+
+#[derive(Debug, Clone)]
+pub struct FuseConfig {
+    pub threads: usize,
+    /// Kernel passthrough of regular-file I/O (`passthrough = "auto"`), used where the kernel
+    /// and the daemon's privileges allow it.
+    pub passthrough: bool,
+    /// Directory reads carry attributes (`readdirplus = true`).
+    pub readdirplus: bool,
+    pub attr_timeout: Duration,
+    pub entry_timeout: Duration,
+}
+
+impl Default for FuseConfig {
+    fn default() -> Self {
+        FuseConfig {
+            threads: DEFAULT_THREADS,
+            passthrough: true,
+            readdirplus: true,
+            attr_timeout: DEFAULT_TIMEOUT,
+            entry_timeout: DEFAULT_TIMEOUT,
+        }
+    }
+}
+
+const DEFAULT_THREADS: usize = 2;
+const MAX_THREADS: usize = 64;
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1);
+const MAX_TIMEOUT_SECS: f64 = 3600.0;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub source: PathBuf,
+    pub rules: Vec<Rule>,
+    pub audit: AuditConfig,
+    pub fuse: FuseConfig,
+}
+
+/// A refusal of the config file, shown to the operator as one line.
+#[derive(Debug)]
+pub struct ConfigError {
+    file: PathBuf,
+    line: Option<usize>,
+    message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let file = printable(&self.file.to_string_lossy());
+        match self.line {
+            Some(line) => write!(f, "{file}:{line}: {}", self.message),
+            None => write!(f, "{file}: {}", self.message),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        file: path.to_path_buf(),
+        line: None,
+        message: format!("cannot read: {e}"),
+    })?;
+    parse(&text, path)
+}
+
+pub fn parse(text: &str, source: &Path) -> Result<Config, ConfigError> {
+    let file = File { text, source };
+    let raw: RawConfig = toml::from_str(text)
+        .map_err(|e| file.error(e.span(), toml_message(text, e.message(), e.span())))?;
+
+    if raw.map.is_empty() {
+        return Err(file.error(None, "no [[map]] rules: add at least one".to_string()));
+    }
+    let mut rules = Vec::with_capacity(raw.map.len());
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for (index, map) in raw.map.iter().enumerate() {
+        let number = index + 1;
+        let rule = file.rule(number, map)?;
+        if let Some(first) = seen.get(&rule.from) {
+            let span = map.get_ref().from.as_ref().map(Spanned::span);
+            return Err(file.error(
+                span,
+                format!(
+                    "map #{number} (from = {:?}) is a duplicate: it repeats the `from` of map #{first}: remove or merge one of them",
+                    rule.from
+                ),
+            ));
+        }
+        seen.insert(rule.from.clone(), number);
+        rules.push(rule);
+    }
+
+    Ok(Config {
+        source: source.to_path_buf(),
+        rules,
+        audit: file.audit(raw.audit)?,
+        fuse: file.fuse(raw.fuse)?,
+    })
+}
+
+// The file as written, before validation; spans let refusals point at a line.
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    map: Vec<Spanned<RawMap>>,
+    audit: Option<RawAudit>,
+    fuse: Option<RawFuse>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMap {
+    from: Option<Spanned<String>>,
+    to: Option<Spanned<String>>,
+    mode: Option<Spanned<String>>,
+    deny: Option<Spanned<bool>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAudit {
+    log: Option<Spanned<String>>,
+    cmdline: Option<bool>,
+    collapse_window: Option<Spanned<f64>>,
+    // Signed so that a negative count gets our message rather than serde's.
+    queue_bytes: Option<Spanned<i64>>,
+    rate_limit: Option<Spanned<i64>>,
+    rate_burst: Option<Spanned<i64>>,
+    shutdown_timeout: Option<Spanned<f64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFuse {
+    // Signed so that a negative count gets our message rather than serde's.
+    threads: Option<Spanned<i64>>,
+    passthrough: Option<Spanned<String>>,
+    readdirplus: Option<bool>,
+    attr_timeout: Option<Spanned<f64>>,
+    entry_timeout: Option<Spanned<f64>>,
+}
+
+/// The text being validated, for turning spans into line numbers in refusals.
+struct File<'a> {
+    text: &'a str,
+    source: &'a Path,
+}
+
+impl File<'_> {
+    fn error(&self, span: Option<Range<usize>>, message: String) -> ConfigError {
+        // Every refusal says something, on one line, whatever the file held.
+        let message = match printable(message.trim()) {
+            m if m.is_empty() => "invalid configuration".to_string(),
+            m => m,
+        };
+        ConfigError {
+            file: self.source.to_path_buf(),
+            line: span.map(|s| line_of(self.text, s.start)),
+            message,
+        }
+    }
+
+    fn rule(&self, number: usize, raw: &Spanned<RawMap>) -> Result<Rule, ConfigError> {
+        let header = Some(raw.span());
+        let map = raw.get_ref();
+        let label = match &map.from {
+            Some(from) => format!("map #{number} (from = {:?})", from.get_ref()),
+            None => format!("map #{number}"),
+        };
+        let fail =
+            |span: Range<usize>, why: String| self.error(Some(span), format!("{label}: {why}"));
+
+        let Some(from) = &map.from else {
+            return Err(self.error(
+                header,
+                format!("{label}: missing `from`: add the legacy path to redirect, e.g. from = \"/keys\""),
+            ));
+        };
+        check_path("from", from.get_ref()).map_err(|why| fail(from.span(), why))?;
+
+        let deny = map.deny.as_ref().is_some_and(|d| *d.get_ref());
+        let action = if deny {
+            let extra = [("to", &map.to), ("mode", &map.mode)]
+                .into_iter()
+                .find_map(|(key, value)| value.as_ref().map(|v| (key, v.span())));
+            if let Some((key, span)) = extra {
+                return Err(fail(
+                    span,
+                    format!("a deny rule takes no `to`/`mode`: remove `{key}` or set deny = false"),
+                ));
+            }
+            Action::Deny
+        } else {
+            let Some(to) = &map.to else {
+                return Err(self.error(
+                    header,
+                    format!("{label}: missing `to`: add the real directory, e.g. to = \"/opt/app\", or set deny = true"),
+                ));
+            };
+            check_path("to", to.get_ref()).map_err(|why| fail(to.span(), why))?;
+            let mode = match &map.mode {
+                None => Mode::ReadOnly,
+                Some(mode) => match mode.get_ref().as_str() {
+                    "ro" => Mode::ReadOnly,
+                    "rw" => Mode::ReadWrite,
+                    other => {
+                        return Err(fail(
+                            mode.span(),
+                            format!("mode = {other:?} is not a mode: write \"ro\" or \"rw\""),
+                        ))
+                    }
+                },
+            };
+            Action::Map {
+                to: PathBuf::from(to.get_ref()),
+                mode,
+            }
+        };
+        Ok(Rule {
+            from: from.get_ref().clone(),
+            action,
+        })
+    }
+
+    fn audit(&self, raw: Option<RawAudit>) -> Result<AuditConfig, ConfigError> {
+        let Some(raw) = raw else {
+            return Ok(AuditConfig::default());
+        };
+        let log = match raw.log {
+            Some(log) => {
+                check_path("log", log.get_ref())
+                    .map_err(|why| self.error(Some(log.span()), format!("[audit] {why}")))?;
+                Some(PathBuf::from(log.into_inner()))
+            }
+            None => None,
+        };
+        let collapse_window = match raw.collapse_window {
+            None => Duration::ZERO,
+            Some(w) => self.seconds("[audit] collapse_window", w)?,
+        };
+        let defaults = AuditConfig::default();
+        let bytes = |key: &str, raw: Option<Spanned<i64>>, (lo, hi): (i64, i64), default: u64| {
+            let Some(raw) = raw else { return Ok(default) };
+            let n = *raw.get_ref();
+            if (lo..=hi).contains(&n) {
+                // In range, so not negative.
+                Ok(n.unsigned_abs())
+            } else {
+                Err(self.error(
+                    Some(raw.span()),
+                    format!("[audit] {key} = {n} is out of range: write a number of bytes from {lo} to {hi}"),
+                ))
+            }
+        };
+        let queue_bytes = bytes(
+            "queue_bytes",
+            raw.queue_bytes,
+            QUEUE_BYTES_RANGE,
+            defaults.queue_bytes,
+        )?;
+        let rate = crate::audit::RateLimit {
+            bytes_per_sec: bytes(
+                "rate_limit",
+                raw.rate_limit,
+                RATE_LIMIT_RANGE,
+                defaults.rate.bytes_per_sec,
+            )?,
+            burst: bytes(
+                "rate_burst",
+                raw.rate_burst,
+                RATE_BURST_RANGE,
+                defaults.rate.burst,
+            )?,
+        };
+        let shutdown_timeout = match raw.shutdown_timeout {
+            None => defaults.shutdown_timeout,
+            Some(t) => self.seconds("[audit] shutdown_timeout", t)?,
+        };
+        Ok(AuditConfig {
+            log,
+            cmdline: raw.cmdline.unwrap_or(false),
+            collapse_window,
+            queue_bytes,
+            rate,
+            shutdown_timeout,
+        })
+    }
+
+    fn fuse(&self, raw: Option<RawFuse>) -> Result<FuseConfig, ConfigError> {
+        let Some(raw) = raw else {
+            return Ok(FuseConfig::default());
+        };
+        let threads = match raw.threads {
+            None => DEFAULT_THREADS,
+            Some(t) => usize::try_from(*t.get_ref())
+                .ok()
+                .filter(|n| (1..=MAX_THREADS).contains(n))
+                .ok_or_else(|| {
+                    self.error(
+                        Some(t.span()),
+                        format!(
+                            "[fuse] threads = {} is out of range: write a number from 1 to {MAX_THREADS}",
+                            t.get_ref()
+                        ),
+                    )
+                })?,
+        };
+        let passthrough = match raw.passthrough {
+            None => true,
+            Some(p) => match p.get_ref().as_str() {
+                "auto" => true,
+                "off" => false,
+                other => {
+                    return Err(self.error(
+                        Some(p.span()),
+                        format!(
+                        "[fuse] passthrough = {other:?} is not valid: write \"auto\" or \"off\""
+                    ),
+                    ))
+                }
+            },
+        };
+        Ok(FuseConfig {
+            threads,
+            passthrough,
+            readdirplus: raw.readdirplus.unwrap_or(true),
+            attr_timeout: self.timeout("attr_timeout", raw.attr_timeout)?,
+            entry_timeout: self.timeout("entry_timeout", raw.entry_timeout)?,
+        })
+    }
+
+    fn timeout(&self, key: &str, raw: Option<Spanned<f64>>) -> Result<Duration, ConfigError> {
+        match raw {
+            None => Ok(DEFAULT_TIMEOUT),
+            Some(raw) => self.seconds(&format!("[fuse] {key}"), raw),
+        }
+    }
+
+    /// A number of seconds from 0 to MAX_TIMEOUT_SECS.
+    fn seconds(&self, key: &str, raw: Spanned<f64>) -> Result<Duration, ConfigError> {
+        let secs = *raw.get_ref();
+        // TOML admits nan and inf, and Duration cannot hold them.
+        let in_range = secs.is_finite() && (0.0..=MAX_TIMEOUT_SECS).contains(&secs);
+        in_range
+            .then(|| Duration::try_from_secs_f64(secs).ok())
+            .flatten()
+            .ok_or_else(|| {
+                self.error(
+                    Some(raw.span()),
+                    format!("{key} = {secs} is out of range: write seconds from 0 to {MAX_TIMEOUT_SECS}"),
+                )
+            })
+    }
+}
+
+/// Refuses all but one spelling of each absolute path, so that two rules
+/// name the same place exactly when their strings are equal.
+fn check_path(key: &str, raw: &str) -> Result<(), String> {
+    if raw.is_empty() {
+        return Err(format!("{key} is empty: write an absolute path"));
+    }
+    if raw.contains('\0') {
+        return Err(format!("{key} = {raw:?} contains a NUL byte: remove it"));
+    }
+    // `..` has no lexical normal form we could trust to mean what the operator meant.
+    if raw.split('/').any(|c| c == "..") {
+        return Err(format!(
+            "{key} = {raw:?} contains `..`: write the path without it"
+        ));
+    }
+    // A relative path has no normal form: we cannot tell what it was meant to be relative to.
+    if !raw.starts_with('/') {
+        return Err(format!(
+            "{key} = {raw:?} is not absolute: write the full path, starting with \"/\""
+        ));
+    }
+    let normal = normalise(raw);
+    if raw != normal {
+        return Err(format!(
+            "{key} = {raw:?} is not normalised (no `//`, `.` or trailing `/`): write {normal:?}"
+        ));
+    }
+    Ok(())
+}
+
+fn normalise(raw: &str) -> String {
+    let parts: Vec<&str> = raw
+        .split('/')
+        .filter(|c| !c.is_empty() && *c != ".")
+        .collect();
+    format!("/{}", parts.join("/"))
+}
+
+/// The TOML library's refusal as one line. Its syntax errors are "what\nexpected ..." (made
+/// "what: expected ..."); its message is empty when the file ends inside a key, value or
+/// header (`to = ` as the last line), so that case gets a message of its own. Keys and values
+/// quoted in the message are escaped by `File::error`.
+fn toml_message(text: &str, message: &str, span: Option<Range<usize>>) -> String {
+    let message = message.trim().replace("\nexpected ", ": expected ");
+    if !message.is_empty() {
+        return message;
+    }
+    let rest = span.and_then(|s| text.get(s.start..)).unwrap_or("");
+    match rest.chars().next() {
+        Some(c) if c.is_control() && c != '\t' && c != '\n' && rest != "\r\n" => format!(
+            "invalid character {}: TOML allows no control character but tab, and newline \
+             (LF or CR LF) at the end of a line",
+            printable(&c.to_string())
+        ),
+        _ if rest.trim().is_empty() => {
+            "the file ends too early: the last key, value or table header is incomplete".to_string()
+        }
+        _ => "invalid TOML syntax".to_string(),
+    }
+}
+
+/// `text` made safe for a terminal and one line: every control character (C0 such as newline
+/// and ESC, DEL, C1) and the Unicode bidirectional controls are written as escapes (`\n`,
+/// `\t`, `\r`, `\u{1b}`). A TOML string or a path can hold any of them.
+pub fn printable(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c if c.is_control() || is_bidi_control(c) => {
+                out.push_str(&format!("\\u{{{:x}}}", u32::from(c)));
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The characters that reorder text on screen (embeddings, overrides, isolates, marks).
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{200e}' | '\u{200f}' | '\u{61c}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    let end = offset.min(text.len());
+    text.as_bytes()[..end]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
+#[cfg(test)]
+mod tests;
+
+#[cfg(test)]
+mod fuzz;
