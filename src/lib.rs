@@ -1,8 +1,10 @@
 //! relocfs: an audited FUSE redirect from a legacy path to a relocated installation.
 //!
-//! Data flow: `config` (validated file) -> `prefix` (rules as a trie) -> `daemon` (preflight,
-//! fork, mount) -> `fuse` (thin fuser adapter) -> `fs` (the core, over the `node` table and the
-//! `sys` wrappers) -> `audit` (bounded queue to a JSON-lines writer thread).
+//! Data flow: `config` (validated file) -> `plan` (what the mount is made of) -> `prefix`
+//! (rules as a trie) -> `daemon` (preflight, fork, mount, signals; `control` socket) -> a
+//! transport (`fuse`, fuser's /dev/fuse loop) -> `fs` (the core, transport-neutral, over the
+//! `node` table and the `sys` wrappers) -> `audit` (bounded queue to a JSON-lines writer
+//! thread) -> `report` (reads the logs).
 
 // Every `unsafe` block is in `sys`, the one module allowed it.
 #![deny(unsafe_code)]

@@ -1,3 +1,5 @@
+//! Fuzzing the config parser (proptest): no panic, and every refusal one non-empty line.
+
 use super::*;
 use proptest::prelude::*;
 

@@ -1,3 +1,5 @@
+//! Tests of the config parser and validation: every key, every refusal, the example file.
+
 use super::*;
 
 const FILE: &str = "/etc/relocfs/test.toml";
