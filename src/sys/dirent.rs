@@ -12,17 +12,18 @@ pub struct MalformedDirent;
 /// Size of `linux_dirent64` up to the name: u64 d_ino, i64 d_off, u16 d_reclen, u8 d_type.
 const DIRENT_HEADER: usize = 19;
 
-/// Appends the entries of one `getdents64` buffer (`.` and `..` excluded). Total: any record
-/// that does not fit the buffer, is shorter than its header plus a NUL, or has an empty name,
-/// a name with `/` or no NUL inside it, makes the whole buffer malformed (no entry of it is
-/// kept), never a panic. The kernel never writes such a buffer; refusing it whole means a
-/// listing is never silently cut short.
-pub fn parse_dirents(buf: &[u8], entries: &mut Vec<DirEntry>) -> Result<(), MalformedDirent> {
+/// Every record of one `getdents64` buffer, `.` and `..` included, each with the offset just
+/// after it (`d_off`, for `lseek`). Total: any record that does not fit the buffer, is shorter
+/// than its header plus a NUL, or has an empty name, a name with `/` or no NUL inside it, makes
+/// the whole buffer malformed (no entry of it is kept), never a panic. The kernel never writes
+/// such a buffer; refusing it whole means a listing is never silently cut short.
+pub fn parse_records(buf: &[u8]) -> Result<Vec<(DirEntry, u64)>, MalformedDirent> {
     let mut parsed = Vec::new();
     let mut rest = buf;
     while !rest.is_empty() {
         let header = rest.get(..DIRENT_HEADER).ok_or(MalformedDirent)?;
         let ino = u64::from_ne_bytes(header[..8].try_into().map_err(|_| MalformedDirent)?);
+        let off = u64::from_ne_bytes(header[8..16].try_into().map_err(|_| MalformedDirent)?);
         let reclen = usize::from(u16::from_ne_bytes([header[16], header[17]]));
         let kind = header[18];
         if reclen <= DIRENT_HEADER {
@@ -35,16 +36,23 @@ pub fn parse_dirents(buf: &[u8], entries: &mut Vec<DirEntry>) -> Result<(), Malf
         if name.is_empty() || name.contains(&b'/') {
             return Err(MalformedDirent);
         }
-        if name != b"." && name != b".." {
-            parsed.push(DirEntry {
-                name: OsString::from_vec(name.to_vec()),
-                ino,
-                kind,
-            });
-        }
+        let name = OsString::from_vec(name.to_vec());
+        parsed.push((DirEntry { name, ino, kind }, off));
         rest = &rest[reclen..];
     }
-    entries.append(&mut parsed);
+    Ok(parsed)
+}
+
+/// Appends the entries of one `getdents64` buffer, `.` and `..` excluded; malformed as for
+/// [`parse_records`].
+pub fn parse_dirents(buf: &[u8], entries: &mut Vec<DirEntry>) -> Result<(), MalformedDirent> {
+    let parsed = parse_records(buf)?;
+    entries.extend(
+        parsed
+            .into_iter()
+            .map(|(entry, _)| entry)
+            .filter(|e| e.name != "." && e.name != ".."),
+    );
     Ok(())
 }
 
@@ -64,6 +72,37 @@ mod tests {
         r.extend_from_slice(name);
         r.resize(reclen, 0);
         r
+    }
+
+    /// Records keep their `d_off` (the resume offset the listing streams by) and the dot
+    /// entries, which only `parse_dirents` leaves out.
+    #[test]
+    fn records_keep_their_offsets_and_the_dot_entries() {
+        let with_off = |ino: u64, off: u64, name: &[u8]| {
+            let mut r = record(ino, 4, name);
+            r[8..16].copy_from_slice(&off.to_ne_bytes());
+            r
+        };
+        let buf = [
+            with_off(1, 10, b"."),
+            with_off(2, 20, b".."),
+            with_off(3, 30, b"a"),
+        ]
+        .concat();
+        let parsed: Vec<(Vec<u8>, u64)> = parse_records(&buf)
+            .unwrap()
+            .into_iter()
+            .map(|(e, off)| (e.name.into_vec(), off))
+            .collect();
+        assert_eq!(
+            parsed,
+            vec![
+                (b".".to_vec(), 10),
+                (b"..".to_vec(), 20),
+                (b"a".to_vec(), 30)
+            ]
+        );
+        assert_eq!(names(&buf).unwrap(), vec![(b"a".to_vec(), 3, 4)]);
     }
 
     fn names(buf: &[u8]) -> Result<Vec<(Vec<u8>, u64, u8)>, MalformedDirent> {

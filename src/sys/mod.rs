@@ -704,7 +704,6 @@ pub fn release_free_memory() {
 /// included), each with the offset just after it (`d_off`, for `lseek`); empty at the end.
 /// A malformed buffer is EIO, never a panic.
 pub fn read_dir_chunk(dir: &File) -> io::Result<Vec<(DirEntry, u64)>> {
-    use std::os::unix::ffi::OsStringExt;
     let mut buf = vec![0u8; 16 * 1024];
     // SAFETY: `dir` owns a live directory fd; `buf` has `buf.len()` writable bytes.
     let n = unsafe {
@@ -719,33 +718,8 @@ pub fn read_dir_chunk(dir: &File) -> io::Result<Vec<(DirEntry, u64)>> {
         return Err(io::Error::last_os_error());
     }
     let eio = || io::Error::from_raw_os_error(libc::EIO);
-    let mut rest = buf.get(..n as usize).ok_or_else(eio)?;
-    let mut entries = Vec::new();
-    // linux_dirent64: u64 d_ino, i64 d_off, u16 d_reclen, u8 d_type, char d_name[].
-    while !rest.is_empty() {
-        let header = rest.get(..19).ok_or_else(eio)?;
-        let ino = u64::from_ne_bytes(header[..8].try_into().map_err(|_| eio())?);
-        let off = u64::from_ne_bytes(header[8..16].try_into().map_err(|_| eio())?);
-        let reclen = usize::from(u16::from_ne_bytes([header[16], header[17]]));
-        let record = rest.get(..reclen).filter(|_| reclen > 19).ok_or_else(eio)?;
-        let name = std::ffi::CStr::from_bytes_until_nul(&record[19..])
-            .map_err(|_| eio())?
-            .to_bytes();
-        if name.is_empty() || name.contains(&b'/') {
-            return Err(eio());
-        }
-        let name = OsString::from_vec(name.to_vec());
-        entries.push((
-            DirEntry {
-                name,
-                ino,
-                kind: header[18],
-            },
-            off,
-        ));
-        rest = &rest[reclen..];
-    }
-    Ok(entries)
+    let filled = buf.get(..n as usize).ok_or_else(eio)?;
+    dirent::parse_records(filled).map_err(|_| eio())
 }
 
 /// statfs(2) of a path, result discarded: the FUSE kernel never answers it from a cache, so
