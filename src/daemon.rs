@@ -10,9 +10,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 
 use crate::audit::AuditLog;
-use crate::cli::exit::Exit;
 use crate::config::{self, Config};
 use crate::control;
+use crate::exit::Exit;
 use crate::fs::Fs;
 use crate::fuse::Adapter;
 use crate::options::MountOptions;

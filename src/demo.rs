@@ -22,9 +22,9 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use crate::cli::exit::Exit;
 use crate::config::printable;
 use crate::daemon;
+use crate::exit::Exit;
 use crate::sys;
 
 const NOBODY: u32 = 65534;

@@ -16,6 +16,7 @@ pub mod control;
 pub mod creds;
 pub mod daemon;
 pub mod demo;
+pub mod exit;
 pub mod fs;
 pub mod fuse;
 pub mod generate;

@@ -5,7 +5,7 @@
 //! non-zero exit; `log` (RUST_LOG) carries the daemon's diagnostics.
 
 pub mod args;
-pub mod exit;
+
 mod output;
 
 use std::fmt::Write as _;
@@ -14,9 +14,9 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
 
+use crate::exit::{Exit, Failure};
 pub use args::Cli;
 use args::{Command, Generate};
-use exit::{Exit, Failure};
 pub(crate) use output::print_out;
 
 use crate::config::{self, printable};
