@@ -216,32 +216,37 @@ pub struct DirEntry {
     pub kind: u8,
 }
 
+/// One `getdents64` call: the filled part of `buf` (empty at the end of the directory).
+/// More bytes than asked for is EIO, never a panic.
+fn getdents<'a>(dir: &File, buf: &'a mut [u8]) -> io::Result<&'a [u8]> {
+    // SAFETY: `dir` owns a live directory fd; `buf` has `buf.len()` writable bytes.
+    let n = unsafe {
+        libc::syscall(
+            libc::SYS_getdents64,
+            dir.as_raw_fd(),
+            buf.as_mut_ptr(),
+            buf.len(),
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    buf.get(..n as usize)
+        .ok_or_else(|| io::Error::from_raw_os_error(libc::EIO))
+}
+
 /// Reads all entries of an open directory from its start (`.` and `..` excluded).
 pub fn read_dir_all(dir: &File) -> io::Result<Vec<DirEntry>> {
     lseek(dir, 0, libc::SEEK_SET)?;
     let mut entries = Vec::new();
     let mut buf = vec![0u8; 64 * 1024];
     loop {
-        // SAFETY: `dir` owns a live directory fd; `buf` has `buf.len()` writable bytes.
-        let n = unsafe {
-            libc::syscall(
-                libc::SYS_getdents64,
-                dir.as_raw_fd(),
-                buf.as_mut_ptr(),
-                buf.len(),
-            )
-        };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        if n == 0 {
+        let filled = getdents(dir, &mut buf)?;
+        if filled.is_empty() {
             return Ok(entries);
         }
-        // A malformed buffer (more bytes than asked for, a broken record) is an I/O error,
-        // never a panic or a listing silently cut short.
-        let eio = || io::Error::from_raw_os_error(libc::EIO);
-        let filled = buf.get(..n as usize).ok_or_else(eio)?;
-        parse_dirents(filled, &mut entries).map_err(|_| eio())?;
+        // A broken record is an I/O error, never a panic or a listing silently cut short.
+        parse_dirents(filled, &mut entries).map_err(|_| io::Error::from_raw_os_error(libc::EIO))?;
     }
 }
 
@@ -705,21 +710,8 @@ pub fn release_free_memory() {
 /// A malformed buffer is EIO, never a panic.
 pub fn read_dir_chunk(dir: &File) -> io::Result<Vec<(DirEntry, u64)>> {
     let mut buf = vec![0u8; 16 * 1024];
-    // SAFETY: `dir` owns a live directory fd; `buf` has `buf.len()` writable bytes.
-    let n = unsafe {
-        libc::syscall(
-            libc::SYS_getdents64,
-            dir.as_raw_fd(),
-            buf.as_mut_ptr(),
-            buf.len(),
-        )
-    };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let eio = || io::Error::from_raw_os_error(libc::EIO);
-    let filled = buf.get(..n as usize).ok_or_else(eio)?;
-    dirent::parse_records(filled).map_err(|_| eio())
+    let filled = getdents(dir, &mut buf)?;
+    dirent::parse_records(filled).map_err(|_| io::Error::from_raw_os_error(libc::EIO))
 }
 
 /// statfs(2) of a path, result discarded: the FUSE kernel never answers it from a cache, so
