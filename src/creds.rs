@@ -144,8 +144,13 @@ impl AsCaller {
         // lacks it fails here, before anything changed.
         guard.old_gid = Some(set_fsgid(gid)?);
         let old_groups = thread_groups()?;
-        set_thread_groups(groups)?;
-        guard.old_groups = Some(old_groups);
+        // The thread already holds exactly these groups (often: a daemon started without
+        // supplementary groups, a caller with none): setgroups and its restore would change
+        // nothing but cost two credential commits.
+        if !same_groups(&old_groups, groups) {
+            set_thread_groups(groups)?;
+            guard.old_groups = Some(old_groups);
+        }
         guard.old_uid = Some(set_fsuid(uid)?);
         if uid != 0 {
             let caps = Caps::get()?;
@@ -199,6 +204,19 @@ impl Drop for AsCaller {
     }
 }
 
+/// Whether two group lists hold the same set of groups (the kernel keeps them sorted; a list
+/// read from `/proc` may repeat none but need not be in the same order).
+fn same_groups(a: &[libc::gid_t], b: &[libc::gid_t]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut a = a.to_vec();
+    let mut b = b.to_vec();
+    a.sort_unstable();
+    b.sort_unstable();
+    a == b
+}
+
 /// Gives this thread its own umask (and cwd), once: umask is per process otherwise.
 fn own_fs_struct() -> io::Result<()> {
     if OWN_FS.with(Cell::get) {
@@ -219,6 +237,15 @@ mod tests {
         assert_eq!(parse_groups(status), vec![4, 24, 27]);
         assert_eq!(parse_groups("Groups:\t\n"), Vec::<libc::gid_t>::new());
         assert_eq!(parse_groups("Name:\tx\n"), Vec::<libc::gid_t>::new());
+    }
+
+    #[test]
+    fn groups_compare_as_sets() {
+        assert!(same_groups(&[], &[]));
+        assert!(same_groups(&[4, 24], &[24, 4]));
+        assert!(!same_groups(&[4], &[]));
+        assert!(!same_groups(&[4, 4], &[4, 24]));
+        assert!(!same_groups(&[0], &[4]));
     }
 
     #[test]
@@ -263,6 +290,33 @@ mod tests {
         let meta = std::fs::metadata(&path).unwrap();
         assert_eq!((meta.uid(), meta.gid()), (4242, 4243));
         assert_eq!(meta.mode() & 0o777, 0o600);
+    }
+
+    /// Run as root: a caller whose groups are the thread's own acts with exactly those (no
+    /// setgroups is needed), and one with other groups still gets only its own, both ways.
+    #[test]
+    fn same_groups_need_no_switch() {
+        if crate::sys::geteuid() != 0 {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        std::thread::spawn(|| {
+            set_thread_groups(&[7, 4245]).unwrap();
+            let guard = AsCaller::new(4242, 4243, &[4245, 7], None).unwrap();
+            assert_eq!(thread_groups().unwrap(), vec![7, 4245]);
+            drop(guard);
+            assert_eq!(thread_groups().unwrap(), vec![7, 4245]);
+            let guard = AsCaller::new(4242, 4243, &[], None).unwrap();
+            assert_eq!(thread_groups().unwrap(), Vec::<libc::gid_t>::new());
+            drop(guard);
+            assert_eq!(thread_groups().unwrap(), vec![7, 4245]);
+            let guard = AsCaller::new(4242, 4243, &[7], None).unwrap();
+            assert_eq!(thread_groups().unwrap(), vec![7]);
+            drop(guard);
+            assert_eq!(thread_groups().unwrap(), vec![7, 4245]);
+        })
+        .join()
+        .unwrap();
     }
 
     /// `AsCaller` must not be `Send`: a guard dropped on another thread would restore that

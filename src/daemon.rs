@@ -134,6 +134,8 @@ fn serve_inner(
         log::warn!("cannot raise the open-file limit: {e}");
     }
     sys::ignore_sigpipe();
+    // Before any thread starts: see `single_malloc_arena` (daemon RSS after a forgotten walk).
+    sys::single_malloc_arena();
     // Blocked before any thread starts, so every thread inherits the mask and only the
     // signal thread sees these.
     let signals = sys::block_signals(&[libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGUSR1])

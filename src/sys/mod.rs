@@ -697,6 +697,19 @@ pub fn notify_socket(socket: &OsStr, state: &str) -> io::Result<()> {
     Ok(())
 }
 
+/// Makes every thread allocate from malloc's one main arena. glibc otherwise gives threads
+/// arenas of their own, and the nodes of a big walk, freed again when the kernel forgets them,
+/// leave pages in those arenas that `malloc_trim` cannot return while a few live objects sit
+/// among them. Per-thread caches (tcache) still serve most small allocations without the
+/// arena's lock. Call before the first thread starts.
+pub fn single_malloc_arena() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only sets a malloc tunable; M_ARENA_MAX takes any positive count.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
+}
+
 /// Returns malloc's free pages to the system (after the kernel forgot many nodes).
 pub fn release_free_memory() {
     // SAFETY: malloc_trim only walks malloc's own free lists.
