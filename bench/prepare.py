@@ -79,8 +79,11 @@ def make_repo(path, tree):
     # Files must be older than the index by more than the timestamp granularity, so that git
     # finds no "racily clean" entries and `git status` never has to re-read file contents.
     time.sleep(1.1)
+    # No automatic gc: the commit of 20,000 files would start one in the background, and the
+    # explicit gc below then fails with "gc is already running".
     git = ["git", "-C", path, "-c", "user.name=bench", "-c", "user.email=bench@localhost",
-           "-c", "init.defaultBranch=main", "-c", "safe.directory=*"]
+           "-c", "init.defaultBranch=main", "-c", "safe.directory=*", "-c", "gc.auto=0",
+           "-c", "maintenance.auto=false"]
     for args in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "benchmark tree"],
                  ["gc", "-q"], ["status", "--porcelain"]):
         subprocess.run(git + args, check=True, stdout=subprocess.DEVNULL)
