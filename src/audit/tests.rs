@@ -4,7 +4,7 @@ use super::proc::{read_cmdline, read_comm, CommCache, ProcInfo, COMM_CACHE_MAX};
 use super::writer::BUFFER_MAX;
 use super::*;
 use serde_json::Value;
-use std::fs::OpenOptions;
+use std::fs::{File, OpenOptions};
 use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
@@ -403,21 +403,38 @@ fn overload_regular_file_accounts_for_every_event() {
     eprintln!("regular file overload: {written} written, {dropped} dropped");
 }
 
-/// The writer is stalled on a pipe nobody reads, so the queue is certainly full: record()
-/// must still return, and once the pipe drains every event must be accounted for.
-#[test]
-fn overload_with_stalled_writer_never_blocks_and_reports_drops() {
-    let dir = tempfile::tempdir().unwrap();
-    let fifo = dir.path().join("audit.fifo");
+/// A FIFO in `dir` that nobody reads yet: (its path, the reader, the writer's end). The reader
+/// is opened non-blocking, so opening it does not wait for a writer. FIFOs are refused as a
+/// log's place; the writer itself takes any open file.
+fn stalled_pipe(dir: &Path) -> (PathBuf, File, File) {
+    let fifo = dir.join("audit.fifo");
     crate::sys::mkfifo(&fifo, 0o600).unwrap();
-    // Non-blocking so opening the reader doesn't wait for a writer.
     let reader = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK)
         .open(&fifo)
         .unwrap();
-    // FIFOs are refused as a log's place; the writer itself takes any open file.
     let sink = OpenOptions::new().append(true).open(&fifo).unwrap();
+    (fifo, reader, sink)
+}
+
+/// Drains the pipe (blocking now) until the writer closes its end at shutdown.
+fn drain(reader: File) -> thread::JoinHandle<String> {
+    thread::spawn(move || {
+        let mut reader = reader;
+        crate::sys::set_status_flags(std::os::fd::AsFd::as_fd(&reader), 0).unwrap();
+        let mut text = String::new();
+        reader.read_to_string(&mut text).unwrap();
+        text
+    })
+}
+
+/// The writer is stalled on a pipe nobody reads, so the queue is certainly full: record()
+/// must still return, and once the pipe drains every event must be accounted for.
+#[test]
+fn overload_with_stalled_writer_never_blocks_and_reports_drops() {
+    let dir = tempfile::tempdir().unwrap();
+    let (fifo, reader, sink) = stalled_pipe(dir.path());
     let log = Arc::new(AuditLog::start(sink, None, &fifo, 1, AuditOptions::default()).unwrap());
 
     const THREADS: u64 = 4;
@@ -447,14 +464,7 @@ fn overload_with_stalled_writer_never_blocks_and_reports_drops() {
     assert!(log.dropped() > 0);
     let dropped = log.dropped();
 
-    // Drain the pipe (blocking now) until the writer closes its end at shutdown.
-    let drain = thread::spawn(move || {
-        let mut reader = reader;
-        crate::sys::set_status_flags(std::os::fd::AsFd::as_fd(&reader), 0).unwrap();
-        let mut text = String::new();
-        reader.read_to_string(&mut text).unwrap();
-        text
-    });
+    let drain = drain(reader);
     let log = Arc::try_unwrap(log).unwrap();
     log.shutdown();
     let text = drain.join().unwrap();
@@ -536,14 +546,7 @@ fn worst_case_line_stays_within_the_documented_bound() {
 #[test]
 fn queue_is_bounded_in_bytes() {
     let dir = tempfile::tempdir().unwrap();
-    let fifo = dir.path().join("audit.fifo");
-    crate::sys::mkfifo(&fifo, 0o600).unwrap();
-    let reader = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(&fifo)
-        .unwrap();
-    let sink = OpenOptions::new().append(true).open(&fifo).unwrap();
+    let (fifo, reader, sink) = stalled_pipe(dir.path());
     const QUEUE_BYTES: u64 = 1024 * 1024;
     let options = AuditOptions {
         queue_bytes: QUEUE_BYTES,
@@ -565,13 +568,7 @@ fn queue_is_bounded_in_bytes() {
     let bound = (QUEUE_BYTES + BUFFER_MAX as u64 + 65536) / cost + 2;
     assert!(accepted <= bound, "{accepted} accepted, bound {bound}");
     assert!(log.dropped() > 0);
-    let drain = thread::spawn(move || {
-        let mut reader = reader;
-        crate::sys::set_status_flags(std::os::fd::AsFd::as_fd(&reader), 0).unwrap();
-        let mut text = String::new();
-        reader.read_to_string(&mut text).unwrap();
-        text
-    });
+    let drain = drain(reader);
     log.shutdown();
     let lines = parse_lines(&drain.join().unwrap());
     let (written, reported, _) = account(&lines);
