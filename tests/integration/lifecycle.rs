@@ -374,9 +374,7 @@ impl Drop for Foreground {
 /// collapse_window changes were ignored without a word.
 #[test]
 fn sighup_names_the_settings_that_wait_for_the_next_mount() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let (b, real) = hello_tree();
     let extra = b.root().join("extra");
     write_file(&extra.join("g"), b"from extra\n", 0o644);

@@ -22,9 +22,7 @@ fn line(m: &Mounted, op: &str, path: &Path, result: &str) -> Value {
 
 #[test]
 fn a_deny_rule_and_the_real_permissions_leave_different_audit_lines() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     // Attributes cached for a minute: the kernel checks an open against the mode it knows.
     let b = MountBuilder::new().extra("[fuse]\nattr_timeout = 60.0\nentry_timeout = 60.0\n");
     let real = b.real();
@@ -78,9 +76,7 @@ fn a_deny_rule_and_the_real_permissions_leave_different_audit_lines() {
 
 #[test]
 fn each_refusal_of_relocfs_names_its_reason() {
-    if !require_fuse() {
-        return;
-    }
+    skip_without_fuse!();
     let b = MountBuilder::new();
     let root = b.root();
     let rw = b.real();
