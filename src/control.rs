@@ -101,6 +101,78 @@ pub struct Status {
     pub audit_suppressed: u64,
     /// Audited operations by op and result.
     pub operations: Vec<(String, String, u64)>,
+    /// Each rule's lifecycle, in config order.
+    pub stages: Vec<RuleStage>,
+}
+
+/// One rule's lifecycle as `relocfs status` shows it; instants in RFC 3339 UTC.
+#[derive(Debug, Serialize)]
+pub struct RuleStage {
+    pub rule: String,
+    /// The configured stage.
+    pub stage: &'static str,
+    /// What the rule does now (a brownout rule between windows warns).
+    pub now: &'static str,
+    /// The current or next brownout window: start, end.
+    pub next_window: Option<(String, String)>,
+    pub retire_after: Option<String>,
+    /// The latest lookup or open below the rule since the daemon started (to the second).
+    pub last_access: Option<String>,
+}
+
+impl RuleStage {
+    fn rows(fs: &Fs) -> Vec<RuleStage> {
+        let now = crate::stage::now_secs();
+        let instant = |secs: i64| {
+            crate::time::format_micros(secs.saturating_mul(1_000_000)).replace(".000000Z", "Z")
+        };
+        fs.stage_states()
+            .into_iter()
+            .map(|(rule, state)| {
+                let lifecycle = state.lifecycle();
+                RuleStage {
+                    rule,
+                    stage: lifecycle.stage.name(),
+                    now: lifecycle.at(now).name(),
+                    next_window: lifecycle
+                        .next_window(now)
+                        .map(|(s, e)| (instant(s), instant(e))),
+                    retire_after: lifecycle.retire_after.map(instant),
+                    last_access: state.last_access().map(instant),
+                }
+            })
+            .collect()
+    }
+}
+
+/// The `stages` lines of the text status, read by name from the JSON answer.
+fn render_stages(v: &serde_json::Value) -> String {
+    let Some(rows) = v["stages"].as_array() else {
+        // A daemon older than rule lifecycles.
+        return String::new();
+    };
+    let mut out = String::from("stages\n");
+    for row in rows {
+        let s = |k: &str| printable(row[k].as_str().unwrap_or("?"));
+        let mut line = format!("  {}  {}, now {}", s("rule"), s("stage"), s("now"));
+        if let Some([start, end]) = row["next_window"].as_array().map(Vec::as_slice) {
+            line.push_str(&format!(
+                "; next window {} to {}",
+                printable(start.as_str().unwrap_or("?")),
+                printable(end.as_str().unwrap_or("?"))
+            ));
+        }
+        if row["retire_after"].is_string() {
+            line.push_str(&format!("; retired from {}", s("retire_after")));
+        }
+        match row["last_access"].as_str() {
+            Some(t) => line.push_str(&format!("; last access {}", printable(t))),
+            None => line.push_str("; no access since start"),
+        }
+        out.push_str(&line);
+        out.push('\n');
+    }
+    out
 }
 
 impl Status {
@@ -128,6 +200,8 @@ impl Status {
         for (op, result, n) in &self.operations {
             out.push_str(&format!("  {op:<12} {result:<10} {n}\n"));
         }
+        let value = serde_json::json!({ "stages": self.stages });
+        out.push_str(&render_stages(&value));
         out
     }
 }
@@ -159,6 +233,7 @@ impl Source {
             audit_dropped: audit.as_ref().map_or(0, |a| a.dropped()),
             audit_suppressed: audit.as_ref().map_or(0, |a| a.suppressed()),
             operations: fs.operation_counts(),
+            stages: RuleStage::rows(&fs),
         })
     }
 
@@ -639,6 +714,7 @@ fn render_value(v: &serde_json::Value) -> String {
         let result = printable(row[1].as_str().unwrap_or("?"));
         out.push_str(&format!("  {op:<12} {result:<10} {}\n", row[2]));
     }
+    out.push_str(&render_stages(v));
     out
 }
 
@@ -710,10 +786,36 @@ mod tests {
             audit_dropped: 1,
             audit_suppressed: 5,
             operations: vec![("open".into(), "ok".into(), 9)],
+            stages: vec![
+                RuleStage {
+                    rule: "/keys".into(),
+                    stage: "brownout",
+                    now: "warn",
+                    next_window: Some((
+                        "2027-01-10T09:00:00Z".into(),
+                        "2027-01-10T10:00:00Z".into(),
+                    )),
+                    retire_after: Some("2027-02-01T00:00:00Z".into()),
+                    last_access: None,
+                },
+                RuleStage {
+                    rule: "/".into(),
+                    stage: "serve",
+                    now: "serve",
+                    next_window: None,
+                    retire_after: None,
+                    last_access: Some("2026-12-01T18:00:00Z".into()),
+                },
+            ],
         };
         let value = serde_json::to_value(&status).unwrap();
         assert_eq!(render_value(&value), status.render());
         assert!(status.render().contains("open         ok         9"));
+        assert!(status.render().contains(
+            "stages\n  /keys  brownout, now warn; next window 2027-01-10T09:00:00Z to \
+             2027-01-10T10:00:00Z; retired from 2027-02-01T00:00:00Z; no access since start\n  \
+             /  serve, now serve; last access 2026-12-01T18:00:00Z\n"
+        ));
         assert!(status
             .render()
             .contains("audit events   10 written, 1 dropped, 5 suppressed\n"));

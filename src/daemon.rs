@@ -178,6 +178,10 @@ fn serve_inner(
     let notifier = session.notifier();
     let session =
         run_session(session).map_err(|e| format!("cannot start the FUSE session: {e}"))?;
+    // Rule lifecycles: warnings' destination, and the kernel's cache dropped at window edges.
+    crate::stage::set_journal_socket(plan.stages.journal_socket.clone());
+    crate::stage::watch_edges(Arc::downgrade(&fs), notifier.clone())
+        .map_err(|e| format!("cannot start the stage thread: {e}"))?;
 
     // Held until the session ends; the socket goes with it.
     let _control = control::serve(control::Source {
@@ -369,6 +373,7 @@ impl Control {
         let _ = self
             .notifier
             .inval_inode(fuser::INodeNo(crate::node::ROOT_ID), 0, 0);
+        crate::stage::set_journal_socket(new_plan.stages.journal_socket.clone());
         let summary = format!("{} rules", new_plan.rules.len());
         self.plan.rules = new_plan.rules;
         Ok(summary)

@@ -28,6 +28,7 @@ pub mod prefix;
 pub mod preflight;
 pub mod report;
 pub mod rules;
+pub mod stage;
 #[allow(unsafe_code)]
 pub mod sys;
 pub mod time;

@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 
 use crate::audit::{AuditOptions, RateLimit};
-use crate::config::{Config, Rule};
+use crate::config::{Config, Rule, StagesConfig};
 use crate::fs::FsOptions;
 use crate::fuse::Tuning;
 use crate::options::MountOptions;
@@ -20,6 +20,8 @@ pub struct MountPlan {
     pub rules: Vec<Rule>,
     /// The rest: a reload that changes any of it keeps the running value and says so.
     pub fixed: Fixed,
+    /// `[stages]`: a reload applies it at once, as it does the rules' stages.
+    pub stages: StagesConfig,
 }
 
 /// The part of a mount that only the next mount can change.
@@ -45,6 +47,7 @@ impl MountPlan {
         let fuse = &config.fuse;
         MountPlan {
             rules: config.rules.clone(),
+            stages: config.stages.clone(),
             fixed: Fixed {
                 source: config.source.clone(),
                 audit_log: audit.log.clone(),

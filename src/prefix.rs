@@ -157,6 +157,7 @@ mod tests {
                 to: to.into(),
                 mode: Mode::ReadOnly,
             },
+            stage: Default::default(),
         }
     }
 
@@ -164,6 +165,7 @@ mod tests {
         Rule {
             from: from.into(),
             action: Action::Deny,
+            stage: Default::default(),
         }
     }
 

@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use crate::config::Mode;
 use crate::node::lock;
 use crate::prefix::{PrefixTable, RuleId};
+use crate::stage::RuleState;
 
 /// A rule's real directory, pinned by an `O_PATH` fd opened at start (or reload).
 pub struct RuleRoot {
@@ -63,6 +64,9 @@ pub struct Rules {
     pub table: PrefixTable,
     /// Indexed by `RuleId`; `None` for deny rules.
     pub roots: Vec<Option<Root>>,
+    /// Indexed by `RuleId`: each rule's lifecycle and last access, shared with every other
+    /// generation that has a rule on the same `from` (see `stage.rs`).
+    stages: Vec<Arc<RuleState>>,
     /// Set when a reload replaced this generation (see the module comment).
     retired: AtomicBool,
 }
@@ -78,16 +82,27 @@ impl std::fmt::Debug for Rules {
 
 impl Rules {
     pub fn new(generation: u32, table: PrefixTable, roots: Vec<Option<RuleRoot>>) -> Rules {
+        let stages = table
+            .rules()
+            .iter()
+            .map(|rule| crate::stage::state_for(&rule.from, &rule.stage))
+            .collect();
         Rules {
             generation,
             table,
             roots: roots.into_iter().map(|r| r.map(Root::new)).collect(),
+            stages,
             retired: AtomicBool::new(false),
         }
     }
 
     pub fn root_of(&self, rule: RuleId) -> Option<&Root> {
         self.roots.get(rule.0 as usize).and_then(Option::as_ref)
+    }
+
+    /// The lifecycle state of `rule`.
+    pub fn stage(&self, rule: RuleId) -> Option<&Arc<RuleState>> {
+        self.stages.get(rule.0 as usize)
     }
 
     /// The first mapped rule's directory: what a virtual directory reports for statfs.

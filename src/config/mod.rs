@@ -26,6 +26,8 @@ pub struct Rule {
     /// "/" or "/a/b": absolute, no empty, `.` or `..` components, no trailing slash.
     pub from: String,
     pub action: Action,
+    /// `stage`, `brownout`, `retire_after`, `exempt_uids`, `exempt_units` (see `stage.rs`).
+    pub stage: crate::stage::Lifecycle,
 }
 
 impl Rule {
@@ -106,6 +108,15 @@ pub struct Config {
     pub rules: Vec<Rule>,
     pub audit: AuditConfig,
     pub fuse: FuseConfig,
+    pub stages: StagesConfig,
+}
+
+/// `[stages]`: where rule-lifecycle warnings go.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StagesConfig {
+    /// `journal_socket`: the journal's native socket (default
+    /// /run/systemd/journal/socket); for tests and containers.
+    pub journal_socket: Option<PathBuf>,
 }
 
 /// A refusal of the config file, shown to the operator as one line.
@@ -169,6 +180,7 @@ pub fn parse(text: &str, source: &Path) -> Result<Config, ConfigError> {
         rules,
         audit: file.audit(raw.audit)?,
         fuse: file.fuse(raw.fuse)?,
+        stages: file.stages(raw.stages)?,
     })
 }
 
@@ -181,6 +193,13 @@ struct RawConfig {
     map: Vec<Spanned<RawMap>>,
     audit: Option<RawAudit>,
     fuse: Option<RawFuse>,
+    stages: Option<RawStages>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStages {
+    journal_socket: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -190,6 +209,12 @@ struct RawMap {
     to: Option<Spanned<String>>,
     mode: Option<Spanned<String>>,
     deny: Option<Spanned<bool>>,
+    stage: Option<Spanned<String>>,
+    brownout: Option<Spanned<Vec<Spanned<String>>>>,
+    retire_after: Option<Spanned<String>>,
+    // Signed so that a negative uid gets our message rather than serde's.
+    exempt_uids: Option<Spanned<Vec<Spanned<i64>>>>,
+    exempt_units: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 #[derive(Deserialize)]
@@ -292,10 +317,121 @@ impl File<'_> {
                 mode,
             }
         };
+        let stage = self.lifecycle(map, deny, &fail)?;
         Ok(Rule {
             from: from.get_ref().clone(),
             action,
+            stage,
         })
+    }
+
+    /// A rule's lifecycle keys, each bad entry refused on its own line.
+    fn lifecycle(
+        &self,
+        map: &RawMap,
+        deny: bool,
+        fail: &dyn Fn(Range<usize>, String) -> ConfigError,
+    ) -> Result<crate::stage::Lifecycle, ConfigError> {
+        use crate::stage::{self, Lifecycle, Stage};
+        let mut lifecycle = Lifecycle::default();
+        if deny {
+            let keys = [
+                ("stage", map.stage.as_ref().map(Spanned::span)),
+                ("brownout", map.brownout.as_ref().map(Spanned::span)),
+                ("retire_after", map.retire_after.as_ref().map(Spanned::span)),
+                ("exempt_uids", map.exempt_uids.as_ref().map(Spanned::span)),
+                ("exempt_units", map.exempt_units.as_ref().map(Spanned::span)),
+            ];
+            if let Some((key, Some(span))) = keys.into_iter().find(|(_, s)| s.is_some()) {
+                return Err(fail(
+                    span,
+                    format!(
+                        "a deny rule has no lifecycle: remove `{key}` (deny is already the end)"
+                    ),
+                ));
+            }
+            return Ok(lifecycle);
+        }
+        if let Some(raw) = &map.stage {
+            lifecycle.stage = Stage::parse(raw.get_ref()).ok_or_else(|| {
+                fail(
+                    raw.span(),
+                    format!(
+                        "stage = {:?} is not a stage: write \"serve\", \"warn\", \"brownout\" or \"retired\"",
+                        raw.get_ref()
+                    ),
+                )
+            })?;
+        }
+        if let Some(raw) = &map.retire_after {
+            let t = stage::parse_instant(raw.get_ref())
+                .map_err(|why| fail(raw.span(), format!("retire_after = {why}")))?;
+            lifecycle.retire_after = Some(t);
+        }
+        let brownout_only = |key: &str, span: Range<usize>| {
+            fail(
+                span,
+                format!(
+                    "`{key}` applies to brownout windows: set stage = \"brownout\" or remove it"
+                ),
+            )
+        };
+        if let Some(raw) = &map.brownout {
+            if lifecycle.stage != Stage::Brownout {
+                return Err(brownout_only("brownout", raw.span()));
+            }
+            for entry in raw.get_ref() {
+                let window = stage::parse_window(entry.get_ref())
+                    .map_err(|why| fail(entry.span(), format!("brownout entry {why}")))?;
+                lifecycle.windows.push(window);
+            }
+        }
+        if lifecycle.stage == Stage::Brownout && lifecycle.windows.is_empty() {
+            let span = map.stage.as_ref().map(Spanned::span).unwrap_or_default();
+            return Err(fail(
+                span,
+                "stage = \"brownout\" needs windows: add e.g. brownout = [\"daily 12:00 for 5m\"]"
+                    .to_string(),
+            ));
+        }
+        if let Some(raw) = &map.exempt_uids {
+            if lifecycle.stage != Stage::Brownout {
+                return Err(brownout_only("exempt_uids", raw.span()));
+            }
+            for uid in raw.get_ref() {
+                let n = *uid.get_ref();
+                let n = u32::try_from(n).ok().filter(|&n| n != u32::MAX).ok_or_else(|| {
+                    fail(uid.span(), format!("exempt_uids entry {n} is not a uid: write a number from 0 to 4294967294"))
+                })?;
+                lifecycle.exempt_uids.push(n);
+            }
+        }
+        if let Some(raw) = &map.exempt_units {
+            if lifecycle.stage != Stage::Brownout {
+                return Err(brownout_only("exempt_units", raw.span()));
+            }
+            for unit in raw.get_ref() {
+                stage::check_unit(unit.get_ref())
+                    .map_err(|why| fail(unit.span(), format!("exempt_units entry {why}")))?;
+                lifecycle.exempt_units.push(unit.get_ref().clone());
+            }
+        }
+        Ok(lifecycle)
+    }
+
+    fn stages(&self, raw: Option<RawStages>) -> Result<StagesConfig, ConfigError> {
+        let Some(raw) = raw else {
+            return Ok(StagesConfig::default());
+        };
+        let journal_socket = match raw.journal_socket {
+            Some(path) => {
+                check_path("journal_socket", path.get_ref())
+                    .map_err(|why| self.error(Some(path.span()), format!("[stages] {why}")))?;
+                Some(PathBuf::from(path.into_inner()))
+            }
+            None => None,
+        };
+        Ok(StagesConfig { journal_socket })
     }
 
     fn audit(&self, raw: Option<RawAudit>) -> Result<AuditConfig, ConfigError> {

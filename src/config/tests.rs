@@ -22,8 +22,9 @@ fn parse_err(text: &str) -> String {
 #[test]
 fn shipped_example_parses_with_documented_values() {
     let config = parse_ok(include_str!("../../config.example.toml"));
-    assert_eq!(config.rules.len(), 3);
+    assert_eq!(config.rules.len(), 4);
     assert_eq!(config.rules[2].action, Action::Deny);
+    assert!(config.rules[..3].iter().all(|r| r.stage.is_plain()));
     let defaults = FuseConfig::default();
     assert_eq!(config.fuse.threads, defaults.threads);
     assert_eq!(config.fuse.attr_timeout, defaults.attr_timeout);
@@ -113,6 +114,7 @@ fn example_file_parses() {
                     to: "/opt/jumpserver".into(),
                     mode: Mode::ReadOnly
                 },
+                stage: Default::default(),
             },
             Rule {
                 from: "/keys".into(),
@@ -120,10 +122,12 @@ fn example_file_parses() {
                     to: "/srv/jumpserver-keys".into(),
                     mode: Mode::ReadOnly
                 },
+                stage: Default::default(),
             },
             Rule {
                 from: "/keys/admin".into(),
                 action: Action::Deny,
+                stage: Default::default(),
             },
         ]
     );
@@ -190,6 +194,7 @@ fn components_split_the_path() {
     let rule = |from: &str| Rule {
         from: from.into(),
         action: Action::Deny,
+        stage: Default::default(),
     };
     assert_eq!(rule("/").components(), Vec::<&str>::new());
     assert_eq!(rule("/a").components(), vec!["a"]);

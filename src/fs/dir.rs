@@ -59,6 +59,7 @@ impl Fs {
         node: &Arc<Node>,
         flags: i32,
     ) -> Result<u64> {
+        self.stage_gate(caller, node, None)?;
         if !node.is_dir() {
             return Err(Error::NotDir);
         }

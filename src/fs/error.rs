@@ -57,6 +57,10 @@ pub enum Error {
     TruncateSpecial,
     /// An operation relocfs does not serve at all (poll, locks, bmap).
     NotServed,
+    /// A new lookup or open below a rule inside one of its brownout windows.
+    Brownout,
+    /// A new lookup or open below a retired rule (its stage, or past its `retire_after`).
+    Retired,
     /// What the real filesystem or the kernel said.
     Os(i32),
 }
@@ -89,6 +93,9 @@ impl Error {
             TruncateDir => (libc::EISDIR, Some("directory")),
             TruncateSpecial => (libc::EINVAL, Some("not a regular file")),
             NotServed => (libc::ENOSYS, Some("not served")),
+            // As if the rule had been removed: the name is not there.
+            Brownout => (libc::ENOENT, Some("brownout")),
+            Retired => (libc::ENOENT, Some("retired")),
             Os(errno) => (errno, None),
         }
     }

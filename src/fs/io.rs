@@ -51,6 +51,7 @@ impl Fs {
     }
 
     pub(super) fn open_inner(&self, caller: Caller, node: &Arc<Node>, flags: i32) -> Result<u64> {
+        self.stage_gate(caller, node, None)?;
         if wants_write(flags) {
             self.writable(node)?;
         }

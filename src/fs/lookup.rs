@@ -8,6 +8,7 @@ use std::time::SystemTime;
 use super::{Attr, Caller, Error, Fs, Result};
 use crate::node::{is_bad_name, virtual_id, Found, Kind, Link, Node, ROOT_ID};
 use crate::prefix::{RuleId, TrieId};
+use crate::stage::{self, Verdict};
 use crate::sys;
 
 impl Fs {
@@ -15,7 +16,9 @@ impl Fs {
     /// wins without string matching), then the real directory one component at a time.
     pub fn lookup(&self, caller: Caller, parent: u64, name: &OsStr) -> Result<Attr> {
         let parent = self.node(parent)?;
-        let result = self.lookup_inner(&parent, name);
+        let result = self
+            .stage_gate(caller, &parent, Some(name))
+            .and_then(|()| self.lookup_inner(&parent, name));
         match &result {
             Err(e) if matches!(e.errno(), libc::ENOENT | libc::EACCES) => {
                 self.record(caller, "lookup", &parent, Some(name), None, Err(e));
@@ -23,6 +26,95 @@ impl Fs {
             _ => {}
         }
         result
+    }
+
+    /// The rule lifecycle's one check per lookup, open and create: the access is counted for
+    /// the rule's last access (an atomic), and that is all while the rule serves (no lock, no
+    /// allocation). `name`: a lookup or create of `name` in `node`; `None`: `node` itself.
+    ///
+    /// The rule is the one `name` is the root of, or else the one `node` lies below; names
+    /// in a virtual directory belong to no rule.
+    pub(super) fn stage_gate(
+        &self,
+        caller: Caller,
+        node: &Arc<Node>,
+        name: Option<&OsStr>,
+    ) -> Result<()> {
+        let rules = &node.rules;
+        let rule_root = match (node.trie, name) {
+            (Some(t), Some(name)) => rules
+                .table
+                .child(t, name)
+                .and_then(|c| rules.table.rule_at(c)),
+            _ => None,
+        };
+        let rule = match (rule_root, &node.kind) {
+            (Some(rule), _) => rule,
+            (None, Kind::Real { rule, .. }) => *rule,
+            (None, Kind::Virtual) => return Ok(()),
+        };
+        let Some(state) = rules.stage(rule) else {
+            return Ok(());
+        };
+        let now = stage::now_secs();
+        state.touch(now);
+        if state.is_plain() {
+            return Ok(());
+        }
+        match stage::decide(&state.lifecycle(), now, caller.uid, caller.pid) {
+            Verdict::Serve => Ok(()),
+            Verdict::Warn => {
+                let (legacy, real, from) = self.describe(node, name);
+                stage::warn(&stage::Warning {
+                    pid: caller.pid,
+                    legacy: &legacy,
+                    real: real.as_deref(),
+                    rule: from.as_deref().unwrap_or(""),
+                });
+                Ok(())
+            }
+            Verdict::Brownout => Err(Error::Brownout),
+            Verdict::Retired => Err(Error::Retired),
+        }
+    }
+
+    /// Each current rule's `from` and lifecycle state, in config order.
+    pub fn stage_states(&self) -> Vec<(String, Arc<stage::RuleState>)> {
+        let rules = self.current_rules();
+        (0..rules.table.rules().len())
+            .filter_map(|i| {
+                let id = RuleId(i as u32);
+                let state = rules.stage(id)?;
+                Some((rules.table.rule(id).from.clone(), Arc::clone(state)))
+            })
+            .collect()
+    }
+
+    /// The names directly below the root whose cached kernel entries cover the rule on
+    /// `from`: its first component, or every name in the root for a rule on "/".
+    pub fn names_covering(&self, from: &str) -> Vec<std::ffi::OsString> {
+        if let Some(first) = from.split('/').find(|c| !c.is_empty()) {
+            return vec![first.into()];
+        }
+        let rules = self.current_rules();
+        let mut names: Vec<_> = rules
+            .table
+            .children(crate::prefix::PrefixTable::ROOT)
+            .map(|(n, _)| n.to_os_string())
+            .collect();
+        let root = rules
+            .table
+            .rule_at(crate::prefix::PrefixTable::ROOT)
+            .and_then(|r| rules.root_of(r));
+        if let Some(dir) = root
+            .and_then(|root| root.fd().ok())
+            .and_then(|fd| sys::reopen(fd.as_fd(), libc::O_RDONLY | libc::O_DIRECTORY).ok())
+        {
+            if let Ok(entries) = sys::read_dir_all(&dir) {
+                names.extend(entries.into_iter().map(|e| e.name));
+            }
+        }
+        names
     }
 
     pub(super) fn lookup_inner(&self, parent: &Arc<Node>, name: &OsStr) -> Result<Attr> {
@@ -195,5 +287,15 @@ impl Fs {
             self.writable(&node)?;
         }
         Ok(())
+    }
+}
+
+impl stage::Edges for Fs {
+    fn stage_states(&self) -> Vec<(String, Arc<stage::RuleState>)> {
+        Fs::stage_states(self)
+    }
+
+    fn names_covering(&self, from: &str) -> Vec<std::ffi::OsString> {
+        Fs::names_covering(self, from)
     }
 }

@@ -136,6 +136,7 @@ impl Fs {
     ) -> Result<(Attr, Opened)> {
         let parent_node = self.node(parent)?;
         let result = self.change_dir(&parent_node, name).and_then(|()| {
+            self.stage_gate(caller, &parent_node, Some(name))?;
             let fd = self.fd(&parent_node)?.ok_or(Error::VirtualDir)?;
             let opener = self.opener(caller);
             let admitted = self.admit(caller.uid)?;
