@@ -111,7 +111,8 @@ pub struct RuleStage {
     pub rule: String,
     /// The configured stage.
     pub stage: &'static str,
-    /// What the rule does now (a brownout rule between windows warns).
+    /// What the rule does now (a brownout rule between windows warns), once the kernel's
+    /// cached entries agree (the edge thread drops them just after each edge).
     pub now: &'static str,
     /// The current or next brownout window: start, end.
     pub next_window: Option<(String, String)>,
@@ -133,7 +134,7 @@ impl RuleStage {
                 RuleStage {
                     rule,
                     stage: lifecycle.stage.name(),
-                    now: lifecycle.at(now).name(),
+                    now: state.applied().name(),
                     next_window: lifecycle
                         .next_window(now)
                         .map(|(s, e)| (instant(s), instant(e))),

@@ -347,13 +347,11 @@ impl RuleState {
         Now::from_code(self.applied.load(Ordering::Relaxed))
     }
 
+    /// A new lifecycle answers requests at once; `applied` follows once the edge thread has
+    /// dropped the cached entries (a reload drops them too, see `daemon.rs`).
     fn set(&self, lifecycle: &Lifecycle) {
-        let now = now_secs();
         *self.lifecycle.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(lifecycle.clone());
         self.plain.store(lifecycle.is_plain(), Ordering::Relaxed);
-        // A reload drops the cached entries below the root itself (see `daemon.rs`).
-        self.applied
-            .store(lifecycle.at(now).code(), Ordering::Relaxed);
     }
 }
 
@@ -657,8 +655,8 @@ fn apply_edges(fs: &dyn Edges, notifier: &fuser::Notifier) -> Option<SystemTime>
         }
     }
     for (from, state, at) in changed {
-        // First the new answer, then the cache: a lookup in between is answered anew.
-        state.applied.store(at.code(), Ordering::Relaxed);
+        // Requests are answered by the lifecycle itself; `applied` says the kernel's cache
+        // agrees, so it is set once the entries are dropped.
         let names: HashMap<_, _> = fs
             .names_covering(&from)
             .into_iter()
@@ -672,6 +670,7 @@ fn apply_edges(fs: &dyn Edges, notifier: &fuser::Notifier) -> Option<SystemTime>
             }
         }
         let _ = notifier.inval_inode(fuser::INodeNo(crate::node::ROOT_ID), 0, 0);
+        state.applied.store(at.code(), Ordering::Relaxed);
         log::info!("rule {from}: now {}", at.name());
     }
     next.and_then(|t| UNIX_EPOCH.checked_add(Duration::from_secs(u64::try_from(t).ok()?)))
@@ -826,7 +825,7 @@ mod tests {
         let t = state_for(from, &retired);
         assert!(Arc::ptr_eq(&s, &t));
         assert!(!s.is_plain());
-        assert_eq!(s.applied(), Now::Retired);
+        assert_eq!(s.lifecycle().stage, Stage::Retired);
         assert_eq!(s.last_access(), Some(1234));
     }
 

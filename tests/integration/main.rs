@@ -26,6 +26,7 @@ mod report;
 mod reserved;
 mod restart;
 mod security;
+mod stages;
 mod story;
 mod syslog;
 mod unprivileged;
