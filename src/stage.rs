@@ -421,11 +421,20 @@ pub fn unit_of(pid: u32) -> Option<String> {
     unit_in_cgroup(&text)
 }
 
+/// The cgroup v2 path first; on a host with the legacy or hybrid layout, systemd's own
+/// named hierarchy.
 fn unit_in_cgroup(text: &str) -> Option<String> {
-    let path = text.lines().find_map(|l| l.strip_prefix("0::"))?;
-    path.split('/')
-        .find(|c| c.ends_with(".service") || c.ends_with(".scope"))
-        .map(str::to_string)
+    let unit = |path: &str| {
+        path.split('/')
+            .find(|c| c.ends_with(".service") || c.ends_with(".scope"))
+            .map(str::to_string)
+    };
+    let line = |prefix: &str| text.lines().find_map(|l| l.strip_prefix(prefix));
+    line("0::").and_then(unit).or_else(|| {
+        text.lines()
+            .find_map(|l| l.split_once(":name=systemd:"))
+            .and_then(|(_, p)| unit(p))
+    })
 }
 
 // Warnings to the journal.
@@ -795,7 +804,11 @@ mod tests {
             Some("user@1000.service")
         );
         assert_eq!(unit("/"), None);
-        assert_eq!(unit_in_cgroup("1:name=systemd:/x.service\n"), None);
+        assert_eq!(
+            unit_in_cgroup("9:name=systemd:/system.slice/x.service\n0::/\n").as_deref(),
+            Some("x.service")
+        );
+        assert_eq!(unit_in_cgroup("9:name=systemd:/\n0::/\n"), None);
         assert!(check_unit("jumpserver.service").is_ok());
         assert!(check_unit("docker-0123abc.scope").is_ok());
         assert!(check_unit("jumpserver").is_err());

@@ -276,16 +276,51 @@ fn warn_is_rate_limited_whatever_the_number_of_paths() {
     assert!(m.mnt.is_dir());
 }
 
-/// The config of the brownout test: a rule on /app, browned out in `window`, uid KEY_UID exempt,
-/// names and attributes cached by the kernel for 300 s.
-fn brownout_config(real: &Path, window: &str) -> String {
+/// The config of the brownout test: a rule on /app, browned out in `window`, uid KEY_UID and
+/// the unit `unit` exempt, names and attributes cached by the kernel for 300 s.
+fn brownout_config(real: &Path, window: &str, unit: &str) -> String {
     format!(
         "[[map]]\nfrom = \"/app\"\nto = {}\nstage = \"brownout\"\nbrownout = [{}]\n\
-         exempt_uids = [{KEY_UID}]\n\n[audit]\nlog = {{AUDIT}}\n\n[fuse]\nentry_timeout = 300\n\
-         attr_timeout = 300\n",
+         exempt_uids = [{KEY_UID}]\nexempt_units = [{unit:?}]\n\n[audit]\nlog = {{AUDIT}}\n\n\
+         [fuse]\nentry_timeout = 300\nattr_timeout = 300\n",
         toml_str(real),
         serde_json::to_string(window).unwrap()
     )
+}
+
+/// A transient systemd-style scope: a cgroup made under the cgroup2 mount, removed on drop
+/// (once the processes moved into it have exited).
+struct Scope {
+    dir: PathBuf,
+    name: String,
+}
+
+impl Scope {
+    fn new() -> Option<Scope> {
+        let info = fs::read_to_string("/proc/self/mountinfo").ok()?;
+        let root = info.lines().find_map(|l| {
+            let (left, right) = l.split_once(" - ")?;
+            (right.split(' ').next() == Some("cgroup2")).then(|| left.split(' ').nth(4))?
+        })?;
+        let name = format!("relocfs-stage-test-{}.scope", std::process::id());
+        let dir = Path::new(root).join(&name);
+        fs::create_dir(&dir).ok()?;
+        Some(Scope { dir, name })
+    }
+
+    /// `sh -c SCRIPT` run as root inside the scope.
+    fn run(&self, script: &str, args: &[&Path]) -> std::process::Output {
+        let procs = self.dir.join("cgroup.procs");
+        let script = format!("echo $$ > {} && {script}", toml_str(&procs));
+        run_as(0, 0, &mut sh(&script, args))
+    }
+}
+
+impl Drop for Scope {
+    fn drop(&mut self) {
+        // Empty once its last process is reaped; a moment at most.
+        wait_until(SETTLE_TIMEOUT, || fs::remove_dir(&self.dir).is_ok());
+    }
 }
 
 #[test]
@@ -297,7 +332,15 @@ fn a_brownout_window_refuses_new_accesses_at_once_and_serves_again_after() {
     write_file(&app.join("f"), b"0123456789", 0o644);
     write_file(&app.join("g"), b"g", 0o644);
     let audit = b.audit_path();
-    let config = |window: &str| brownout_config(&app, window).replace("{AUDIT}", &toml_str(&audit));
+    let scope = Scope::new();
+    if scope.is_none() && on_ci() {
+        panic!("cannot make a cgroup under the cgroup2 mount");
+    }
+    let unit = scope
+        .as_ref()
+        .map_or("none.scope".to_string(), |s| s.name.clone());
+    let config =
+        |window: &str| brownout_config(&app, window, &unit).replace("{AUDIT}", &toml_str(&audit));
     let m = b.raw_config(&config("2099-01-01T00:00:00Z for 1h")).mount();
     let f = m.at("app/f");
 
@@ -343,6 +386,16 @@ fn a_brownout_window_refuses_new_accesses_at_once_and_serves_again_after() {
         stderr_str(&out)
     );
     assert_eq!(out.stdout, b"0123456789");
+    // A process of the exempt unit is served (nobody, in no unit, was refused above).
+    if let Some(scope) = &scope {
+        let out = scope.run("exec cat \"$1\"", &[&f]);
+        assert!(
+            out.status.success(),
+            "exempt unit refused: {}",
+            stderr_str(&out)
+        );
+        assert_eq!(out.stdout, b"0123456789");
+    }
     let mut buf = [0u8; 4];
     held.read_exact_at(&mut buf, 2).unwrap();
     assert_eq!(&buf, b"2345");
