@@ -171,6 +171,21 @@ mod tests {
         assert_eq!(old.fixed.changed_keys(&new.fixed), Vec::<&str>::new());
     }
 
+    /// A rule's stage and `[stages]` apply at a reload: they are not fixed settings.
+    #[test]
+    fn stages_change_nothing_fixed() {
+        let old = plan(BASE);
+        let new = plan(&format!(
+            "{BASE}stage = \"retired\"\n[stages]\njournal_socket = \"/run/j.sock\"\n"
+        ));
+        assert_eq!(old.fixed.changed_keys(&new.fixed), Vec::<&str>::new());
+        assert_eq!(new.rules[0].stage.stage, crate::stage::Stage::Retired);
+        assert_eq!(
+            new.stages.journal_socket.as_deref(),
+            Some(Path::new("/run/j.sock"))
+        );
+    }
+
     #[test]
     fn every_fixed_setting_is_named_when_it_changes() {
         let old = plan(BASE);
