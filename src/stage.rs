@@ -362,7 +362,9 @@ static REGISTRY: Mutex<BTreeMap<String, Arc<RuleState>>> = Mutex::new(BTreeMap::
 /// The state of the rule on `from`, now with `lifecycle` (a new generation of the rules).
 pub fn state_for(from: &str, lifecycle: &Lifecycle) -> Arc<RuleState> {
     let mut registry = lock(&REGISTRY);
+    let mut created = false;
     let state = registry.entry(from.to_string()).or_insert_with(|| {
+        created = true;
         Arc::new(RuleState {
             lifecycle: RwLock::new(Arc::new(Lifecycle::default())),
             plain: AtomicBool::new(true),
@@ -371,6 +373,12 @@ pub fn state_for(from: &str, lifecycle: &Lifecycle) -> Arc<RuleState> {
         })
     });
     state.set(lifecycle);
+    if created {
+        // At start the kernel has cached nothing: nothing to drop, no change to tell.
+        state
+            .applied
+            .store(lifecycle.at(now_secs()).code(), Ordering::Relaxed);
+    }
     Arc::clone(state)
 }
 
