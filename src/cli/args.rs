@@ -74,8 +74,9 @@ pub enum Command {
         #[arg(long)]
         pause: bool,
     },
-    /// Show the live state of a running mount: rules, uptime, nodes, audit counters and
-    /// operations by result (root or the mounting user only)
+    /// Show the live state of a running mount: rules, uptime, nodes, audit counters,
+    /// operations by result, and each rule's stage, next brownout window and last access
+    /// (root or the mounting user only)
     Status {
         /// The mountpoint of a running relocfs
         mountpoint: PathBuf,
