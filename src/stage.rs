@@ -247,14 +247,21 @@ fn parse_weekday(text: &str) -> Result<i64, String> {
         .ok_or_else(|| format!("{text:?} is not a day of the week: write Mon, Tue, ... Sun"))
 }
 
-/// An instant: `YYYY-MM-DD` (00:00 UTC that day) or RFC 3339 with `Z` or an offset.
+/// An instant: `YYYY-MM-DD` (00:00 UTC that day) or RFC 3339 with `Z` or an offset, whose
+/// seconds may be left out (`2027-01-10T09:00Z`).
 pub fn parse_instant(text: &str) -> Result<i64, String> {
     if text.len() == 10 {
         return crate::time::parse_date(text)
             .map(|days| days * DAY)
             .map_err(|_| format!("{text:?} is not a date: write YYYY-MM-DD (00:00 UTC)"));
     }
-    crate::time::parse_rfc3339(text)
+    let with_seconds = match text.get(..16).zip(text.get(16..)) {
+        Some((minutes, zone)) if zone.starts_with(['Z', 'z', '+', '-']) => {
+            format!("{minutes}:00{zone}")
+        }
+        _ => text.to_string(),
+    };
+    crate::time::parse_rfc3339(&with_seconds)
         .map(|micros| micros.div_euclid(1_000_000))
         .map_err(|e| format!("{text:?}: {e}: write YYYY-MM-DD or e.g. \"2027-01-10T09:00:00Z\""))
 }
@@ -708,6 +715,9 @@ mod tests {
         let w = parse_window("weekly Tue 09:30 for 1h30m").unwrap();
         assert_eq!(w.repeat, Repeat::Weekly(DAY + 9 * 3600 + 30 * 60));
         let w = parse_window("2027-01-10T09:00:00Z for 1h").unwrap();
+        assert_eq!(w.repeat, Repeat::Once(at("2027-01-10T09:00:00Z")));
+        // Seconds may be left out.
+        let w = parse_window("2027-01-10T09:00Z for 1h").unwrap();
         assert_eq!(w.repeat, Repeat::Once(at("2027-01-10T09:00:00Z")));
         // An offset is honoured.
         let w = parse_window("2027-01-10T10:00:00+01:00 for 1h").unwrap();
