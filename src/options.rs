@@ -26,6 +26,9 @@ pub struct MountOptions {
     pub fsname: Option<String>,
     /// Kernel flags passed through (`nodev` and `nosuid` are fuser's defaults).
     pub flags: Vec<MountOption>,
+    /// `remount` (from `mount -o remount`, through mount.fuse3): ask the running daemon of the
+    /// mountpoint to reload; never mount.
+    pub remount: bool,
 }
 
 /// Options mount(8), systemd or fstab conventions handle themselves.
@@ -82,6 +85,10 @@ impl MountOptions {
                     opts.read_only = true;
                     continue;
                 }
+                "remount" => {
+                    opts.remount = true;
+                    continue;
+                }
                 "dev" => MountOption::Dev,
                 "nodev" => MountOption::NoDev,
                 "suid" => MountOption::Suid,
@@ -122,6 +129,24 @@ impl MountOptions {
             out.push(MountOption::RO);
         }
         out.extend(self.flags.iter().cloned());
+        out
+    }
+
+    /// What a remount asks of the mount's flags: `ro` always (mount(8) passes `ro` or `rw`
+    /// explicitly), the others when given. As (flag, wanted set).
+    pub fn remount_flags(&self) -> Vec<(&'static str, bool)> {
+        let mut out = vec![("ro", self.read_only)];
+        for flag in &self.flags {
+            out.push(match flag {
+                MountOption::NoSuid => ("nosuid", true),
+                MountOption::Suid => ("nosuid", false),
+                MountOption::NoDev => ("nodev", true),
+                MountOption::Dev => ("nodev", false),
+                MountOption::NoExec => ("noexec", true),
+                MountOption::Exec => ("noexec", false),
+                _ => continue,
+            });
+        }
         out
     }
 
@@ -183,6 +208,20 @@ mod tests {
         let o = MountOptions::parse::<&str>(&[]).unwrap();
         assert!(o.to_fuser("src").contains(&MountOption::DefaultPermissions));
         assert_eq!(o.session_acl(), SessionACL::Owner);
+    }
+
+    /// What mount.fuse3 passes for `mount -o remount` of an fstab line.
+    #[test]
+    fn remount_is_recognised_with_the_flags_it_asks_for() {
+        let o = MountOptions::parse(&["rw,nosuid,nodev,remount,allow_other"]).unwrap();
+        assert!(o.remount);
+        assert_eq!(
+            o.remount_flags(),
+            vec![("ro", false), ("nosuid", true), ("nodev", true)]
+        );
+        let o = MountOptions::parse(&["ro,remount,exec"]).unwrap();
+        assert_eq!(o.remount_flags(), vec![("ro", true), ("noexec", false)]);
+        assert!(!MountOptions::parse(&["rw,nosuid"]).unwrap().remount);
     }
 
     #[test]

@@ -397,7 +397,7 @@ fn systemd_unit_verifies() {
     for line in [
         "Type=notify",
         "ExecStart=/usr/bin/relocfs -f -o allow_other /etc/relocfs/%i.toml %f",
-        "ExecReload=/bin/kill -HUP $MAINPID",
+        "ExecReload=/usr/bin/relocfs reload %f",
         "Restart=on-failure",
         "RequiresMountsFor=%f /var/log/relocfs",
         "WantedBy=multi-user.target",

@@ -22,6 +22,7 @@ mod readonly;
 mod reads;
 mod readwrite;
 mod reasons;
+mod remount;
 mod report;
 mod reserved;
 mod restart;
