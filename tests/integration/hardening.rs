@@ -1,6 +1,6 @@
 //! The sandboxed relocfs@.service still does its job: the daemon, run under the unit's own
-//! restrictions, mounts, serves each caller as itself, reloads (with a verdict), reports its
-//! status and stops cleanly.
+//! restrictions, mounts, serves each caller as itself (kernel passthrough included), reloads
+//! (with a verdict), reports its status and stops cleanly.
 //!
 //! systemd is not PID 1 where these tests run (a container, CI), so `systemctl start` and
 //! `systemd-run -p ...` are not available. The restrictions are therefore applied by hand,
@@ -572,6 +572,30 @@ fn the_hardened_unit_mounts_serves_reloads_and_stops() {
     // Root's file operations keep root's powers: chown to another user.
     std::os::unix::fs::chown(m.at("pub/mine"), Some(NOBODY), None).unwrap();
     assert_eq!(fs::metadata(real.join("pub/mine")).unwrap().uid(), NOBODY);
+
+    // Kernel passthrough (CAP_SYS_ADMIN, the backing-file ioctl) still works: a user's read of
+    // a large file moves next to none of its bytes through the daemon.
+    if crate::passthrough::kernel_has_passthrough() {
+        let large = 8 << 20;
+        let data = pattern(large, 3);
+        write_file(&real.join("big"), &data, 0o644);
+        let before = crate::passthrough::daemon_io_bytes(pid);
+        let path = m.at("big");
+        spawn_as_user(KEY_UID, KEY_GID, &[], move || {
+            assert!(
+                fs::read(&path).unwrap() == data,
+                "read back through the mount"
+            );
+        })
+        .join()
+        .expect("the user's read");
+        let moved = crate::passthrough::daemon_io_bytes(pid) - before;
+        assert!(
+            moved < (large / 8) as u64,
+            "under the sandbox the daemon moved {moved} bytes for a {large}-byte read: no \
+             passthrough"
+        );
+    }
 
     // Status and reload, the latter as the unit's ExecReload runs it (same restrictions).
     let ask = |args: &[&Path]| {
