@@ -22,6 +22,10 @@ struct Fixture {
 
 impl Fixture {
     fn mount() -> Fixture {
+        Fixture::mount_with(OPTIONS)
+    }
+
+    fn mount_with(options: &str) -> Fixture {
         let b = MountBuilder::new();
         let real = b.real();
         write_file(&real.join("f"), b"old rules", 0o644);
@@ -30,7 +34,7 @@ impl Fixture {
         let b = b.map("/", &real);
         fs::write(b.config_path(), b.config_text()).unwrap();
         let fstab = b.root().join("fstab");
-        fs::write(&fstab, fstab_line(&b.config_path(), &b.mnt(), OPTIONS)).unwrap();
+        fs::write(&fstab, fstab_line(&b.config_path(), &b.mnt(), options)).unwrap();
         let m = b.into_mounted();
         let out = mount8(Command::new("mount").arg("-T").arg(&fstab).arg(&m.mnt));
         assert!(out.status.success(), "mount(8): {}", stderr_str(&out));
@@ -110,6 +114,24 @@ fn remount_through_mount8_reloads_the_running_daemon() {
     assert!(out.status.success(), "systemd's form: {}", stderr_str(&out));
     assert_eq!(fx.m.daemon_pids(), vec![pid]);
     assert_eq!(mounts_at(&fx.m.mnt), 1);
+}
+
+/// A line without `nodev,nosuid` (mount.fuse3 then passes `dev,suid`, at the mount and at the
+/// remount alike): the flags the remount asks for are the mount's own, so it reloads.
+#[test]
+fn remount_of_a_dev_suid_line_reloads() {
+    skip_without_fuse!();
+    let fx = Fixture::mount_with("defaults,allow_other,noauto");
+    let flags = statvfs(&fx.m.mnt).unwrap().f_flag;
+    assert_eq!(
+        flags & (libc::ST_NOSUID | libc::ST_NODEV),
+        0,
+        "mounted dev,suid"
+    );
+    fx.add_extra_rule();
+    let out = fx.remount("");
+    assert!(out.status.success(), "remount: {}", stderr_str(&out));
+    assert_eq!(fs::read(fx.m.at("extra/g")).unwrap(), b"new rule");
 }
 
 /// An invalid new config: mount(8) fails with the daemon's one-line reason, and the old table
