@@ -57,17 +57,34 @@ fn ignored(opt: &str) -> bool {
         || opt.starts_with("subtype=")
 }
 
+/// Options the kernel shows for a FUSE mount in /proc/self/mountinfo, which mount(8) passes
+/// back for `mount -o remount MOUNTPOINT` of a mount that has no fstab line. Accepted with
+/// `remount` only: relocfs sets them itself when it mounts.
+fn kernel_reported(opt: &str) -> bool {
+    [
+        "user_id=",
+        "group_id=",
+        "max_read=",
+        "blksize=",
+        "rootmode=",
+    ]
+    .iter()
+    .any(|p| opt.starts_with(p))
+}
+
 impl MountOptions {
     /// Parses every `-o` argument (each comma-separated). Errors name the offending option.
     pub fn parse<S: AsRef<str>>(args: &[S]) -> Result<MountOptions, String> {
         let mut opts = MountOptions::default();
-        for opt in args
-            .iter()
-            .flat_map(|a| a.as_ref().split(','))
-            .map(str::trim)
-            .filter(|o| !o.is_empty())
-        {
-            if ignored(opt) {
+        let all = || {
+            args.iter()
+                .flat_map(|a| a.as_ref().split(','))
+                .map(str::trim)
+                .filter(|o| !o.is_empty())
+        };
+        let remount = all().any(|o| o == "remount");
+        for opt in all() {
+            if ignored(opt) || (remount && kernel_reported(opt)) {
                 continue;
             }
             let flag = match opt {
@@ -222,6 +239,22 @@ mod tests {
         let o = MountOptions::parse(&["ro,remount,exec"]).unwrap();
         assert_eq!(o.remount_flags(), vec![("ro", true), ("noexec", false)]);
         assert!(!MountOptions::parse(&["rw,nosuid"]).unwrap().remount);
+    }
+
+    /// Without an fstab line, mount(8) passes the mount's options from mountinfo, the
+    /// kernel's own included; those are refused when mounting.
+    #[test]
+    fn remount_accepts_the_options_mountinfo_shows() {
+        let mountinfo = "rw,nosuid,nodev,relatime,remount,user_id=0,group_id=0,\
+                         default_permissions,allow_other";
+        let o = MountOptions::parse(&[mountinfo]).unwrap();
+        assert!(o.remount);
+        assert_eq!(
+            o.remount_flags(),
+            vec![("ro", false), ("nosuid", true), ("nodev", true)]
+        );
+        let e = MountOptions::parse(&["rw,user_id=0"]).unwrap_err();
+        assert!(e.contains("'user_id=0'"), "{e}");
     }
 
     #[test]

@@ -240,3 +240,53 @@ fn a_user_cannot_reload_through_remount() {
     assert_refusal(&out, &["permission denied"]);
     fx.assert_unchanged(pid);
 }
+
+/// A mount with no fstab line (made by `relocfs CONFIG MOUNTPOINT`, or by relocfs@.service):
+/// `mount -o remount MOUNTPOINT` then takes the options from mountinfo, the kernel's own
+/// (`user_id=0,group_id=0`) included, and mount.fuse3 runs `relocfs SOURCE MOUNTPOINT -o
+/// VFS-OPTIONS,remount,SUPER-OPTIONS` (as strace shows it). mount.fuse3 finds `relocfs` on the
+/// default PATH, where the binary under test is not installed, so that command is run here
+/// as mount.fuse3 would build it from this mount's own mountinfo line.
+#[test]
+fn remount_of_a_mount_without_fstab_line_reloads() {
+    skip_without_fuse!();
+    let b = MountBuilder::new();
+    let real = b.real();
+    write_file(&real.join("f"), b"old rules", 0o644);
+    let extra = b.root().join("extra");
+    write_file(&extra.join("g"), b"new rule", 0o644);
+    let m = b.map("/", &real).opt("allow_other").mount();
+    let pid = m.daemon_pid();
+    let entry = mount_entry(&m.mnt).expect("in mountinfo");
+    let source = entry.source.clone();
+    let options = format!(
+        "{},remount,{}",
+        entry.options.join(","),
+        entry.super_options.join(",")
+    );
+    assert!(options.contains("user_id=0"), "{options}");
+    let config = fs::read_to_string(&m.config).unwrap();
+    fs::write(
+        &m.config,
+        format!(
+            "[[map]]\nfrom = \"/extra\"\nto = {}\n\n{config}",
+            serde_json::to_string(extra.to_str().unwrap()).unwrap()
+        ),
+    )
+    .unwrap();
+    let out = relocfs([
+        Path::new(&source),
+        m.mnt.as_path(),
+        Path::new("-o"),
+        Path::new(&options),
+    ]);
+    assert!(
+        out.status.success(),
+        "relocfs {source} {} -o {options}: {}",
+        m.mnt.display(),
+        stderr_str(&out)
+    );
+    assert_eq!(fs::read(m.at("extra/g")).unwrap(), b"new rule");
+    assert_eq!(m.daemon_pids(), vec![pid]);
+    assert_eq!(mounts_at(&m.mnt), 1);
+}
