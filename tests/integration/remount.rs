@@ -172,8 +172,11 @@ fn remount_with_an_invalid_config_fails_and_the_old_rules_serve() {
 fn remount_without_a_daemon_mounts_nothing() {
     skip_without_fuse!();
     let fx = Fixture::mount();
+    let pid = fx.m.daemon_pid();
     assert!(umount(&fx.m.mnt).success());
     assert!(wait_until(SETTLE_TIMEOUT, || !mounted(&fx.m.mnt)));
+    // Gone, not exiting (an exiting daemon still accepts and then closes unanswered).
+    assert!(wait_until(SETTLE_TIMEOUT, || !pid_alive(pid)));
     let out = fx.remount("");
     assert!(!out.status.success());
     let err = stderr_str(&out);
