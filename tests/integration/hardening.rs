@@ -569,6 +569,14 @@ fn the_hardened_unit_mounts_serves_reloads_and_stops() {
         "the caller's umask and its set-uid bit"
     );
     assert_eq!(fs::read(real.join("f")).unwrap(), b"served");
+    // The audit log still names the user's program (CAP_SYS_PTRACE: /proc/PID/exe of
+    // another uid's process).
+    let line = wait_for_audit(
+        &m.audit,
+        |v| n(v, "uid") == Some(u64::from(KEY_UID)) && s(v, "exe").is_some(),
+        AUDIT_TIMEOUT,
+    );
+    assert!(s(&line, "exe").is_some_and(|e| e.ends_with("sh")), "{line}");
     // Root's file operations keep root's powers: chown to another user.
     std::os::unix::fs::chown(m.at("pub/mine"), Some(NOBODY), None).unwrap();
     assert_eq!(fs::metadata(real.join("pub/mine")).unwrap().uid(), NOBODY);
