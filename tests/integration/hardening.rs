@@ -31,7 +31,6 @@
 //!   @clock parts are in the bounding set and the filter above.
 //! - `LockPersonality=`, `RestrictRealtime=`: argument checks on personality(2) and
 //!   sched_setscheduler(2); the latter is in @resources, which the filter denies whole.
-//! - `RemoveIPC=`: only acts for a non-root User=.
 //!
 //! The test fails when the unit gains a sandboxing setting this list does not name, so that
 //! someone decides whether it is reproduced.
@@ -127,14 +126,13 @@ const REPRODUCED: [&str; 10] = [
 ];
 
 /// Sandboxing settings it does not apply, each for the reason the module comment gives.
-const NOT_REPRODUCED: [&str; 7] = [
+const NOT_REPRODUCED: [&str; 6] = [
     "DevicePolicy",
     "DeviceAllow",
     "IPAddressDeny",
     "ProtectClock",
     "LockPersonality",
     "RestrictRealtime",
-    "RemoveIPC",
 ];
 
 /// The unit's [Service] settings, in order (a key may repeat).
