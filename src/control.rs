@@ -1,8 +1,9 @@
 //! The control channel: a Unix socket per mount, in a directory only the daemon's user can
 //! enter, where `relocfs status MOUNTPOINT` reads the live state of a running mount and
-//! `relocfs reopen` asks the daemon to reopen its audit log.
+//! `relocfs reopen` asks the daemon to reopen its audit log, and `relocfs reload` (or
+//! `mount -o remount`) asks it to reread its configuration and say how that went.
 //!
-//! Protocol: the client sends one request line (`status` or `reopen`, at most
+//! Protocol: the client sends one request line (`status`, `reopen` or `reload`, at most
 //! `MAX_REQUEST` bytes); the daemon answers with one JSON object and closes. Neither side
 //! trusts the other blindly: the daemon serves only root and its own user (SO_PEERCRED), and
 //! the client connects only to a socket whose directory, file and listening process belong to
@@ -13,7 +14,7 @@ use std::os::fd::AsFd;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::Weak;
+use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -40,6 +41,70 @@ const MAX_ANSWER: usize = 1 << 20;
 
 /// How long a client waits for the whole answer.
 const ANSWER_DEADLINE: Duration = Duration::from_secs(10);
+
+/// How long the daemon waits for a requested reload's outcome before answering without it
+/// (well within the client's deadline).
+const RELOAD_VERDICT_WAIT: Duration = Duration::from_secs(8);
+
+/// The outcomes of configuration reloads, shared by the signal thread (which reloads, on
+/// SIGHUP) and the control server (which asks for a reload and reports how it went).
+///
+/// Reloads run one at a time and SIGHUPs coalesce, so a request is answered by the first
+/// reload that *starts* after it: that one reads the configuration as it is after the
+/// request. `started` and `finished` count reloads; a reload in progress has
+/// `started == finished + 1`.
+#[derive(Default)]
+pub struct Reloads {
+    state: Mutex<ReloadState>,
+    done: Condvar,
+}
+
+#[derive(Default)]
+struct ReloadState {
+    started: u64,
+    finished: u64,
+    last: Option<Result<String, String>>,
+}
+
+impl Reloads {
+    fn lock(&self) -> std::sync::MutexGuard<'_, ReloadState> {
+        // The state stays consistent whatever a panicking holder did: plain counters.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A reload starts (the signal thread, before it reads the configuration).
+    pub fn begin(&self) {
+        self.lock().started += 1;
+    }
+
+    /// The reload that began last is over, with this outcome.
+    pub fn finish(&self, outcome: &Result<String, String>) {
+        let mut state = self.lock();
+        state.finished = state.started;
+        state.last = Some(outcome.clone());
+        self.done.notify_all();
+    }
+
+    /// The number the reload answering a request made now will finish as.
+    fn ticket(&self) -> u64 {
+        self.lock().started + 1
+    }
+
+    /// The outcome of reload `ticket` (or of a later one: reloads coalesce), or `None` if it
+    /// has not finished within `wait`.
+    fn outcome(&self, ticket: u64, wait: Duration) -> Option<Result<String, String>> {
+        let state = self.lock();
+        let (state, _) = self
+            .done
+            .wait_timeout_while(state, wait, |s| s.finished < ticket)
+            .unwrap_or_else(|e| e.into_inner());
+        if state.finished >= ticket {
+            state.last.clone()
+        } else {
+            None
+        }
+    }
+}
 
 /// An ordinary user's socket directory: `$XDG_RUNTIME_DIR/relocfs`, or `$TMPDIR/relocfs-UID`
 /// without one (checked for ownership on both sides, since others can write to /tmp). Root
@@ -215,6 +280,8 @@ pub struct Source {
     pub config: PathBuf,
     pub audit_log: Option<PathBuf>,
     pub started: Instant,
+    /// Where the signal thread reports each reload's outcome.
+    pub reloads: Arc<Reloads>,
 }
 
 impl Source {
@@ -252,12 +319,20 @@ impl Source {
                 })
             }
             "reload" => {
-                // The signal thread owns the configuration: it reloads on SIGHUP, and logs the
-                // outcome (journal or syslog) as for `systemctl reload`.
+                // The signal thread owns the configuration: it reloads on SIGHUP, logs the
+                // outcome (journal or syslog) as for `systemctl reload`, and reports it here.
                 self.fs.upgrade()?;
+                let ticket = self.reloads.ticket();
                 sys::kill(std::process::id() as i32, libc::SIGHUP).ok()?;
+                let (reloaded, detail) = match self.reloads.outcome(ticket, RELOAD_VERDICT_WAIT) {
+                    Some(Ok(summary)) => (Some(true), summary),
+                    Some(Err(e)) => (Some(false), e),
+                    None => (None, String::new()),
+                };
                 serde_json::json!({
                     "reloading": true,
+                    "reloaded": reloaded,
+                    "detail": detail,
                     "pid": std::process::id(),
                     "mountpoint": self.mountpoint.display().to_string(),
                 })
@@ -658,20 +733,122 @@ fn confirm(answer: serde_json::Value, pid: i32, key: &str) -> Result<(), String>
 }
 
 /// `relocfs reload MOUNTPOINT...`: asks each daemon to reread its configuration (as SIGHUP
-/// does, without finding its pid); the daemon logs the outcome.
+/// does, without finding its pid) and reports each one's verdict: a refused reload (the old
+/// rules stay) is an error with the daemon's reason.
 pub fn reload(mountpoints: &[PathBuf]) -> Result<(), String> {
     let problems: Vec<String> = mountpoints
         .iter()
-        .filter_map(|mp| {
-            ask(mp, "reload")
-                .and_then(|(answer, pid)| confirm(answer, pid, "reloading"))
-                .err()
-        })
+        .filter_map(|mp| reload_one(mp).err())
         .collect();
     if problems.is_empty() {
         Ok(())
     } else {
         Err(problems.join("; "))
+    }
+}
+
+fn reload_one(mountpoint: &Path) -> Result<(), String> {
+    let (answer, pid) = ask(mountpoint, "reload")?;
+    reload_verdict(&answer, &printable(&mountpoint.display().to_string()))?;
+    confirm(answer, pid, "reloading")
+}
+
+/// The daemon's verdict on a reload. A daemon older than verdicts sends none (nor the key):
+/// accepted as before, it logs the outcome.
+fn reload_verdict(answer: &serde_json::Value, shown: &str) -> Result<(), String> {
+    let detail = printable(answer["detail"].as_str().unwrap_or("?"));
+    match answer.get("reloaded") {
+        None => Ok(()),
+        Some(serde_json::Value::Bool(true)) => Ok(()),
+        Some(serde_json::Value::Bool(false)) => Err(format!(
+            "{shown}: reload refused, the old rules stay: {detail}"
+        )),
+        Some(_) => Err(format!(
+            "{shown}: the daemon did not finish reloading within {} s; its log will say how \
+             it went",
+            RELOAD_VERDICT_WAIT.as_secs()
+        )),
+    }
+}
+
+/// What `mount -o remount` asks of a running mount (mount(8) hands it to mount.fuse3, which
+/// runs `relocfs CONFIG MOUNTPOINT -o remount,...`).
+pub struct Remount<'a> {
+    /// The configuration named by the fstab line or the command.
+    pub config: &'a Path,
+    pub mountpoint: &'a Path,
+    /// The mount flags the options ask for explicitly: (name, wanted set).
+    pub flags: Vec<(&'static str, bool)>,
+}
+
+/// `relocfs CONFIG MOUNTPOINT -o remount,...`: never mounts. Asks the daemon serving
+/// MOUNTPOINT (only root or the mount's owner may, as for `relocfs reload`) to reread its
+/// configuration and returns its verdict. Refused before asking: a CONFIG other than the
+/// daemon's (a remount rereads the running configuration, it cannot switch files), and a flag
+/// the running mount does not have (ro, nosuid, nodev, noexec and their opposites are fixed
+/// for the mount's life: silently keeping the old one would mislead).
+pub fn remount(request: &Remount<'_>) -> Result<(), String> {
+    let shown = printable(&request.mountpoint.display().to_string());
+    let (status, _) = ask(request.mountpoint, "status")?;
+    let running = PathBuf::from(status["config"].as_str().unwrap_or_default());
+    if !same_file(&running, request.config) {
+        return Err(format!(
+            "{shown} is served with {}, not {}: a remount rereads the running configuration \
+             and cannot switch files (unmount and mount again to use another)",
+            printable(&running.display().to_string()),
+            printable(&request.config.display().to_string()),
+        ));
+    }
+    let now = mount_flags(request.mountpoint).map_err(|e| format!("{shown}: statvfs: {e}"))?;
+    for &(name, wanted) in &request.flags {
+        if let Some(&(_, has)) = now.iter().find(|(n, _)| *n == name) {
+            if has != wanted {
+                let (asked, kept) = if wanted {
+                    (name.to_string(), opposite_flag(name))
+                } else {
+                    (opposite_flag(name), name.to_string())
+                };
+                return Err(format!(
+                    "{shown}: a remount cannot change the running mount's '{kept}' to \
+                     '{asked}' (unmount and mount again for that); nothing reloaded"
+                ));
+            }
+        }
+    }
+    reload_one(request.mountpoint)
+}
+
+/// The two paths name the same file: equal as given, or the same inode.
+fn same_file(a: &Path, b: &Path) -> bool {
+    if a == b {
+        return true;
+    }
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(x), Ok(y)) => (x.dev(), x.ino()) == (y.dev(), y.ino()),
+        _ => false,
+    }
+}
+
+/// The remountable flags as the kernel holds them for the mount at `mountpoint`.
+fn mount_flags(mountpoint: &Path) -> std::io::Result<Vec<(&'static str, bool)>> {
+    let dir = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+        .open(mountpoint)?;
+    let st = sys::fstatvfs(dir.as_fd())?;
+    let has = |bit: libc::c_ulong| st.f_flag & bit != 0;
+    Ok(vec![
+        ("ro", has(libc::ST_RDONLY)),
+        ("nosuid", has(libc::ST_NOSUID)),
+        ("nodev", has(libc::ST_NODEV)),
+        ("noexec", has(libc::ST_NOEXEC)),
+    ])
+}
+
+fn opposite_flag(name: &str) -> String {
+    match name {
+        "ro" => "rw".to_string(),
+        other => other.trim_start_matches("no").to_string(),
     }
 }
 
@@ -761,6 +938,42 @@ mod tests {
         std::os::unix::fs::symlink(&mine, &link).unwrap();
         let e = prepare_dir(&link).unwrap_err();
         assert!(e.to_string().contains("symlink"), "{e}");
+    }
+
+    /// A request is answered by the first reload that starts after it, never by one that was
+    /// already reading the old file; no reload in time: no verdict.
+    #[test]
+    fn reload_verdict_comes_from_a_reload_started_after_the_request() {
+        let reloads = Reloads::default();
+        let short = Duration::from_millis(20);
+        reloads.begin();
+        let ticket = reloads.ticket();
+        reloads.finish(&Err("stale".into()));
+        assert_eq!(reloads.outcome(ticket, short), None);
+        reloads.begin();
+        reloads.finish(&Ok("2 rules".into()));
+        assert_eq!(reloads.outcome(ticket, short), Some(Ok("2 rules".into())));
+        let ticket = reloads.ticket();
+        assert_eq!(reloads.outcome(ticket, short), None);
+    }
+
+    #[test]
+    fn reload_verdicts_read_from_answers() {
+        let refused =
+            serde_json::json!({"reloading": true, "reloaded": false, "detail": "x:1: bad\u{1b}"});
+        let e = reload_verdict(&refused, "/mp").unwrap_err();
+        assert_eq!(
+            e,
+            "/mp: reload refused, the old rules stay: x:1: bad\\u{1b}"
+        );
+        let late = serde_json::json!({"reloading": true, "reloaded": null});
+        assert!(reload_verdict(&late, "/mp")
+            .unwrap_err()
+            .contains("did not finish"));
+        // An older daemon: no verdict at all, accepted as before.
+        assert!(reload_verdict(&serde_json::json!({"reloading": true}), "/mp").is_ok());
+        let ok = serde_json::json!({"reloading": true, "reloaded": true, "detail": "1 rules"});
+        assert!(reload_verdict(&ok, "/mp").is_ok());
     }
 
     #[test]

@@ -183,6 +183,7 @@ fn serve_inner(
     crate::stage::watch_edges(Arc::downgrade(&fs), notifier.clone())
         .map_err(|e| format!("cannot start the stage thread: {e}"))?;
 
+    let reloads = Arc::new(control::Reloads::default());
     // Held until the session ends; the socket goes with it.
     let _control = control::serve(control::Source {
         fs: Arc::downgrade(&fs),
@@ -191,6 +192,7 @@ fn serve_inner(
         config: fixed.source.clone(),
         audit_log: fixed.audit_log.clone(),
         started: std::time::Instant::now(),
+        reloads: Arc::clone(&reloads),
     })
     .map_err(|e| log::warn!("no control socket (relocfs status will not answer): {e}"))
     .ok();
@@ -206,6 +208,7 @@ fn serve_inner(
         mountpoint: mountpoint.clone(),
         conn,
         asked_to_stop: Arc::clone(&asked_to_stop),
+        reloads,
     };
     drop(fs);
     std::thread::Builder::new()
@@ -295,6 +298,8 @@ struct Control {
     conn: (u32, u32),
     /// Set before the signal thread unmounts: the session's end is then a clean stop.
     asked_to_stop: Arc<AtomicBool>,
+    /// Each reload's outcome, for the control socket's `reload` request.
+    reloads: Arc<control::Reloads>,
 }
 
 impl Control {
@@ -315,12 +320,15 @@ impl Control {
                     if let Some(audit) = self.audit.upgrade() {
                         audit.reopen();
                     }
-                    match self.reload() {
+                    self.reloads.begin();
+                    let outcome = self.reload();
+                    match &outcome {
                         Ok(summary) => {
                             log::info!("reloaded {}: {summary}", self.plan.fixed.source.display())
                         }
                         Err(e) => log::error!("reload refused, keeping the old rules: {e}"),
                     }
+                    self.reloads.finish(&outcome);
                     notify_systemd("READY=1");
                 }
                 Ok(sig) => {

@@ -397,6 +397,14 @@ fn extra_sections() -> Roff {
     );
     roff.control("PP", []);
     roff.text([roman(
+        "Reload an fstab mount's configuration (systemctl reload of its mount unit runs the \
+         same): relocfs, started by mount.fuse3 with -o remount, mounts nothing, asks the \
+         running daemon to reload, and exits with its verdict; an invalid file is refused \
+         with the reason and the old rules stay:",
+    )]);
+    literal(&mut roff, &["mount -o remount /home/optdir/app"]);
+    roff.control("PP", []);
+    roff.text([roman(
         "Or as a systemd service instead of fstab, with the configuration named after the \
          escaped mountpoint (here /etc/relocfs/home-optdir-app.toml):",
     )]);

@@ -26,6 +26,9 @@ pub struct MountOptions {
     pub fsname: Option<String>,
     /// Kernel flags passed through (`nodev` and `nosuid` are fuser's defaults).
     pub flags: Vec<MountOption>,
+    /// `remount` (from `mount -o remount`, through mount.fuse3): ask the running daemon of the
+    /// mountpoint to reload; never mount.
+    pub remount: bool,
 }
 
 /// Options mount(8), systemd or fstab conventions handle themselves.
@@ -54,17 +57,34 @@ fn ignored(opt: &str) -> bool {
         || opt.starts_with("subtype=")
 }
 
+/// Options the kernel shows for a FUSE mount in /proc/self/mountinfo, which mount(8) passes
+/// back for `mount -o remount MOUNTPOINT` of a mount that has no fstab line. Accepted with
+/// `remount` only: relocfs sets them itself when it mounts.
+fn kernel_reported(opt: &str) -> bool {
+    [
+        "user_id=",
+        "group_id=",
+        "max_read=",
+        "blksize=",
+        "rootmode=",
+    ]
+    .iter()
+    .any(|p| opt.starts_with(p))
+}
+
 impl MountOptions {
     /// Parses every `-o` argument (each comma-separated). Errors name the offending option.
     pub fn parse<S: AsRef<str>>(args: &[S]) -> Result<MountOptions, String> {
         let mut opts = MountOptions::default();
-        for opt in args
-            .iter()
-            .flat_map(|a| a.as_ref().split(','))
-            .map(str::trim)
-            .filter(|o| !o.is_empty())
-        {
-            if ignored(opt) {
+        let all = || {
+            args.iter()
+                .flat_map(|a| a.as_ref().split(','))
+                .map(str::trim)
+                .filter(|o| !o.is_empty())
+        };
+        let remount = all().any(|o| o == "remount");
+        for opt in all() {
+            if ignored(opt) || (remount && kernel_reported(opt)) {
                 continue;
             }
             let flag = match opt {
@@ -80,6 +100,10 @@ impl MountOptions {
                 }
                 "ro" => {
                     opts.read_only = true;
+                    continue;
+                }
+                "remount" => {
+                    opts.remount = true;
                     continue;
                 }
                 "dev" => MountOption::Dev,
@@ -122,6 +146,24 @@ impl MountOptions {
             out.push(MountOption::RO);
         }
         out.extend(self.flags.iter().cloned());
+        out
+    }
+
+    /// What a remount asks of the mount's flags: `ro` always (mount(8) passes `ro` or `rw`
+    /// explicitly), the others when given. As (flag, wanted set).
+    pub fn remount_flags(&self) -> Vec<(&'static str, bool)> {
+        let mut out = vec![("ro", self.read_only)];
+        for flag in &self.flags {
+            out.push(match flag {
+                MountOption::NoSuid => ("nosuid", true),
+                MountOption::Suid => ("nosuid", false),
+                MountOption::NoDev => ("nodev", true),
+                MountOption::Dev => ("nodev", false),
+                MountOption::NoExec => ("noexec", true),
+                MountOption::Exec => ("noexec", false),
+                _ => continue,
+            });
+        }
         out
     }
 
@@ -183,6 +225,36 @@ mod tests {
         let o = MountOptions::parse::<&str>(&[]).unwrap();
         assert!(o.to_fuser("src").contains(&MountOption::DefaultPermissions));
         assert_eq!(o.session_acl(), SessionACL::Owner);
+    }
+
+    /// What mount.fuse3 passes for `mount -o remount` of an fstab line.
+    #[test]
+    fn remount_is_recognised_with_the_flags_it_asks_for() {
+        let o = MountOptions::parse(&["rw,nosuid,nodev,remount,allow_other"]).unwrap();
+        assert!(o.remount);
+        assert_eq!(
+            o.remount_flags(),
+            vec![("ro", false), ("nosuid", true), ("nodev", true)]
+        );
+        let o = MountOptions::parse(&["ro,remount,exec"]).unwrap();
+        assert_eq!(o.remount_flags(), vec![("ro", true), ("noexec", false)]);
+        assert!(!MountOptions::parse(&["rw,nosuid"]).unwrap().remount);
+    }
+
+    /// Without an fstab line, mount(8) passes the mount's options from mountinfo, the
+    /// kernel's own included; those are refused when mounting.
+    #[test]
+    fn remount_accepts_the_options_mountinfo_shows() {
+        let mountinfo = "rw,nosuid,nodev,relatime,remount,user_id=0,group_id=0,\
+                         default_permissions,allow_other";
+        let o = MountOptions::parse(&[mountinfo]).unwrap();
+        assert!(o.remount);
+        assert_eq!(
+            o.remount_flags(),
+            vec![("ro", false), ("nosuid", true), ("nodev", true)]
+        );
+        let e = MountOptions::parse(&["rw,user_id=0"]).unwrap_err();
+        assert!(e.contains("'user_id=0'"), "{e}");
     }
 
     #[test]

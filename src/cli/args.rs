@@ -42,7 +42,9 @@ pub struct Cli {
 
     /// Mount options, comma-separated: allow_other, allow_root, ro, fsname=NAME, nodev, nosuid,
     /// noexec, noatime, ...; fstab-only options (defaults, nofail, _netdev, x-*) are ignored.
-    /// default_permissions is always on
+    /// default_permissions is always on. remount (what `mount -o remount` passes): mount
+    /// nothing, have the running daemon of MOUNTPOINT reload CONFIG (its own file) and exit
+    /// with its verdict
     #[arg(short = 'o', value_name = "OPTS", action = clap::ArgAction::Append)]
     pub options: Vec<String>,
 
@@ -97,9 +99,9 @@ pub enum Command {
         mountpoints: Vec<PathBuf>,
     },
     /// Ask the daemons serving these mountpoints to reread their configuration files (as
-    /// SIGHUP or `systemctl reload` do): validated first, an invalid file is refused and the
-    /// old rules stay; the outcome goes to the daemon's log (journal or syslog). Run `relocfs
-    /// check` on the file first
+    /// SIGHUP, `systemctl reload` or `mount -o remount` do): validated first, an invalid file
+    /// is refused and the old rules stay; each daemon's verdict is the exit status, a refusal's
+    /// reason the message (and in the daemon's log). Run `relocfs check` on the file first
     #[command(arg_required_else_help = true)]
     Reload {
         /// Mountpoints of running relocfs daemons

@@ -81,6 +81,15 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 ));
             };
             let options = MountOptions::parse(&cli.options)?;
+            if options.remount {
+                // `mount -o remount` (systemctl reload of a mount unit): the running daemon
+                // rereads its configuration; nothing is mounted, whatever the outcome.
+                return Ok(control::remount(&control::Remount {
+                    config: &absolute(&config)?,
+                    mountpoint: &absolute(&mountpoint)?,
+                    flags: options.remount_flags(),
+                })?);
+            }
             // Absolute, so reloads, `mount` output and `relocfs status` name it wherever the
             // daemon's working directory is.
             let config = config::load(&absolute(&config)?).map_err(|e| e.to_string())?;

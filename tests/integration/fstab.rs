@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::common::*;
 
-fn fstab_line(config: &std::path::Path, mnt: &std::path::Path, options: &str) -> String {
+pub(crate) fn fstab_line(config: &std::path::Path, mnt: &std::path::Path, options: &str) -> String {
     format!(
         "{}#{} {} fuse {options} 0 0\n",
         BIN,

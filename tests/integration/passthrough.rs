@@ -61,7 +61,7 @@ fn large_file_reopened_for_writing_while_open() {
 /// Bytes the daemon process moved through read and write syscalls (all threads): rchar +
 /// wchar of /proc/PID/io. Serving a read costs the daemon the pread of the data and the
 /// reply that carries it; serving a write, the request that carries it and the pwrite.
-fn daemon_io_bytes(pid: i32) -> u64 {
+pub(crate) fn daemon_io_bytes(pid: i32) -> u64 {
     let io = fs::read_to_string(format!("/proc/{pid}/io")).expect("/proc/PID/io of the daemon");
     ["rchar:", "wchar:"]
         .iter()
@@ -75,7 +75,7 @@ fn daemon_io_bytes(pid: i32) -> u64 {
 }
 
 /// Kernel FUSE passthrough exists from Linux 6.9 on.
-fn kernel_has_passthrough() -> bool {
+pub(crate) fn kernel_has_passthrough() -> bool {
     let release = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let mut nums = release
         .split(|c: char| !c.is_ascii_digit())
