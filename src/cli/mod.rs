@@ -54,12 +54,36 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Some(Command::Reload { mountpoints }) => Ok(control::reload(&mountpoints)?),
         Some(Command::Report {
             logs,
+            format,
+            idle_for: Some(window),
+            config,
+            ..
+        }) => {
+            let args = report::idle::IdleArgs {
+                logs,
+                window,
+                config,
+                format,
+                now: None,
+            };
+            match report::idle::run(&args, &mut std::io::stdout().lock())?.exit() {
+                Exit::Success => Ok(()),
+                // The verdict is printed; the code alone tells it to a script.
+                exit => Err(Failure {
+                    exit,
+                    message: String::new(),
+                }),
+            }
+        }
+        Some(Command::Report {
+            logs,
             since,
             until,
             by,
             format,
             limit,
             max_memory,
+            ..
         }) => {
             let args = report::ReportArgs {
                 logs,

@@ -31,6 +31,7 @@ use serde::Serialize;
 use crate::time::{self, MICROS_PER_SEC, SECS_PER_DAY};
 
 mod aggregate;
+pub mod idle;
 mod parse;
 mod read;
 mod render;

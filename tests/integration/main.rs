@@ -13,6 +13,7 @@ mod demo;
 mod fdlimit;
 mod fstab;
 mod handles;
+mod idle;
 mod ioctl;
 mod lifecycle;
 mod output;
