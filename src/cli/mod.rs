@@ -138,6 +138,9 @@ fn check(config_path: &Path, mountpoint: Option<&Path>) -> Result<(), String> {
     if let Some(log) = &config.audit.log {
         preflight::probe_audit_log(log)?;
     }
+    if let Some(textfile) = &config.metrics.textfile {
+        crate::metrics::probe(textfile)?;
+    }
     print_out(&check_summary(config_path, &config))
 }
 

@@ -40,6 +40,7 @@ mod sections;
 mod tests;
 
 use aggregate::*;
+pub(crate) use parse::parse_relative;
 pub use parse::parse_size;
 use parse::*;
 use read::*;

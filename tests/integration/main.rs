@@ -16,6 +16,7 @@ mod handles;
 mod idle;
 mod ioctl;
 mod lifecycle;
+mod metrics;
 mod output;
 mod prefix;
 mod preflight;
