@@ -400,7 +400,13 @@ fn write_idle_table(r: &IdleReport, window: &str, out: &mut dyn Write) -> io::Re
         }
     };
     writeln!(out, "\n{text}")?;
-    for why in &r.unproven {
+    // Beside a use, why the logs would not prove idleness is beside the point.
+    let reasons = if r.verdict == Verdict::Unproven {
+        &r.unproven[..]
+    } else {
+        &[]
+    };
+    for why in reasons {
         writeln!(out, "  - {}", clean(why))?;
     }
     Ok(())
