@@ -526,3 +526,69 @@ fn an_attacker_in_the_directory_cannot_make_root_write_elsewhere() {
         .file_type()
         .is_symlink());
 }
+
+/// A reload brings new rules into the file at once, and a rule kept across the reload keeps
+/// one counter: its uses before and after add up (nodes of both rule generations count).
+#[test]
+fn metrics_follow_a_reload_without_resetting_counters() {
+    skip_without_fuse!();
+    let dir = tempdir_0755("relocfs-prom-");
+    let (b, textfile) = builder_with_textfile(dir.path());
+    let extra = b.root().join("extra");
+    write_file(&extra.join("g"), b"g\n", 0o644);
+    let m = b.mount();
+    // Held open across the reload: a directory node of the old rule generation.
+    let held = fs::File::open(m.mnt.join("keys")).unwrap();
+    cat_and_wait_for_open(&m.audit, &m.mnt.join("keys/id_rsa"));
+    let config = fs::read_to_string(&m.config).unwrap();
+    fs::write(
+        &m.config,
+        format!(
+            "[[map]]\nfrom = \"/extra\"\nto = {}\n\n{config}",
+            serde_json::to_string(extra.to_str().unwrap()).unwrap()
+        ),
+    )
+    .unwrap();
+    let out = relocfs([Path::new("reload"), m.mnt.as_path()]);
+    assert!(out.status.success(), "reload: {}", stderr_str(&out));
+    assert!(wait_until(SETTLE_TIMEOUT, || fs::read(m.at("extra/g")).is_ok()));
+    cat_and_wait_for_open(&m.audit, &m.mnt.join("keys/id_rsa"));
+    // An open below the old generation's node counts under the same rule.
+    let name = std::ffi::CString::new("id_rsa").unwrap();
+    use std::os::fd::AsRawFd;
+    let fd = unsafe { libc::openat(held.as_raw_fd(), name.as_ptr(), libc::O_RDONLY) };
+    assert!(fd >= 0, "openat below the held directory");
+    unsafe { libc::close(fd) };
+    let opens = || {
+        m.audit_lines()
+            .iter()
+            .filter(|e| s(e, "op") == Some("open") && s(e, "map") == Some("/keys"))
+            .count()
+    };
+    assert!(wait_until(AUDIT_TIMEOUT, || opens() == 3), "{}", opens());
+    drop(held);
+
+    let stage = [("rule", "/extra"), ("stage", "serve")];
+    let keys_ok = [("rule", "/keys"), ("result", "ok")];
+    let extra_ok = [("rule", "/extra"), ("result", "ok")];
+    let expected = || {
+        (
+            Some(audited(&m, "/keys", "ok") as f64),
+            Some(audited(&m, "/extra", "ok") as f64),
+        )
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            let samples = read_samples(&textfile);
+            value(&samples, "relocfs_rule_stage", &stage) == Some(1.0)
+                && (
+                    value(&samples, "relocfs_accesses_total", &keys_ok),
+                    value(&samples, "relocfs_accesses_total", &extra_ok),
+                ) == expected()
+        }),
+        "{}\n{:?}",
+        fs::read_to_string(&textfile).unwrap_or_default(),
+        expected()
+    );
+    assert!(audited(&m, "/keys", "ok") >= 3 && audited(&m, "/extra", "ok") >= 1);
+}
