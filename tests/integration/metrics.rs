@@ -461,6 +461,15 @@ fn metrics_refuse_unsafe_directories_with_one_line() {
     let (m, out) = b.try_mount();
     assert_refusal(&out, &["[metrics] textfile", "does not exist"]);
     assert!(!mounted(&m.mnt));
+    // Nor may the file lie inside the mountpoint, where the daemon would write through itself.
+    let other = MountBuilder::new();
+    let mnt = other.mnt();
+    let (b, _) = builder_with_textfile(&mnt);
+    let b = b.mountpoint(&mnt);
+    let (m, out) = b.try_mount();
+    assert_refusal(&out, &["[metrics] textfile", "lies inside the mountpoint"]);
+    assert!(!mounted(&m.mnt));
+    drop(other);
 }
 
 #[test]
