@@ -535,6 +535,35 @@ mod tests {
         assert!(!table.contains('\u{1b}'), "{table}");
     }
 
+    /// After logrotate: the current log is empty and the old events are in a `.gz`. The
+    /// current file alone proves nothing; with the rotated one the window is covered.
+    #[test]
+    fn rotated_logs_cover_the_window() {
+        use std::io::Write as _;
+        let dir = tempfile::tempdir().unwrap();
+        let current = dir.path().join("audit.jsonl");
+        std::fs::write(&current, b"").unwrap();
+        let rotated = dir.path().join("audit.jsonl.2.gz");
+        let mut gz = flate2::write::GzEncoder::new(
+            std::fs::File::create(&rotated).unwrap(),
+            flate2::Compression::default(),
+        );
+        writeln!(gz, "{}", event(40 * DAY, "/keys")).unwrap();
+        gz.finish().unwrap();
+        let verdict = |logs: Vec<PathBuf>| {
+            let args = IdleArgs {
+                logs,
+                window: "30d".into(),
+                config: None,
+                format: Format::Json,
+                now: Some(UNIX_EPOCH + Duration::from_secs(NOW)),
+            };
+            run(&args, &mut Vec::new()).unwrap()
+        };
+        assert_eq!(verdict(vec![current.clone()]), Verdict::Unproven);
+        assert_eq!(verdict(vec![current, rotated]), Verdict::Idle);
+    }
+
     #[test]
     fn bad_windows_are_refused() {
         for bad in ["", "30", "0d", "d", "-1d", "1y", "30 days"] {
