@@ -582,6 +582,52 @@ mod tests {
         }
     }
 
+    /// What one count costs a request thread, alone and with a second thread counting on
+    /// the same rule (the contended case).
+    #[test]
+    #[ignore = "a measurement: cargo test --release --lib metrics::tests::count_cost -- --ignored --nocapture"]
+    fn count_cost() {
+        use crate::node::{Kind, Link, NodeTable};
+        use crate::prefix::PrefixTable;
+        let rule = Rule {
+            from: "/keys".into(),
+            action: crate::config::Action::Deny,
+        };
+        let rules = Arc::new(Rules::new(0, PrefixTable::new(&[rule]), vec![None]));
+        let nodes = NodeTable::new(16);
+        let fd = sys::open_dir_path(Path::new("/")).unwrap();
+        let kind = Kind::Real {
+            rule: RuleId(0),
+            fd: nodes.slot(fd),
+            dev: 0,
+            ino: 0,
+            format: libc::S_IFREG,
+        };
+        let link = Link {
+            parent: None,
+            name: "x".into(),
+        };
+        let node = Node::new(2, kind, rules, None, link);
+        let metrics = Metrics::default();
+        const N: u32 = 5_000_000;
+        for threads in [1u32, 2] {
+            let start = std::time::Instant::now();
+            std::thread::scope(|s| {
+                for _ in 0..threads {
+                    s.spawn(|| {
+                        for _ in 0..N {
+                            metrics.count(&node, None, "ok");
+                        }
+                    });
+                }
+            });
+            let per = start.elapsed() / N;
+            println!("{threads} thread(s): {per:?} per count (wall time per thread)");
+        }
+        let total = metrics.by_rule.lock().unwrap()["/keys"].by_result[0].load(Ordering::Relaxed);
+        assert_eq!(total, u64::from(N) * 3);
+    }
+
     #[test]
     fn labels_are_escaped() {
         assert_eq!(label(r#"/a"b\c"#), r#"/a\"b\\c"#);
