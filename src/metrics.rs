@@ -355,12 +355,17 @@ impl Textfile {
 
     /// Replaces the file with `content` (see the module comment).
     pub fn write(&self, content: &[u8]) -> io::Result<()> {
+        self.write_with(content, &mut || temp_name(self.place.name()))
+    }
+
+    /// [`Textfile::write`] with the temporary names from `names` (tests choose them).
+    fn write_with(&self, content: &[u8], names: &mut dyn FnMut() -> OsString) -> io::Result<()> {
         let Some((dir, _)) = self.place.dir()? else {
             return Err(other("its directory is gone".into()));
         };
         let dir = dir.as_fd();
         for _ in 0..8 {
-            let tmp = temp_name(self.place.name());
+            let tmp = names();
             let mut file = match sys::create_child(dir, &tmp, libc::O_WRONLY | libc::O_EXCL, 0o600)
             {
                 // Taken (planted, or a leftover): another random name.
@@ -626,6 +631,46 @@ mod tests {
         }
         let total = metrics.by_rule.lock().unwrap()["/keys"].by_result[0].load(Ordering::Relaxed);
         assert_eq!(total, u64::from(N) * 3);
+    }
+
+    /// Whoever can write a sticky directory can plant names there, including the temporary
+    /// name the daemon is about to use: a symlink to, or a hard link of, a file of root's.
+    /// Neither is opened; the next name is used and the victim is untouched.
+    #[test]
+    fn planted_temporary_names_are_never_written_through() {
+        if sys::geteuid() != 0 {
+            eprintln!("skipped: needs root (a root-owned directory under /tmp)");
+            return;
+        }
+        let base = tempfile::tempdir().unwrap();
+        let dir = base.path().join("shared");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        std::fs::set_permissions(base.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let victim = base.path().join("victim");
+        std::fs::write(&victim, b"precious\n").unwrap();
+        std::os::unix::fs::symlink(&victim, dir.join(".t.prom.1.tmp")).unwrap();
+        std::fs::hard_link(&victim, dir.join(".t.prom.2.tmp")).unwrap();
+        let file = Textfile::open(&dir.join("t.prom")).unwrap();
+        let mut n = 0;
+        file.write_with(b"x_total 1\n", &mut || {
+            n += 1;
+            OsString::from(format!(".t.prom.{n}.tmp"))
+        })
+        .unwrap();
+        assert_eq!(n, 3, "the two planted names are passed over");
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious\n");
+        assert_eq!(std::fs::read(dir.join("t.prom")).unwrap(), b"x_total 1\n");
+        assert!(std::fs::symlink_metadata(dir.join(".t.prom.1.tmp"))
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        // Every name taken: a one-line error, nothing written.
+        let err = file
+            .write_with(b"x_total 2\n", &mut || OsString::from(".t.prom.2.tmp"))
+            .unwrap_err();
+        assert!(err.to_string().contains("every temporary name"), "{err}");
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious\n");
     }
 
     #[test]
