@@ -75,6 +75,9 @@ pub fn run(
         // Opened here (and closed) so a bad path is reported before forking.
         probe_audit_log(log)?;
     }
+    if let Some(textfile) = &config.metrics.textfile {
+        crate::metrics::probe(textfile)?;
+    }
     let plan = MountPlan::new(&config, options);
     if foreground {
         return serve(plan, prepared, Readiness::foreground());
@@ -147,6 +150,14 @@ fn serve_inner(
             .map_err(|e| format!("cannot open audit log {}: {e}", path.display()))?,
         None => AuditLog::disabled(),
     });
+    // Checked and locked before mounting: a second mount given the same file is refused.
+    let textfile = match &fixed.metrics.textfile {
+        Some(path) => Some(
+            crate::metrics::Textfile::open(path)
+                .map_err(|e| format!("[metrics] textfile {}: {e}", path.display()))?,
+        ),
+        None => None,
+    };
     let mountpoint = prepared.mountpoint.clone();
     let table = PrefixTable::new(&plan.rules);
     let fs = Fs::new(
@@ -197,6 +208,25 @@ fn serve_inner(
     .map_err(|e| log::warn!("no control socket (relocfs status will not answer): {e}"))
     .ok();
 
+    let metrics = match textfile {
+        Some(file) => {
+            let counters = Arc::new(crate::metrics::Metrics::default());
+            fs.set_metrics(Arc::clone(&counters));
+            let source = crate::metrics::Source {
+                fs: Arc::downgrade(&fs),
+                audit: Arc::downgrade(&audit),
+                mountpoint: mountpoint.clone(),
+                transport: crate::metrics::DEFAULT_TRANSPORT,
+                started: std::time::SystemTime::now(),
+            };
+            // Mounted already: serve without metrics rather than stop.
+            crate::metrics::start(file, fixed.metrics.interval, counters, source)
+                .map_err(|e| log::warn!("cannot start the metrics thread: {e}"))
+                .ok()
+        }
+        None => None,
+    };
+
     // The signal thread holds only weak references: when the session ends, the filesystem
     // and its audit log are dropped (and flushed) by the session itself.
     let asked_to_stop = Arc::new(AtomicBool::new(false));
@@ -229,6 +259,10 @@ fn serve_inner(
         Ok(result) => result,
         Err(_) => Err(io::Error::other("the FUSE session thread panicked")),
     };
+    // The final counts, written before the audit log (which the writer reads) goes.
+    if let Some(writer) = metrics {
+        writer.stop();
+    }
     // Every event recorded before the unmount is on disk before the process exits.
     match Arc::try_unwrap(audit) {
         Ok(audit) => audit.shutdown(),

@@ -14,6 +14,11 @@ pub enum Exit {
     Failure,
     /// The command line itself is wrong: clap's own code for its usage errors.
     Usage,
+    /// `relocfs report --idle-for`: a rule was used within the window.
+    InUse,
+    /// `relocfs report --idle-for`: no use seen, but the logs cannot prove there was none
+    /// (they start after the window's start, or events were lost or unreadable).
+    Unproven,
     /// Ended by this signal (the demo, after cleaning up): 128 + the signal, as shells report.
     Signal(i32),
 }
@@ -24,6 +29,8 @@ impl Exit {
             Exit::Success => 0,
             Exit::Failure => 1,
             Exit::Usage => 2,
+            Exit::InUse => 3,
+            Exit::Unproven => 4,
             Exit::Signal(sig) => 128 + sig,
         }
     }

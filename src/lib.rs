@@ -21,6 +21,7 @@ pub mod fs;
 pub mod fuse;
 pub mod generate;
 pub mod logging;
+pub mod metrics;
 pub mod node;
 pub mod options;
 pub mod plan;

@@ -37,6 +37,8 @@ pub struct Fixed {
     pub tuning: Tuning,
     /// `[fuse] threads`.
     pub threads: usize,
+    /// `[metrics]`.
+    pub metrics: crate::config::MetricsConfig,
     /// The `-o` options: given on the command line, never reread.
     pub mount: MountOptions,
 }
@@ -65,6 +67,7 @@ impl MountPlan {
                     readdirplus: fuse.readdirplus,
                 },
                 threads: fuse.threads,
+                metrics: config.metrics.clone(),
                 mount,
             },
         }
@@ -113,6 +116,7 @@ impl Fixed {
                     readdirplus,
                 },
             threads,
+            metrics,
             // Not from the file: the same on both sides of a reload.
             mount: _,
         } = self;
@@ -147,6 +151,8 @@ impl Fixed {
             "[fuse] entry_timeout",
             *entry_timeout != n.tuning.entry_timeout,
         );
+        differs("[metrics] textfile", metrics.textfile != n.metrics.textfile);
+        differs("[metrics] interval", metrics.interval != n.metrics.interval);
         changed
     }
 }

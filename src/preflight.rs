@@ -80,7 +80,8 @@ pub fn open_roots(config: &Config) -> Result<Vec<Option<RuleRoot>>, String> {
 }
 
 /// Targets must neither contain the mountpoint (the mount would serve itself) nor lie inside
-/// it (hidden by the mount); the audit log must not lie inside it either.
+/// it (hidden by the mount); the audit log and the metrics textfile must not lie inside it
+/// either.
 pub fn check_placement(config: &Config, mountpoint: &Path) -> Result<(), String> {
     let source = config.source.display();
     for (i, rule) in config.rules.iter().enumerate() {
@@ -106,14 +107,19 @@ pub fn check_placement(config: &Config, mountpoint: &Path) -> Result<(), String>
             ));
         }
     }
-    if let Some(log) = &config.audit.log {
+    let files = [
+        ("audit log", &config.audit.log),
+        ("[metrics] textfile", &config.metrics.textfile),
+    ];
+    for (what, log) in files {
+        let Some(log) = log else { continue };
         let parent = log.parent().unwrap_or(Path::new("/"));
         let real_parent = parent
             .canonicalize()
             .unwrap_or_else(|_| parent.to_path_buf());
         if real_parent.starts_with(mountpoint) {
             return Err(format!(
-                "{source}: audit log {} lies inside the mountpoint {}",
+                "{source}: {what} {} lies inside the mountpoint {}",
                 log.display(),
                 mountpoint.display()
             ));

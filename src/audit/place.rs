@@ -36,6 +36,9 @@ pub struct LogPlace {
     name: OsString,
     /// The daemon's user: root, or the user who mounts.
     uid: u32,
+    /// The file is replaced by rename, never opened (the metrics textfile): whatever is at
+    /// its name is not checked, since nothing is written through it.
+    replaced: bool,
 }
 
 fn err(msg: String) -> io::Error {
@@ -67,6 +70,10 @@ impl LogPlace {
     /// Resolves and checks `log` (absolute and normalised, as the config guarantees) without
     /// creating anything. The error is the reason only; callers name the log.
     pub fn resolve(log: &Path) -> io::Result<LogPlace> {
+        LogPlace::resolve_as(log, false)
+    }
+
+    fn resolve_as(log: &Path, replaced: bool) -> io::Result<LogPlace> {
         let uid = sys::geteuid();
         let (Some(parent), Some(name)) = (log.parent(), log.file_name()) else {
             return Err(err("is not a file path".into()));
@@ -77,10 +84,28 @@ impl LogPlace {
             dir,
             name: name.to_os_string(),
             uid,
+            replaced,
         };
         // Check what exists now, creating nothing (`relocfs check` mounts and makes nothing).
         place.walk(false)?;
         Ok(place)
+    }
+
+    /// As [`LogPlace::resolve`], for a file replaced by rename beside the checked directory
+    /// rather than opened (the metrics textfile): see [`LogPlace::dir`].
+    pub fn resolve_replaced(path: &Path) -> io::Result<LogPlace> {
+        LogPlace::resolve_as(path, true)
+    }
+
+    /// The file's name in [`LogPlace::dir`].
+    pub fn name(&self) -> &OsStr {
+        &self.name
+    }
+
+    /// The directory, walked and checked from `/` again (nothing created): an `O_PATH`
+    /// handle, and whether other users can write it (then it is sticky); `None` if missing.
+    pub fn dir(&self) -> io::Result<Option<(OwnedFd, bool)>> {
+        self.walk(false)
     }
 
     /// Opens the log for appending, creating missing directories (0750) and the file (0640).
@@ -218,7 +243,9 @@ impl LogPlace {
         }
         check_dir(&here, &st, self.uid, true)?;
         let shared = st.st_mode & 0o022 != 0;
-        if shared {
+        if self.replaced {
+            // Nothing is opened at the name: see `replaced`.
+        } else if shared {
             // Allowed only sticky (check_dir said so) and with a file of ours: see check_file.
             if let Ok(file) = sys::stat_child(fd.as_fd(), &self.name) {
                 self.check_file(&file, true)?;

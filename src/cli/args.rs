@@ -137,6 +137,14 @@ pub enum Command {
         /// stay exact and the report says so
         #[arg(long, value_name = "SIZE", default_value = "512M", value_parser = report::parse_size)]
         max_memory: u64,
+        /// Idle check: per rule, the last use and by whom; exit 0 only if no rule was used
+        /// within this window (90s, 15m, 12h, 30d, 2w) and the logs prove it (they reach back
+        /// past its start, nothing lost or unreadable), 3 if a rule was used, 4 if unproven
+        #[arg(long, value_name = "WINDOW", conflicts_with_all = ["since", "until", "by"])]
+        idle_for: Option<String>,
+        /// With --idle-for: also list this config's rules that the logs never name
+        #[arg(long, value_name = "CONFIG", requires = "idle_for")]
+        config: Option<PathBuf>,
     },
 }
 

@@ -54,12 +54,36 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Some(Command::Reload { mountpoints }) => Ok(control::reload(&mountpoints)?),
         Some(Command::Report {
             logs,
+            format,
+            idle_for: Some(window),
+            config,
+            ..
+        }) => {
+            let args = report::idle::IdleArgs {
+                logs,
+                window,
+                config,
+                format,
+                now: None,
+            };
+            match report::idle::run(&args, &mut std::io::stdout().lock())?.exit() {
+                Exit::Success => Ok(()),
+                // The verdict is printed; the code alone tells it to a script.
+                exit => Err(Failure {
+                    exit,
+                    message: String::new(),
+                }),
+            }
+        }
+        Some(Command::Report {
+            logs,
             since,
             until,
             by,
             format,
             limit,
             max_memory,
+            ..
         }) => {
             let args = report::ReportArgs {
                 logs,
@@ -122,6 +146,9 @@ fn check(config_path: &Path, mountpoint: Option<&Path>) -> Result<(), String> {
     preflight::preflight(&config, mountpoint.as_deref(), preflight::Stale::Report)?;
     if let Some(log) = &config.audit.log {
         preflight::probe_audit_log(log)?;
+    }
+    if let Some(textfile) = &config.metrics.textfile {
+        crate::metrics::probe(textfile)?;
     }
     print_out(&check_summary(config_path, &config))
 }

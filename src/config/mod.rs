@@ -102,6 +102,29 @@ const MAX_THREADS: usize = 64;
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1);
 const MAX_TIMEOUT_SECS: f64 = 3600.0;
 
+/// `[metrics]`: the Prometheus node_exporter textfile (see `crate::metrics`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricsConfig {
+    /// `textfile`: absolute, normalised, ending in `.prom`; `None`: no metrics.
+    pub textfile: Option<PathBuf>,
+    /// `interval`: how often the file is rewritten.
+    pub interval: Duration,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            textfile: None,
+            interval: DEFAULT_METRICS_INTERVAL,
+        }
+    }
+}
+
+const DEFAULT_METRICS_INTERVAL: Duration = Duration::from_secs(15);
+/// `[metrics] interval` bounds: node_exporter reads the file at each scrape (often 15-60 s);
+/// more than once a second gains nothing, and an hour is already staler than any dashboard.
+const METRICS_INTERVAL_SECS: (u64, u64) = (1, 3600);
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub source: PathBuf,
@@ -109,6 +132,7 @@ pub struct Config {
     pub audit: AuditConfig,
     pub fuse: FuseConfig,
     pub stages: StagesConfig,
+    pub metrics: MetricsConfig,
 }
 
 /// `[stages]`: where rule-lifecycle warnings go.
@@ -181,6 +205,7 @@ pub fn parse(text: &str, source: &Path) -> Result<Config, ConfigError> {
         audit: file.audit(raw.audit)?,
         fuse: file.fuse(raw.fuse)?,
         stages: file.stages(raw.stages)?,
+        metrics: file.metrics(raw.metrics)?,
     })
 }
 
@@ -194,12 +219,20 @@ struct RawConfig {
     audit: Option<RawAudit>,
     fuse: Option<RawFuse>,
     stages: Option<RawStages>,
+    metrics: Option<RawMetrics>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawStages {
     journal_socket: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    textfile: Option<Spanned<String>>,
+    interval: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -539,6 +572,52 @@ impl File<'_> {
             attr_timeout: self.timeout("attr_timeout", raw.attr_timeout)?,
             entry_timeout: self.timeout("entry_timeout", raw.entry_timeout)?,
         })
+    }
+
+    fn metrics(&self, raw: Option<RawMetrics>) -> Result<MetricsConfig, ConfigError> {
+        let Some(raw) = raw else {
+            return Ok(MetricsConfig::default());
+        };
+        let textfile = match raw.textfile {
+            Some(t) => {
+                let fail = |why: String| self.error(Some(t.span()), format!("[metrics] {why}"));
+                check_path("textfile", t.get_ref()).map_err(fail)?;
+                // node_exporter's textfile collector reads `*.prom` only: any other name
+                // would be written and never read.
+                if !t.get_ref().ends_with(".prom") || t.get_ref().ends_with("/.prom") {
+                    return Err(fail(format!(
+                        "textfile = {:?} does not end in .prom, the only files node_exporter \
+                         reads: name it e.g. relocfs.prom",
+                        t.get_ref()
+                    )));
+                }
+                Some(PathBuf::from(t.into_inner()))
+            }
+            None => None,
+        };
+        let interval = match raw.interval {
+            None => DEFAULT_METRICS_INTERVAL,
+            Some(i) => {
+                let (lo, hi) = METRICS_INTERVAL_SECS;
+                crate::report::parse_relative(i.get_ref().trim())
+                    .map(|micros| micros / 1_000_000)
+                    .and_then(|secs| u64::try_from(secs).ok())
+                    .filter(|secs| (lo..=hi).contains(secs))
+                    .map(Duration::from_secs)
+                    .ok_or_else(|| {
+                        self.error(
+                            Some(i.span()),
+                            format!(
+                                "[metrics] interval = {:?} is not valid: write a duration from \
+                                 {lo}s to {}m, e.g. \"15s\" (units s, m, h)",
+                                i.get_ref(),
+                                hi / 60
+                            ),
+                        )
+                    })?
+            }
+        };
+        Ok(MetricsConfig { textfile, interval })
     }
 
     fn timeout(&self, key: &str, raw: Option<Spanned<f64>>) -> Result<Duration, ConfigError> {

@@ -94,6 +94,8 @@ pub struct Fs {
     audit: Arc<AuditLog>,
     /// Audited operations by op and result name, for `relocfs status`.
     counts: Mutex<HashMap<(&'static str, &'static str), u64>>,
+    /// Per-rule counters for the metrics textfile, when `[metrics]` is on.
+    metrics: std::sync::OnceLock<Arc<crate::metrics::Metrics>>,
     started: SystemTime,
 }
 
@@ -121,6 +123,7 @@ impl Fs {
             passthrough: Passthrough::default(),
             audit,
             counts: Mutex::new(HashMap::new()),
+            metrics: std::sync::OnceLock::new(),
             started: SystemTime::now(),
         };
         fs.nodes.set_root(root_node(&fs.nodes, rules)?);
@@ -166,6 +169,17 @@ impl Fs {
 
     fn current_rules(&self) -> Arc<Rules> {
         Arc::clone(&self.rules.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Counts every audited operation into `metrics` from now on (once; later calls do
+    /// nothing).
+    pub fn set_metrics(&self, metrics: Arc<crate::metrics::Metrics>) {
+        let _ = self.metrics.set(metrics);
+    }
+
+    /// The current rules, as configured.
+    pub fn rules(&self) -> Vec<crate::config::Rule> {
+        self.current_rules().table.rules().to_vec()
     }
 
     pub fn node_count(&self) -> usize {

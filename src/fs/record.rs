@@ -99,6 +99,9 @@ impl Fs {
             Err(e) => audit::errno_name(e.errno()),
         };
         *lock(&self.counts).entry((what.op, outcome)).or_insert(0) += 1;
+        if let Some(metrics) = self.metrics.get() {
+            metrics.count(what.node, what.name, outcome);
+        }
         if !self.audit.is_enabled() {
             return;
         }

@@ -31,6 +31,7 @@ use serde::Serialize;
 use crate::time::{self, MICROS_PER_SEC, SECS_PER_DAY};
 
 mod aggregate;
+pub mod idle;
 mod parse;
 mod read;
 mod render;
@@ -39,6 +40,7 @@ mod sections;
 mod tests;
 
 use aggregate::*;
+pub(crate) use parse::parse_relative;
 pub use parse::parse_size;
 use parse::*;
 use read::*;

@@ -468,7 +468,7 @@ pub(super) fn parse_when(s: &str, now: i64, what: &str) -> Result<i64, String> {
 }
 
 /// "12h" → microseconds. Units: s, m, h, d, w.
-pub(super) fn parse_relative(s: &str) -> Option<i64> {
+pub(crate) fn parse_relative(s: &str) -> Option<i64> {
     let unit = s.chars().last()?;
     let secs = match unit {
         's' => 1,

@@ -425,6 +425,16 @@ pub fn create_child(
     Ok(unsafe { File::from_raw_fd(fd) })
 }
 
+/// `flock(LOCK_EX | LOCK_NB)`: `Ok(false)` when another open file description holds it.
+pub fn try_lock_exclusive(file: &File) -> io::Result<bool> {
+    // SAFETY: `file` is a live fd; flock takes no pointers.
+    match check(unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) }) {
+        Ok(_) => Ok(true),
+        Err(e) if e.raw_os_error() == Some(libc::EWOULDBLOCK) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 /// An `O_PATH` handle on the object an open file refers to.
 pub fn path_fd_of(file: &File) -> io::Result<OwnedFd> {
     reopen(file.as_fd(), libc::O_PATH).map(OwnedFd::from)
