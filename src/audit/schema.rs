@@ -6,8 +6,11 @@
 //! (optional ones left out when empty); a `dropped` line has `v, ts, op, count`; a
 //! `suppressed` line `v, ts, op, uid, count, since`.
 
-/// Written as `v` in every line; bump when a field changes meaning. Readers skip (and count)
-/// lines of a newer version rather than misread them.
+/// Written as `v` in every line; bump when a field changes meaning or a reader could misread
+/// a line. Readers skip (and count) lines of a newer version rather than misread them, so a
+/// field that is only *added* (readers ignore fields they do not know) keeps the version:
+/// `tgid`, `host`, `unit`, `user_unit` and `container` were added in version 1.
+/// `docs/audit-schema.json` is the contract, checked against real lines by the tests.
 pub const VERSION: u32 = 1;
 
 /// Field names of a line.
@@ -33,12 +36,18 @@ pub mod field {
     pub const ESCAPED: &str = "escaped";
     pub const TRUNCATED: &str = "truncated";
     pub const SINCE: &str = "since";
+    pub const TGID: &str = "tgid";
+    pub const HOST: &str = "host";
+    pub const UNIT: &str = "unit";
+    pub const USER_UNIT: &str = "user_unit";
+    pub const CONTAINER: &str = "container";
 }
 
 /// The fields of an event line, in the order they are written.
-pub const EVENT_FIELDS: [&str; 20] = [
+pub const EVENT_FIELDS: [&str; 25] = [
     field::V,
     field::TS,
+    field::HOST,
     field::OP,
     field::PATH,
     field::TARGET,
@@ -47,11 +56,15 @@ pub const EVENT_FIELDS: [&str; 20] = [
     field::DEST,
     field::DETAIL,
     field::PID,
+    field::TGID,
     field::UID,
     field::GID,
     field::COMM,
     field::EXE,
     field::CMDLINE,
+    field::UNIT,
+    field::USER_UNIT,
+    field::CONTAINER,
     field::RESULT,
     field::REASON,
     field::COUNT,
