@@ -134,6 +134,10 @@ pub enum Command {
         /// stay exact and the report says so
         #[arg(long, value_name = "SIZE", default_value = "512M", value_parser = report::parse_size)]
         max_memory: u64,
+        /// Uids only, no login names (by default each uid shown is also named from this
+        /// machine's user database; logs of other hosts may number their users otherwise)
+        #[arg(long)]
+        numeric: bool,
     },
 }
 

@@ -60,6 +60,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             format,
             limit,
             max_memory,
+            numeric,
         }) => {
             let args = report::ReportArgs {
                 logs,
@@ -69,6 +70,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 format,
                 limit,
                 max_memory,
+                numeric,
                 now: None,
             };
             Ok(report::run(&args, &mut std::io::stdout().lock())?)
