@@ -1,0 +1,438 @@
+//! Which service, which process, which host: every event names the caller's systemd unit (from
+//! its cgroup), its process id beside the thread id FUSE reports, and the host; `relocfs
+//! report` groups by unit and host and names users. Real cgroups: the tests make
+//! systemd-style cgroups under the cgroup2 mount and move real processes into them.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use serde_json::Value;
+
+use crate::common::*;
+
+/// Where cgroup2 is mounted (`/sys/fs/cgroup`, or `/sys/fs/cgroup/unified` on a hybrid host),
+/// if it is mounted at the root of this cgroup namespace and writable.
+fn cgroup2_mount() -> Option<PathBuf> {
+    let info = fs::read_to_string("/proc/self/mountinfo").ok()?;
+    info.lines().find_map(|l| {
+        let (pre, post) = l.split_once(" - ")?;
+        let f: Vec<&str> = pre.split(' ').collect();
+        let writable = f.get(5)?.split(',').any(|o| o == "rw");
+        let at = f.get(4)?;
+        (post.starts_with("cgroup2 ") && f.get(3) == Some(&"/") && writable)
+            .then(|| PathBuf::from(at))
+    })
+}
+
+/// A tree of test cgroups below the cgroup2 root: one top-level slice of its own, removed on
+/// drop whatever happened (processes still in it are moved back to the root first).
+struct TestCgroups {
+    root: PathBuf,
+    /// `relocfs-test-PID-N.slice`.
+    slice: String,
+}
+
+impl TestCgroups {
+    /// `None` (after the skip message, or a failure on CI) without a writable cgroup2.
+    fn new() -> Option<TestCgroups> {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let Some(root) = cgroup2_mount() else {
+            assert!(
+                !skip_or_fail("no writable cgroup2 mounted at the namespace root"),
+                "cgroup2 required"
+            );
+            return None;
+        };
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let slice = format!("relocfs-test-{}-{n}.slice", std::process::id());
+        if let Err(e) = fs::create_dir(root.join(&slice)) {
+            assert!(
+                !skip_or_fail(&format!(
+                    "cannot create a cgroup below {}: {e}",
+                    root.display()
+                )),
+                "cgroup2 not writable"
+            );
+            return None;
+        }
+        Some(TestCgroups { root, slice })
+    }
+
+    /// Creates `rel` (below the test slice) and returns its directory and its path as
+    /// `/proc/PID/cgroup` shows it.
+    fn make(&self, rel: &str) -> (PathBuf, String) {
+        let dir = self.root.join(&self.slice).join(rel);
+        fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
+        (dir, format!("/{}/{rel}", self.slice))
+    }
+
+    /// Moves `pid` into the cgroup at `dir` (as root: what systemd does when it starts a unit).
+    fn put(&self, dir: &Path, pid: u32) {
+        fs::write(dir.join("cgroup.procs"), pid.to_string())
+            .unwrap_or_else(|e| panic!("move {pid} to {}: {e}", dir.display()));
+    }
+}
+
+impl Drop for TestCgroups {
+    fn drop(&mut self) {
+        // Deepest first; processes left behind (a failed test) go back to the root.
+        let mut dirs = Vec::new();
+        let mut stack = vec![self.root.join(&self.slice)];
+        while let Some(d) = stack.pop() {
+            if let Ok(entries) = fs::read_dir(&d) {
+                for e in entries.flatten() {
+                    if e.file_type().is_ok_and(|t| t.is_dir()) {
+                        stack.push(e.path());
+                    }
+                }
+            }
+            dirs.push(d);
+        }
+        for d in dirs.iter().rev() {
+            if let Ok(procs) = fs::read_to_string(d.join("cgroup.procs")) {
+                for pid in procs.split_whitespace() {
+                    let _ = fs::write(self.root.join("cgroup.procs"), pid);
+                }
+            }
+            // A process that just exited leaves its cgroup once reaped: retry briefly.
+            wait_until(SETTLE_TIMEOUT, || fs::remove_dir(d).is_ok() || !d.exists());
+        }
+    }
+}
+
+/// A shell that waits for a line on stdin before it runs `script`, so the test can move it
+/// into a cgroup before it touches the mount.
+fn waiting_shell(script: &str, args: &[&Path], uid: Option<u32>) -> Child {
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg(format!("read go || exit 9\n{script}"))
+        .arg("sh")
+        .args(args)
+        .current_dir("/")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .env("LC_ALL", "C");
+    if let Some(uid) = uid {
+        cmd.uid(uid).gid(uid);
+    }
+    cmd.spawn().expect("spawn sh")
+}
+
+/// Lets a [`waiting_shell`] go and returns its stdout and stderr.
+fn release(mut child: Child) -> (String, String) {
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"go\n")
+        .expect("release the shell");
+    let (done, out) = {
+        let out = child.wait_with_output().expect("wait");
+        (out.status.success(), out)
+    };
+    assert!(done, "shell failed: {}", stderr_str(&out));
+    (stdout_str(&out), stderr_str(&out))
+}
+
+fn mount_with_file() -> (Mounted, PathBuf) {
+    let b = MountBuilder::new();
+    let real = b.real();
+    write_file(&real.join("etc/app.conf"), b"conf\n", 0o644);
+    let m = b.map("/", &real).opt("allow_other").mount();
+    let file = m.at("etc/app.conf");
+    (m, file)
+}
+
+/// The event of `op` on `path` with `comm`.
+fn event_of(m: &Mounted, op: &str, path: &Path, comm: &str) -> Value {
+    let comm = comm.to_owned();
+    let want = ev(op, path, None);
+    wait_for_audit(
+        &m.audit,
+        move |e| want(e) && s(e, "comm") == Some(comm.as_str()),
+        AUDIT_TIMEOUT,
+    )
+}
+
+/// A process that systemd would have started as `relocfs-test-….service` (its cgroup made
+/// the same way) is attributed to that unit, with its process id and this host's name.
+#[test]
+fn a_process_in_a_unit_cgroup_is_attributed_to_the_unit() {
+    skip_without_fuse!();
+    let Some(cg) = TestCgroups::new() else { return };
+    let unit = format!("relocfs-test-{}.service", std::process::id());
+    let (dir, cgroup) = cg.make(&unit);
+    let (m, file) = mount_with_file();
+    let sh = waiting_shell("exec cat \"$1\"", &[&file], None);
+    let pid = sh.id();
+    cg.put(&dir, pid);
+    let seen = fs::read_to_string(format!("/proc/{pid}/cgroup")).expect("cgroup of child");
+    assert!(seen.lines().any(|l| l == format!("0::{cgroup}")), "{seen}");
+    let (out, _) = release(sh);
+    assert_eq!(out, "conf\n");
+
+    let e = event_of(&m, "open", &file, "cat");
+    assert_eq!(s(&e, "unit"), Some(unit.as_str()), "{e}");
+    assert_eq!(e.get("user_unit"), None, "{e}");
+    assert_eq!(e.get("container"), None, "{e}");
+    assert_eq!(n(&e, "pid"), Some(u64::from(pid)), "{e}");
+    assert_eq!(n(&e, "tgid"), Some(u64::from(pid)), "{e}");
+    let host = fs::read_to_string("/proc/sys/kernel/hostname").expect("hostname");
+    assert_eq!(s(&e, "host"), Some(host.trim_end()), "{e}");
+
+    // And the test process itself, in no test unit: not that unit.
+    let mine = m.at("etc");
+    fs::read_dir(&mine).expect("list").for_each(drop);
+    let own = wait_for_audit(&m.audit, ev("opendir", &mine, None), AUDIT_TIMEOUT);
+    assert_ne!(s(&own, "unit"), Some(unit.as_str()), "{own}");
+}
+
+/// A container's process: a cgroup named as docker's systemd driver names it gives the
+/// container id.
+#[test]
+fn a_container_cgroup_gives_the_container_id() {
+    skip_without_fuse!();
+    let Some(cg) = TestCgroups::new() else { return };
+    let id = format!("{:016x}", u64::from(std::process::id()) << 20 | 0xc0ffe).repeat(4);
+    let scope = format!("docker-{id}.scope");
+    let (dir, _) = cg.make(&scope);
+    let (m, file) = mount_with_file();
+    let sh = waiting_shell("exec cat \"$1\"", &[&file], None);
+    cg.put(&dir, sh.id());
+    release(sh);
+    let e = event_of(&m, "open", &file, "cat");
+    assert_eq!(s(&e, "unit"), Some(scope.as_str()), "{e}");
+    assert_eq!(s(&e, "container"), Some(id.as_str()), "{e}");
+}
+
+/// What an unprivileged user can and cannot claim. Its user manager (`user@65534.service`,
+/// delegated to it as systemd does: the cgroup and its `cgroup.procs` owned by the user)
+/// lets it make any cgroup below, named like a system unit too: it gets a `user_unit` of its
+/// choosing, but the unit stays `user@65534.service`. Into a real system unit's cgroup it
+/// cannot move itself at all (the kernel refuses: the files are root's), so it is never
+/// attributed to one.
+#[test]
+fn an_unprivileged_process_cannot_claim_a_system_unit() {
+    skip_without_fuse!();
+    let Some(cg) = TestCgroups::new() else { return };
+    let system = format!("relocfs-test-{}-sshd.service", std::process::id());
+    let (system_dir, _) = cg.make(&system);
+    let manager = format!("user@{NOBODY}.service");
+    let (user_dir, _) = cg.make(&format!("user-{NOBODY}.slice/{manager}"));
+    // Delegation, as systemd's Delegate=yes does it.
+    for p in [
+        user_dir.clone(),
+        user_dir.join("cgroup.procs"),
+        user_dir.join("cgroup.subtree_control"),
+        user_dir.join("cgroup.threads"),
+    ] {
+        chown(&p, NOBODY, NOBODY);
+    }
+    let (m, file) = mount_with_file();
+    // The mount must let nobody read the file.
+    fs::set_permissions(m.real().join("etc"), fs::Permissions::from_mode(0o755)).unwrap();
+    let script = "
+        if echo $$ > \"$1/cgroup.procs\" 2>/dev/null; then echo MOVED-INTO-SYSTEM-UNIT; fi
+        mkdir -p \"$2/system.slice/$3\" || exit 3
+        echo $$ > \"$2/system.slice/$3/cgroup.procs\" || exit 4
+        cat /proc/self/cgroup >&2
+        exec cat \"$4\"
+    ";
+    let sh = waiting_shell(
+        script,
+        &[&system_dir, &user_dir, Path::new(&system), &file],
+        Some(NOBODY),
+    );
+    cg.put(&user_dir, sh.id());
+    let (out, err) = release(sh);
+    assert_eq!(out, "conf\n", "{err}");
+    assert!(
+        fs::read_to_string(system_dir.join("cgroup.procs"))
+            .unwrap_or_default()
+            .trim()
+            .is_empty(),
+        "nobody got into the system unit's cgroup"
+    );
+    let e = event_of(&m, "open", &file, "cat");
+    assert_eq!(n(&e, "uid"), Some(u64::from(NOBODY)), "{e}");
+    // It can name its own unit...
+    assert_eq!(s(&e, "user_unit"), Some(system.as_str()), "{e}\n{err}");
+    // ...but never be taken for the system unit of that name.
+    assert_eq!(s(&e, "unit"), Some(manager.as_str()), "{e}\n{err}");
+}
+
+/// FUSE names the calling thread; the event also names its process.
+#[test]
+fn a_thread_is_attributed_to_its_process() {
+    skip_without_fuse!();
+    let (m, file) = mount_with_file();
+    let path = file.clone();
+    let tid = std::thread::spawn(move || {
+        fs::read(&path).expect("read in a thread");
+        // SAFETY: gettid has no memory effects.
+        unsafe { libc::gettid() as u32 }
+    })
+    .join()
+    .expect("thread");
+    assert_ne!(tid, std::process::id());
+    let e = wait_for_audit(&m.audit, ev("open", &file, Some(tid)), AUDIT_TIMEOUT);
+    assert_eq!(n(&e, "tgid"), Some(u64::from(std::process::id())), "{e}");
+}
+
+/// Runs the daemon of `b` in a UTS namespace of its own named `host`: a second "host" on this
+/// machine.
+fn mount_on_host(b: MountBuilder, host: &str) -> Mounted {
+    fs::write(b.config_path(), b.config_text()).expect("config");
+    let mut cmd = Command::new("unshare");
+    cmd.arg("--uts")
+        .arg("sh")
+        .arg("-c")
+        .arg("echo \"$1\" > /proc/sys/kernel/hostname && shift && exec \"$@\"")
+        .arg("sh")
+        .arg(host)
+        .arg(BIN)
+        .args(b.args());
+    let out = run_with_timeout(&mut cmd, SETTLE_TIMEOUT);
+    assert!(
+        out.status.success(),
+        "mount on {host}: {}",
+        stderr_str(&out)
+    );
+    let m = b.into_mounted();
+    assert!(mounted(&m.mnt), "not mounted");
+    m
+}
+
+/// Real logs of two "hosts" (two daemons, one in a UTS namespace of its own) and a process in
+/// a test unit: `relocfs report --by unit` and `--by host` over both, with user names.
+#[test]
+fn report_by_unit_and_by_host_on_real_logs() {
+    skip_without_fuse!();
+    let Some(cg) = TestCgroups::new() else { return };
+    let unit = format!("relocfs-test-{}-report.service", std::process::id());
+    let (dir, _) = cg.make(&unit);
+    let (a, file_a) = mount_with_file();
+    let b = MountBuilder::new();
+    let real = b.real();
+    write_file(&real.join("etc/app.conf"), b"conf\n", 0o644);
+    let b = mount_on_host(b.map("/", &real).opt("allow_other"), "relocfs-test-b");
+    let file_b = b.at("etc/app.conf");
+
+    // In the unit: three reads on host a, one on b. Outside: nobody reads once on b.
+    let sh = waiting_shell(
+        "cat \"$1\" \"$1\" \"$1\" \"$2\" >/dev/null",
+        &[&file_a, &file_b],
+        None,
+    );
+    cg.put(&dir, sh.id());
+    release(sh);
+    let out = run_as(NOBODY, NOBODY, Command::new("cat").arg(&file_b));
+    assert!(out.status.success(), "{}", stderr_str(&out));
+    let in_unit = |e: &Value| s(e, "unit") == Some(unit.as_str());
+    wait_for_audit_n(
+        &a.audit,
+        |e| s(e, "op") == Some("open") && in_unit(e),
+        3,
+        AUDIT_TIMEOUT,
+    );
+    let b_open = wait_for_audit(
+        &b.audit,
+        |e| s(e, "op") == Some("open") && n(e, "uid") == Some(u64::from(NOBODY)),
+        AUDIT_TIMEOUT,
+    );
+    assert_eq!(s(&b_open, "host"), Some("relocfs-test-b"), "{b_open}");
+    wait_for_audit(
+        &b.audit,
+        |e| s(e, "op") == Some("open") && in_unit(e),
+        AUDIT_TIMEOUT,
+    );
+
+    let report = |args: &[&str]| {
+        let mut all: Vec<&std::ffi::OsStr> = vec!["report".as_ref()];
+        all.extend(args.iter().map(|a| std::ffi::OsStr::new(a)));
+        all.push(a.audit.as_os_str());
+        all.push(b.audit.as_os_str());
+        let out = relocfs(all);
+        assert!(out.status.success(), "{}", stderr_str(&out));
+        stdout_str(&out)
+    };
+    let json = |by: &str| -> Value {
+        serde_json::from_str(&report(&["--by", by, "--format", "json", "--limit", "0"]))
+            .expect("json")
+    };
+    let r = json("unit");
+    let rows = r["groups"]["rows"].as_array().expect("rows");
+    let row = rows
+        .iter()
+        .find(|g| g["unit"] == unit.as_str())
+        .expect("unit row");
+    // Every event of the unit: its opens, and the lookups that found the file.
+    let events_in_unit = |log: &Path| {
+        read_audit(log)
+            .iter()
+            .filter(|e| in_unit(e))
+            .map(|e| n(e, "count").unwrap_or(1))
+            .sum::<u64>()
+    };
+    assert_eq!(
+        row["hits"],
+        events_in_unit(&a.audit) + events_in_unit(&b.audit)
+    );
+    assert_eq!(row["users"], 1);
+    assert_eq!(r["totals"]["hosts"], 2);
+
+    let host_a = fs::read_to_string("/proc/sys/kernel/hostname").expect("hostname");
+    let host_a = host_a.trim_end();
+    let r = json("host");
+    let hits = |host: &str| {
+        r["groups"]["rows"]
+            .as_array()
+            .expect("rows")
+            .iter()
+            .find(|g| g["host"] == host)
+            .map(|g| g["hits"].as_u64().unwrap_or(0))
+    };
+    let events = |log: &Path| {
+        read_audit(log)
+            .iter()
+            .map(|e| n(e, "count").unwrap_or(1))
+            .sum::<u64>()
+    };
+    assert_eq!(hits(host_a), Some(events(&a.audit)));
+    assert_eq!(hits("relocfs-test-b"), Some(events(&b.audit)));
+    // Users are named, uid kept.
+    let name = Command::new("id")
+        .args(["-nu", &NOBODY.to_string()])
+        .output()
+        .expect("id");
+    let name = stdout_str(&name).trim().to_owned();
+    let nobody = r["processes"]["rows"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .find(|p| p["uid"] == NOBODY)
+        .expect("nobody's row")
+        .clone();
+    assert_eq!(nobody["user"], name.as_str());
+    assert_eq!(nobody["host"], "relocfs-test-b");
+
+    // The table: the unit in its column, a HOST column (two hosts), the user's name.
+    let table = report(&["--limit", "0"]);
+    let line = |has: &[&str]| table.lines().any(|l| has.iter().all(|h| l.contains(h)));
+    assert!(line(&["UNIT", "HOST", "USER"]), "{table}");
+    assert!(line(&["cat ", &unit, host_a]), "{table}");
+    assert!(line(&["cat ", &unit, "relocfs-test-b"]), "{table}");
+    assert!(
+        line(&[&format!(" {NOBODY}  {name} "), "relocfs-test-b"]),
+        "{table}"
+    );
+    let csv = report(&["--by", "unit", "--format", "csv"]);
+    assert!(csv.starts_with("unit,user_unit,container,hits,"), "{csv}");
+    assert!(csv.contains(&format!("\n{unit},,,")), "{csv}");
+}
