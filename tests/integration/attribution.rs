@@ -355,7 +355,7 @@ fn report_by_unit_and_by_host_on_real_logs() {
 
     let report = |args: &[&str]| {
         let mut all: Vec<&std::ffi::OsStr> = vec!["report".as_ref()];
-        all.extend(args.iter().map(|a| std::ffi::OsStr::new(a)));
+        all.extend(args.iter().map(std::ffi::OsStr::new));
         all.push(a.audit.as_os_str());
         all.push(b.audit.as_os_str());
         let out = relocfs(all);
