@@ -179,6 +179,12 @@ impl Serialize for EventLine<'_> {
     }
 }
 
+/// The host name for a `dropped` or `suppressed` line, which has no `escaped` list: left out
+/// in the (theoretical) case it is not UTF-8.
+fn record_host() -> Option<String> {
+    super::proc::host().and_then(|h| std::str::from_utf8(&h).ok().map(str::to_owned))
+}
+
 /// The explicit record of events that could not be written.
 pub(super) struct DroppedLine<'a> {
     pub(super) v: u32,
@@ -192,6 +198,7 @@ impl Serialize for DroppedLine<'_> {
         let mut m = s.serialize_map(None)?;
         m.serialize_entry(field::V, &self.v)?;
         m.serialize_entry(field::TS, self.ts)?;
+        entry_some(&mut m, field::HOST, &record_host())?;
         m.serialize_entry(field::OP, self.op)?;
         m.serialize_entry(field::COUNT, &self.count)?;
         m.end()
@@ -213,6 +220,7 @@ impl Serialize for SuppressedLine<'_> {
         let mut m = s.serialize_map(None)?;
         m.serialize_entry(field::V, &self.v)?;
         m.serialize_entry(field::TS, self.ts)?;
+        entry_some(&mut m, field::HOST, &record_host())?;
         m.serialize_entry(field::OP, self.op)?;
         m.serialize_entry(field::UID, &self.uid)?;
         m.serialize_entry(field::COUNT, &self.count)?;
@@ -277,6 +285,8 @@ mod tests {
     struct DerivedDropped<'a> {
         v: u32,
         ts: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        host: Option<&'a str>,
         op: &'a str,
         count: u64,
     }
@@ -285,6 +295,8 @@ mod tests {
     struct DerivedSuppressed<'a> {
         v: u32,
         ts: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        host: Option<&'a str>,
         op: &'a str,
         uid: u32,
         count: u64,
@@ -360,6 +372,7 @@ mod tests {
             );
         }
         let ts = "2026-11-27T21:49:09.123456Z";
+        let host = record_host();
         let dropped = DroppedLine {
             v: 1,
             ts,
@@ -371,6 +384,7 @@ mod tests {
             serde_json::to_string(&DerivedDropped {
                 v: 1,
                 ts,
+                host: host.as_deref(),
                 op: "dropped",
                 count: 3
             })
@@ -389,6 +403,7 @@ mod tests {
             serde_json::to_string(&DerivedSuppressed {
                 v: 1,
                 ts,
+                host: host.as_deref(),
                 op: "suppressed",
                 uid: 1000,
                 count: 500,
@@ -397,9 +412,13 @@ mod tests {
             .unwrap()
         );
         // And one written out, as the report's tests and the README show it.
+        let host = host.map(|h| format!(r#""host":{},"#, serde_json::json!(h)));
         assert_eq!(
             serde_json::to_string(&dropped).unwrap(),
-            r#"{"v":1,"ts":"2026-11-27T21:49:09.123456Z","op":"dropped","count":3}"#
+            format!(
+                r#"{{"v":1,"ts":"2026-11-27T21:49:09.123456Z",{}"op":"dropped","count":3}}"#,
+                host.unwrap_or_default()
+            )
         );
     }
 }

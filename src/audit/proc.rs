@@ -80,7 +80,7 @@ pub(super) struct ProcInfo {
     /// Unit and container, from `/proc/TID/cgroup`.
     pub(super) service: Service,
     /// This host's name (of the daemon's UTS namespace), at most [`HOST_CAP`] bytes.
-    pub(super) host: Option<Vec<u8>>,
+    pub(super) host: Option<Arc<[u8]>>,
     /// Fields shortened to their caps (F_COMM, F_EXE, F_CMDLINE).
     pub(super) truncated: u8,
 }
@@ -88,12 +88,13 @@ pub(super) struct ProcInfo {
 impl ProcInfo {
     pub(super) fn size(&self) -> u64 {
         let len = |v: &Option<Vec<u8>>| v.as_ref().map_or(0, Vec::len);
+        let host = self.host.as_ref().map_or(0, |h| h.len());
         let text = |v: &Option<String>| v.as_ref().map_or(0, String::len);
         let s = &self.service;
         (self.comm.len()
             + len(&self.exe)
             + len(&self.cmdline)
-            + len(&self.host)
+            + host
             + text(&s.unit)
             + text(&s.user_unit)
             + text(&s.container)) as u64
@@ -104,7 +105,7 @@ impl ProcInfo {
     fn unknown() -> ProcInfo {
         ProcInfo {
             comm: b"?".to_vec(),
-            host: read_host(),
+            host: host(),
             ..ProcInfo::default()
         }
     }
@@ -197,7 +198,7 @@ impl CommCache {
             cmdline,
             tgid: read_tgid(pid),
             service: read_service(pid),
-            host: read_host(),
+            host: host(),
             truncated,
         }
     }
@@ -243,6 +244,27 @@ pub(super) fn parse_tgid(status: &[u8]) -> Option<u32> {
         .split(|&b| b == b'\n')
         .find_map(|l| l.strip_prefix(b"Tgid:"))?;
     std::str::from_utf8(line).ok()?.trim().parse().ok()
+}
+
+/// How long the host name is reused before it is read again (`hostnamectl` may change it).
+const HOST_TTL: Duration = Duration::from_secs(1);
+
+/// The host name the daemon logs: of its UTS namespace, at most [`HOST_CAP`] bytes, read at
+/// most once a second and shared.
+pub(super) fn host() -> Option<Arc<[u8]>> {
+    /// When it was read, and what.
+    type Read = (Instant, Option<Arc<[u8]>>);
+    static HOST: Mutex<Option<Read>> = Mutex::new(None);
+    let now = Instant::now();
+    let mut cached = lock(&HOST);
+    if let Some((at, host)) = &*cached {
+        if now.duration_since(*at) < HOST_TTL {
+            return host.clone();
+        }
+    }
+    let host: Option<Arc<[u8]>> = read_host().map(Arc::from);
+    *cached = Some((now, host.clone()));
+    host
 }
 
 /// The host name of the daemon's UTS namespace, at most [`HOST_CAP`] bytes.

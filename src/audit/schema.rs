@@ -221,6 +221,69 @@ mod tests {
         }
     }
 
+    /// `docs/audit-schema.json`, the published contract, says what this module says: the
+    /// version, every event field (and no other), every op, the record kinds' fields. The
+    /// tests/integration attribution tests validate real lines against it.
+    #[test]
+    fn the_published_json_schema_matches() {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/docs/audit-schema.json"
+        ))
+        .unwrap();
+        let schema: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let defs = &schema["$defs"];
+        assert_eq!(defs["version"]["const"], VERSION);
+        let props = |kind: &str| -> Vec<String> {
+            let p = defs[kind]["properties"].as_object().unwrap();
+            p.keys().cloned().collect()
+        };
+        // serde_json's map is sorted: compare as sets, then the order by the fields' list.
+        let mut event = props("event");
+        let mut fields: Vec<String> = EVENT_FIELDS.iter().map(|f| f.to_string()).collect();
+        event.sort();
+        fields.sort();
+        assert_eq!(event, fields);
+        let ops: Vec<&str> = defs["event"]["properties"]["op"]["enum"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| o.as_str().unwrap())
+            .collect();
+        let events: Vec<&str> = Op::ALL
+            .iter()
+            .filter(|o| !matches!(o, Op::Dropped | Op::Suppressed))
+            .map(|o| o.as_str())
+            .collect();
+        assert_eq!(ops, events);
+        let mut dropped = props("dropped");
+        dropped.sort();
+        assert_eq!(dropped, ["count", "host", "op", "ts", "v"]);
+        let mut suppressed = props("suppressed");
+        suppressed.sort();
+        assert_eq!(
+            suppressed,
+            ["count", "host", "op", "since", "ts", "uid", "v"]
+        );
+        assert_eq!(
+            defs["dropped"]["properties"]["op"]["const"],
+            Op::Dropped.as_str()
+        );
+        assert_eq!(
+            defs["suppressed"]["properties"]["op"]["const"],
+            Op::Suppressed.as_str()
+        );
+        // The order the file documents the event fields in is the order they are written.
+        let event_text = &text[text.find("\"event\": {").unwrap()..];
+        let at = |f: &str| {
+            event_text
+                .find(&format!("\"{f}\": {{"))
+                .unwrap_or(usize::MAX)
+        };
+        let in_file: Vec<usize> = EVENT_FIELDS.iter().map(|f| at(f)).collect();
+        assert!(in_file.windows(2).all(|w| w[0] < w[1]), "{in_file:?}");
+    }
+
     /// Lower-case string literals after the markers, in whitespace-collapsed source, and
     /// the `=> "x"` arms of the ioctl table (`fn audit_name`).
     fn op_literals(flat: &str) -> Vec<String> {

@@ -436,3 +436,252 @@ fn report_by_unit_and_by_host_on_real_logs() {
     assert!(csv.starts_with("unit,user_unit,container,hits,"), "{csv}");
     assert!(csv.contains(&format!("\n{unit},,,")), "{csv}");
 }
+
+/// The published contract, `docs/audit-schema.json`.
+fn schema_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/audit-schema.json")
+}
+
+/// Validates every line of `logs` against the schema with the `jsonschema` package (Draft
+/// 2020-12) of the distribution's python3; returns the kinds (`op`s) of the lines checked.
+fn validate_with_python(logs: &[&Path]) -> std::collections::BTreeSet<String> {
+    const SCRIPT: &str = r#"
+import json, sys
+import jsonschema
+schema = json.load(open(sys.argv[1]))
+jsonschema.Draft202012Validator.check_schema(schema)
+v = jsonschema.Draft202012Validator(schema)
+bad = 0
+for log in sys.argv[2:]:
+    for n, line in enumerate(open(log, encoding="utf-8"), 1):
+        if not line.strip():
+            continue
+        value = json.loads(line)
+        errors = list(v.iter_errors(value))
+        if errors:
+            bad += 1
+            best = jsonschema.exceptions.best_match(errors)
+            print(f"{log}:{n}: {best.message} at {list(best.absolute_path)}: {line.strip()}")
+        else:
+            print("ok", value["op"])
+sys.exit(1 if bad else 0)
+"#;
+    let mut cmd = Command::new("/usr/bin/python3");
+    cmd.arg("-c").arg(SCRIPT).arg(schema_path()).args(logs);
+    let out = run_with_timeout(&mut cmd, SETTLE_TIMEOUT);
+    let text = stdout_str(&out);
+    assert!(
+        out.status.success(),
+        "lines the schema refuses:\n{}\n{}",
+        text.lines()
+            .filter(|l| !l.starts_with("ok "))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        stderr_str(&out)
+    );
+    text.lines()
+        .filter_map(|l| l.strip_prefix("ok ").map(str::to_owned))
+        .collect()
+}
+
+fn has_jsonschema() -> bool {
+    Command::new("/usr/bin/python3")
+        .args(["-c", "import jsonschema"])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Every kind of line a real mount writes, with every optional field that can be made to
+/// appear (escaped, truncated, collapsed, refused, a unit and a container, rate-limited),
+/// validates against `docs/audit-schema.json` with a real validator; and the schema is
+/// strict (no other fields), so a field the daemon starts writing without documenting it
+/// fails here.
+#[test]
+fn real_log_lines_validate_against_the_published_schema() {
+    use std::os::unix::ffi::OsStrExt;
+    skip_without_fuse!();
+    if !has_jsonschema() {
+        assert!(
+            !skip_or_fail(
+                "python3-jsonschema is not installed (apt-get install python3-jsonschema)"
+            ),
+            "python3-jsonschema required"
+        );
+        return;
+    }
+    let Some(cg) = TestCgroups::new() else { return };
+    let b = MountBuilder::new();
+    let real = b.real();
+    write_file(&real.join("etc/app.conf"), b"conf\n", 0o644);
+    write_file(&real.join("keys/admin/root_key"), b"k\n", 0o644);
+    let odd = std::ffi::OsStr::from_bytes(b"odd\xffname");
+    write_file(&real.join("etc").join(odd), b"x\n", 0o644);
+    let m = b
+        .map_mode("/", &real, "rw")
+        .deny("/keys/admin")
+        .opt("allow_other")
+        .extra("cmdline = true\ncollapse_window = 2\n")
+        .mount();
+    let file = m.at("etc/app.conf");
+    // Reads, misses (twice the same: collapsed into a count), a refusal with a reason, a
+    // name that is not UTF-8, a command line over its cap, and changes with dest and detail.
+    let (dir, _) = cg.make(&format!("docker-{}.scope", "0f".repeat(32)));
+    let script = "
+        cat \"$1\" >/dev/null
+        stat \"$2\" \"$2\" >/dev/null 2>&1
+        cat \"$3\" >/dev/null 2>&1
+        cat \"$4\"/odd* >/dev/null
+        cp \"$1\" \"$4/copy\" && mv \"$4/copy\" \"$4/moved\" && chmod 600 \"$4/moved\"
+        ln -s moved \"$4/link\" && readlink \"$4/link\" >/dev/null && rm \"$4/link\" \"$4/moved\"
+        mkdir \"$4/d\" && rmdir \"$4/d\"
+        ls \"$4\" >/dev/null
+    ";
+    let sh = waiting_shell(
+        script,
+        &[
+            &file,
+            &m.at("etc/missing"),
+            &m.at("keys/admin/root_key"),
+            &m.at("etc"),
+        ],
+        None,
+    );
+    cg.put(&dir, sh.id());
+    release(sh);
+    let long = "x".repeat(5000);
+    let out = Command::new("cat")
+        .arg(&file)
+        .arg(&long)
+        .output()
+        .expect("cat");
+    assert!(!out.status.success());
+    // Over the rate limit: a second mount whose small budget nobody floods.
+    let b2 = MountBuilder::new();
+    let real2 = b2.real();
+    mkdir_p(&real2.join("d"));
+    let m2 = b2
+        .map("/", &real2)
+        .opt("allow_other")
+        .extra("rate_limit = 65536\nrate_burst = 65536\n")
+        .mount();
+    let d = m2.at("d");
+    spawn_as_user(NOBODY, NOBODY, &[], move || {
+        for i in 0..2000 {
+            let _ = fs::symlink_metadata(d.join(format!("x{i}")));
+        }
+    })
+    .join()
+    .expect("flood");
+
+    let lines = wait_for_audit_n(&m.audit, |e| s(e, "op").is_some(), 1, AUDIT_TIMEOUT);
+    assert!(!lines.is_empty());
+    wait_for_audit(
+        &m.audit,
+        |e| s(e, "op") == Some("opendir") && e.get("container").is_some(),
+        AUDIT_TIMEOUT,
+    );
+    wait_for_audit(
+        &m.audit,
+        |e| {
+            e.get("cmdline")
+                .is_some_and(|c| c.as_str().is_some_and(|c| c.len() > 4000))
+        },
+        AUDIT_TIMEOUT,
+    );
+    wait_for_audit(
+        &m2.audit,
+        |e| s(e, "op") == Some("suppressed"),
+        AUDIT_TIMEOUT,
+    );
+    let all = read_audit(&m.audit);
+    for want in [
+        "count",
+        "escaped",
+        "truncated",
+        "reason",
+        "dest",
+        "detail",
+        "unit",
+        "container",
+        "tgid",
+        "host",
+    ] {
+        assert!(
+            all.iter().any(|e| e.get(want).is_some()),
+            "no line with `{want}`"
+        );
+    }
+    let kinds = validate_with_python(&[&m.audit, &m2.audit]);
+    for op in [
+        "open",
+        "lookup",
+        "rename",
+        "setattr",
+        "symlink",
+        "readlink",
+        "unlink",
+        "mkdir",
+        "rmdir",
+        "opendir",
+        "suppressed",
+    ] {
+        assert!(
+            kinds.contains(op),
+            "no `{op}` line was validated: {kinds:?}"
+        );
+    }
+}
+
+/// The validator is not a rubber stamp: a line with a field the schema does not know, and a
+/// line with a wrong type, are refused.
+#[test]
+fn the_schema_refuses_what_relocfs_does_not_write() {
+    if !has_jsonschema() {
+        assert!(
+            !skip_or_fail("python3-jsonschema is not installed"),
+            "python3-jsonschema required"
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let good = r#"{"v":1,"ts":"2026-11-27T21:49:09.123456Z","host":"web-01","op":"open","path":"/l/a","pid":2,"tgid":1,"uid":0,"gid":0,"comm":"cat","unit":"jumpserver.service","result":"ok"}"#;
+    let log = dir.path().join("good.jsonl");
+    fs::write(
+        &log,
+        format!(
+            "{good}\n{}\n",
+            r#"{"v":1,"ts":"2026-11-27T21:49:09.123456Z","op":"dropped","count":3}"#
+        ),
+    )
+    .unwrap();
+    assert_eq!(validate_with_python(&[&log]).len(), 2);
+    for bad in [
+        good.replace(r#""tgid":1"#, r#""tgid":1,"pod":"x""#),
+        good.replace(r#""pid":2"#, r#""pid":"2""#),
+        good.replace("jumpserver.service", "jumpserver"),
+        good.replace(r#""v":1"#, r#""v":2"#),
+        good.replace(".123456Z", "Z"),
+    ] {
+        let log = dir.path().join("bad.jsonl");
+        fs::write(&log, format!("{bad}\n")).unwrap();
+        let out = run_with_timeout(
+            Command::new("/usr/bin/python3")
+                .arg("-c")
+                .arg(
+                    "import json,sys,jsonschema\n\
+                 v=jsonschema.Draft202012Validator(json.load(open(sys.argv[1])))\n\
+                 sys.exit(0 if v.is_valid(json.loads(open(sys.argv[2]).readline())) else 3)",
+                )
+                .arg(schema_path())
+                .arg(&log),
+            SETTLE_TIMEOUT,
+        );
+        assert_eq!(
+            out.status.code(),
+            Some(3),
+            "accepted: {bad}\n{}",
+            stderr_str(&out)
+        );
+    }
+}
