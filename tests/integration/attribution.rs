@@ -685,3 +685,88 @@ fn the_schema_refuses_what_relocfs_does_not_write() {
         );
     }
 }
+
+/// A tmpfs of `size` mounted at `dir` for the test, unmounted on drop.
+struct SmallFs(PathBuf);
+
+impl SmallFs {
+    fn mount(dir: &Path, size: &str) -> SmallFs {
+        mkdir_p(dir);
+        let out = run_with_timeout(
+            Command::new("mount")
+                .args([
+                    "-t",
+                    "tmpfs",
+                    "-o",
+                    &format!("size={size},mode=0755"),
+                    "tmpfs",
+                ])
+                .arg(dir),
+            SETTLE_TIMEOUT,
+        );
+        assert!(out.status.success(), "mount tmpfs: {}", stderr_str(&out));
+        SmallFs(dir.to_path_buf())
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = umount_lazy(&self.0);
+    }
+}
+
+/// The third kind of line, from a real mount too: the log's filesystem fills up, the daemon
+/// holds what it can and counts the rest, and once there is room again it writes a `dropped`
+/// line, which validates like the others.
+#[test]
+fn a_dropped_record_from_a_full_log_disk_validates() {
+    skip_without_fuse!();
+    if !has_jsonschema() {
+        assert!(
+            !skip_or_fail("python3-jsonschema is not installed"),
+            "python3-jsonschema required"
+        );
+        return;
+    }
+    let b = MountBuilder::new();
+    let real = b.real();
+    mkdir_p(&real.join("d"));
+    let logfs = SmallFs::mount(&b.root().join("logfs"), "4m");
+    let log = logfs.0.join("audit.jsonl");
+    let config = format!(
+        "[[map]]\nfrom = \"/\"\nto = {}\n[audit]\nlog = {}\n",
+        serde_json::to_string(real.to_str().unwrap()).unwrap(),
+        serde_json::to_string(log.to_str().unwrap()).unwrap()
+    );
+    let m = b.no_audit().raw_config(&config).mount();
+    let d = m.at("d");
+    assert!(fs::symlink_metadata(d.join("first")).is_err());
+    wait_for_audit(&log, |e| s(e, "op") == Some("lookup"), AUDIT_TIMEOUT);
+    // Fill the filesystem.
+    let filler = logfs.0.join("filler");
+    {
+        let mut f = fs::File::create(&filler).unwrap();
+        let chunk = vec![0u8; 64 * 1024];
+        while f.write_all(&chunk).is_ok() {}
+        let _ = f.sync_all();
+    }
+    // More than the writer holds while the log takes no writes (1 MiB of lines).
+    for i in 0..6000 {
+        assert!(fs::symlink_metadata(d.join(format!("while-full-{i}"))).is_err());
+    }
+    fs::remove_file(&filler).unwrap();
+    // The next events find room; the writer says what it lost.
+    let dropped = wait_until(AUDIT_TIMEOUT, || {
+        assert!(fs::symlink_metadata(d.join("after")).is_err());
+        read_audit(&log)
+            .iter()
+            .any(|e| s(e, "op") == Some("dropped"))
+    });
+    assert!(dropped, "no dropped line after the disk filled");
+    let kinds = validate_with_python(&[&log]);
+    assert!(
+        kinds.contains("dropped") && kinds.contains("lookup"),
+        "{kinds:?}"
+    );
+    drop(m);
+}
