@@ -118,8 +118,8 @@ impl ProcInfo {
     }
 }
 
-/// (tid, start time) → process data, so a burst of operations from one thread costs one read
-/// of `/proc/TID/stat`.
+/// (tid, start time) → process data, so a burst of operations from one thread costs one
+/// `stat(2)` of `/proc/TID` each (see the module's comment).
 #[derive(Default)]
 pub(super) struct CommCache {
     pub(super) map: Mutex<HashMap<u32, CommEntry>>,

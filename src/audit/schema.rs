@@ -3,8 +3,9 @@
 //! them, so renaming a field or an op here renames it on both sides.
 //!
 //! A line is one JSON object; an event line has its fields in the order of [`EVENT_FIELDS`]
-//! (optional ones left out when empty); a `dropped` line has `v, ts, op, count`; a
-//! `suppressed` line `v, ts, op, uid, count, since`.
+//! (optional ones left out when empty); a `dropped` line has `v, ts, host, op, count`; a
+//! `suppressed` line `v, ts, host, op, uid, count, since` (`host` left out if unreadable).
+//! `docs/audit-schema.json` publishes the same as a JSON Schema.
 
 /// Written as `v` in every line; bump when a field changes meaning or a reader could misread
 /// a line. Readers skip (and count) lines of a newer version rather than misread them, so a
