@@ -169,10 +169,10 @@ impl Default for ReportArgs {
 ///             suppressed; rule: rule; unit: unit, user_unit, container; host: host
 /// processes:  total, rows: [{comm, exe, uid, user, unit, user_unit, container, host, hits,
 ///                            paths, first_seen, last_seen, <marks>}]
-/// misses:     total, rows: [{path, hits, processes: [{comm, hits, <marks>}], first_seen,
-///                            last_seen, <marks>}]
+/// misses:     total, rows: [{path, hits, processes: [{comm, hits, <marks>}],
+///                            hosts: [{host, hits, <marks>}], first_seen, last_seen, <marks>}]
 /// denials:    total, rows: [{op, path, result, hits, processes: [{comm, hits, <marks>}],
-///                            first_seen, last_seen, <marks>}]
+///                            hosts: [...], first_seen, last_seen, <marks>}]
 /// suppressed: total, rows: [{uid, user, events, first_seen, last_seen}]
 /// verdict:    text, last_access: null | {ts, ago_seconds, op, path, result, comm, exe, uid,
 ///                                        user, unit, user_unit, container, host, <marks>}

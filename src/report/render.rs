@@ -461,19 +461,27 @@ pub(super) fn write_table(r: &Report, out: &mut dyn Write) -> io::Result<()> {
         m.rows.len(),
         m.total,
     )?;
-    let mut table = Table::new(&[
+    let mut cols = vec![
         ("PATH", false),
         ("HITS", true),
         ("LAST SEEN", false),
         ("PROCESSES", false),
-    ]);
+    ];
+    if many_hosts {
+        cols.push(("HOSTS", false));
+    }
+    let mut table = Table::new(&cols);
     for row in &m.rows {
-        table.row(vec![
+        let mut cells = vec![
             shown(&row.path, &row.marks, "path"),
             row.hits.to_string(),
             short(&row.last_seen),
             proc_list(&row.processes),
-        ]);
+        ];
+        if many_hosts {
+            cells.push(host_list(&row.hosts));
+        }
+        table.row(cells);
     }
     table.write(out, "")?;
 
@@ -484,23 +492,31 @@ pub(super) fn write_table(r: &Report, out: &mut dyn Write) -> io::Result<()> {
         d.rows.len(),
         d.total,
     )?;
-    let mut table = Table::new(&[
+    let mut cols = vec![
         ("OP", false),
         ("PATH", false),
         ("RESULT", false),
         ("HITS", true),
         ("LAST SEEN", false),
         ("PROCESSES", false),
-    ]);
+    ];
+    if many_hosts {
+        cols.push(("HOSTS", false));
+    }
+    let mut table = Table::new(&cols);
     for row in &d.rows {
-        table.row(vec![
+        let mut cells = vec![
             name(&row.op),
             shown(&row.path, &row.marks, "path"),
             name(&row.result),
             row.hits.to_string(),
             short(&row.last_seen),
             proc_list(&row.processes),
-        ]);
+        ];
+        if many_hosts {
+            cells.push(host_list(&row.hosts));
+        }
+        table.row(cells);
     }
     table.write(out, "")?;
 
@@ -550,6 +566,26 @@ pub(super) fn heading(
     } else {
         writeln!(out, "\n{title}")
     }
+}
+
+/// "web-01 (12), web-02 (1)" — the three busiest hosts, then how many more.
+pub(super) fn host_list(hosts: &[HostHits]) -> String {
+    const SHOWN: usize = 3;
+    let mut s: Vec<String> = hosts
+        .iter()
+        .take(SHOWN)
+        .map(|h| {
+            let host = h
+                .host
+                .as_deref()
+                .map_or_else(|| "-".into(), |n| shown(n, &h.marks, "host"));
+            format!("{host} ({})", h.hits)
+        })
+        .collect();
+    if hosts.len() > SHOWN {
+        s.push(format!("+{} more", hosts.len() - SHOWN));
+    }
+    s.join(", ")
 }
 
 /// "python3 (12), bash (1)" — the three busiest, then how many more.

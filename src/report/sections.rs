@@ -45,6 +45,8 @@ impl Aggregator {
         struct HitAgg {
             seen: Option<Seen>,
             comms: IdMap<(u32, u16), u64>,
+            /// Hits per logging host (none: lines without a host).
+            hosts: IdMap<(u32, u16), u64>,
         }
         fn merge(seen: &mut Option<Seen>, other: &Seen) {
             seen.get_or_insert_with(Seen::new).merge(other);
@@ -147,6 +149,8 @@ impl Aggregator {
             if let Some(hit) = hit {
                 merge(&mut hit.seen, &t.seen);
                 let hits = hit.comms.entry((t.comm, t.flags & COMM_FLAGS)).or_default();
+                *hits = hits.saturating_add(t.seen.hits);
+                let hits = hit.hosts.entry((t.host, t.flags & HOST_FLAGS)).or_default();
                 *hits = hits.saturating_add(t.seen.hits);
             }
 
@@ -302,6 +306,7 @@ impl Aggregator {
                     path: owned(path),
                     hits: hits_of(m.seen.as_ref()),
                     processes: proc_hits(s, &m.comms),
+                    hosts: host_hits(s, &m.hosts),
                     first_seen,
                     last_seen,
                     marks: Marks::of(flags, PATH_FIELD),
@@ -328,6 +333,7 @@ impl Aggregator {
                     result: owned(result),
                     hits: hits_of(d.seen.as_ref()),
                     processes: proc_hits(s, &d.comms),
+                    hosts: host_hits(s, &d.hosts),
                     first_seen,
                     last_seen,
                     marks: Marks::of(flags, PATH_FIELD),
@@ -488,6 +494,25 @@ pub(super) fn proc_hits(strings: &Interner, comms: &IdMap<(u32, u16), u64>) -> V
             .then_with(|| a.comm.cmp(&b.comm))
             .then_with(|| a.marks.escaped.cmp(&b.marks.escaped))
             .then_with(|| a.marks.summarised.cmp(&b.marks.summarised))
+    });
+    rows
+}
+
+/// The hosts of a miss or a denial, most hits first (`host` null: lines without one).
+pub(super) fn host_hits(strings: &Interner, hosts: &IdMap<(u32, u16), u64>) -> Vec<HostHits> {
+    let mut rows: Vec<HostHits> = hosts
+        .iter()
+        .map(|(&(host, flags), &hits)| HostHits {
+            host: strings.opt(host).map(str::to_owned),
+            hits,
+            marks: Marks::of(flags, &[("host", HOST_ESCAPED, HOST_TRUNCATED)]),
+        })
+        .collect();
+    rows.sort_by(|a, b| {
+        b.hits
+            .cmp(&a.hits)
+            .then_with(|| a.host.cmp(&b.host))
+            .then_with(|| a.marks.escaped.cmp(&b.marks.escaped))
     });
     rows
 }
@@ -797,10 +822,19 @@ pub(super) struct ProcHits {
 }
 
 #[derive(Serialize)]
+pub(super) struct HostHits {
+    pub(super) host: Option<String>,
+    pub(super) hits: u64,
+    #[serde(flatten)]
+    pub(super) marks: Marks,
+}
+
+#[derive(Serialize)]
 pub(super) struct MissRow {
     pub(super) path: String,
     pub(super) hits: u64,
     pub(super) processes: Vec<ProcHits>,
+    pub(super) hosts: Vec<HostHits>,
     pub(super) first_seen: String,
     pub(super) last_seen: String,
     #[serde(flatten)]
@@ -814,6 +848,7 @@ pub(super) struct DenialRow {
     pub(super) result: String,
     pub(super) hits: u64,
     pub(super) processes: Vec<ProcHits>,
+    pub(super) hosts: Vec<HostHits>,
     pub(super) first_seen: String,
     pub(super) last_seen: String,
     #[serde(flatten)]

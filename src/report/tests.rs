@@ -958,7 +958,7 @@ fn json_field_names_are_stable() {
     );
     assert_eq!(
         keys(&r["misses"]["rows"][0]),
-        format!("{MARKS}first_seen,hits,last_seen,path,processes,summarised,truncated")
+        format!("{MARKS}first_seen,hits,hosts,last_seen,path,processes,summarised,truncated")
     );
     assert_eq!(
         keys(&r["misses"]["rows"][0]["processes"][0]),
@@ -966,7 +966,9 @@ fn json_field_names_are_stable() {
     );
     assert_eq!(
         keys(&r["denials"]["rows"][0]),
-        format!("{MARKS}first_seen,hits,last_seen,op,path,processes,result,summarised,truncated")
+        format!(
+            "{MARKS}first_seen,hits,hosts,last_seen,op,path,processes,result,summarised,truncated"
+        )
     );
     assert_eq!(keys(&r["suppressed"]), "rows,total");
     assert_eq!(keys(&r["verdict"]), "last_access,text");
@@ -1628,6 +1630,14 @@ fn by_unit_and_by_host_with_old_lines_too() {
     assert!(
         row("nginx  ", &[&format!("  docker-{short}….scope  ")]),
         "{table}"
+    );
+    // Misses say on which hosts, in JSON always, in the table with more than one host.
+    assert!(row("PATH  ", &["  PROCESSES  HOSTS"]), "{table}");
+    assert!(row("/l/y  ", &["  bash (2) ", "  web-01 (2)"]), "{table}");
+    let r = by(GroupBy::Path);
+    assert_eq!(
+        r["misses"]["rows"][0]["hosts"],
+        json!([{"host": "web-01", "hits": 2, "escaped": [], "truncated": [], "summarised": false}])
     );
     // CSV of each.
     let csv = |by: GroupBy| {
