@@ -62,7 +62,7 @@ pub enum GroupBy {
     Path,
     /// The process: its name (comm) and executable when logged
     Process,
-    /// The user id
+    /// The user id (with its login name from this machine's user database)
     User,
     /// The mapping rule (its `from`)
     Rule,
