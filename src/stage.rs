@@ -424,32 +424,18 @@ pub fn decide(lifecycle: &Lifecycle, now: i64, uid: u32, pid: u32) -> Verdict {
     }
 }
 
-/// The systemd unit a process runs in: the outermost `.service` or `.scope` of its cgroup v2
-/// path (`/system.slice/jumpserver.service` gives `jumpserver.service`; a user session gives
-/// `user@UID.service`). The outermost, because below a user's manager the user names the
-/// cgroups: a user cannot make `system.slice/NAME.service`, but can make
-/// `user@1000.service/app.slice/NAME.service`.
-///
-/// The audit's attribution (`audit/proc.rs`) resolves units too; the two should become one.
+/// The systemd unit a process runs in, as the audit log names it (`audit/proc.rs`): the
+/// outermost unit of its cgroup path (`/system.slice/jumpserver.service` gives
+/// `jumpserver.service`; a user session gives `user@UID.service`). The outermost, because
+/// below a user's manager the user names the cgroups: a user cannot make
+/// `system.slice/NAME.service`, but can make `user@1000.service/app.slice/NAME.service`.
 pub fn unit_of(pid: u32) -> Option<String> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
-    unit_in_cgroup(&text)
+    crate::audit::unit_of(pid)
 }
 
-/// The cgroup v2 path first; on a host with the legacy or hybrid layout, systemd's own
-/// named hierarchy.
+#[cfg(test)]
 fn unit_in_cgroup(text: &str) -> Option<String> {
-    let unit = |path: &str| {
-        path.split('/')
-            .find(|c| c.ends_with(".service") || c.ends_with(".scope"))
-            .map(str::to_string)
-    };
-    let line = |prefix: &str| text.lines().find_map(|l| l.strip_prefix(prefix));
-    line("0::").and_then(unit).or_else(|| {
-        text.lines()
-            .find_map(|l| l.split_once(":name=systemd:"))
-            .and_then(|(_, p)| unit(p))
-    })
+    crate::audit::parse_cgroup(text.as_bytes()).unit
 }
 
 // Warnings to the journal.

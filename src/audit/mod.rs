@@ -42,6 +42,7 @@ pub use encode::{CMDLINE_CAP, COMM_CAP, DETAIL_CAP, PATH_CAP};
 pub use errno::errno_name;
 pub use limit::RateLimit;
 pub use place::LogPlace;
+pub use proc::{parse_cgroup, unit_of};
 
 use limit::{Limiter, Verdict};
 use proc::{CommCache, ProcInfo};
@@ -62,7 +63,8 @@ pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The longest line the log can hold: every capped field at its cap with every byte written
 /// as a 6-byte JSON escape (`\u0001`), plus the fixed fields and the field lists.
-pub const MAX_LINE_BYTES: usize = 6 * (5 * PATH_CAP + CMDLINE_CAP + DETAIL_CAP + COMM_CAP) + 1024;
+pub const MAX_LINE_BYTES: usize =
+    6 * (5 * PATH_CAP + CMDLINE_CAP + DETAIL_CAP + COMM_CAP) + 1024 + proc::LINE_BYTES;
 
 /// One audited filesystem operation, as reported by the filesystem.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -3,11 +3,15 @@
 //! them, so renaming a field or an op here renames it on both sides.
 //!
 //! A line is one JSON object; an event line has its fields in the order of [`EVENT_FIELDS`]
-//! (optional ones left out when empty); a `dropped` line has `v, ts, op, count`; a
-//! `suppressed` line `v, ts, op, uid, count, since`.
+//! (optional ones left out when empty); a `dropped` line has `v, ts, host, op, count`; a
+//! `suppressed` line `v, ts, host, op, uid, count, since` (`host` left out if unreadable).
+//! `docs/audit-schema.json` publishes the same as a JSON Schema.
 
-/// Written as `v` in every line; bump when a field changes meaning. Readers skip (and count)
-/// lines of a newer version rather than misread them.
+/// Written as `v` in every line; bump when a field changes meaning or a reader could misread
+/// a line. Readers skip (and count) lines of a newer version rather than misread them, so a
+/// field that is only *added* (readers ignore fields they do not know) keeps the version:
+/// `tgid`, `host`, `unit`, `user_unit` and `container` were added in version 1.
+/// `docs/audit-schema.json` is the contract, checked against real lines by the tests.
 pub const VERSION: u32 = 1;
 
 /// Field names of a line.
@@ -33,12 +37,18 @@ pub mod field {
     pub const ESCAPED: &str = "escaped";
     pub const TRUNCATED: &str = "truncated";
     pub const SINCE: &str = "since";
+    pub const TGID: &str = "tgid";
+    pub const HOST: &str = "host";
+    pub const UNIT: &str = "unit";
+    pub const USER_UNIT: &str = "user_unit";
+    pub const CONTAINER: &str = "container";
 }
 
 /// The fields of an event line, in the order they are written.
-pub const EVENT_FIELDS: [&str; 20] = [
+pub const EVENT_FIELDS: [&str; 25] = [
     field::V,
     field::TS,
+    field::HOST,
     field::OP,
     field::PATH,
     field::TARGET,
@@ -47,11 +57,15 @@ pub const EVENT_FIELDS: [&str; 20] = [
     field::DEST,
     field::DETAIL,
     field::PID,
+    field::TGID,
     field::UID,
     field::GID,
     field::COMM,
     field::EXE,
     field::CMDLINE,
+    field::UNIT,
+    field::USER_UNIT,
+    field::CONTAINER,
     field::RESULT,
     field::REASON,
     field::COUNT,
@@ -206,6 +220,69 @@ mod tests {
                 "op {name:?} not in schema::Op"
             );
         }
+    }
+
+    /// `docs/audit-schema.json`, the published contract, says what this module says: the
+    /// version, every event field (and no other), every op, the record kinds' fields. The
+    /// tests/integration attribution tests validate real lines against it.
+    #[test]
+    fn the_published_json_schema_matches() {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/docs/audit-schema.json"
+        ))
+        .unwrap();
+        let schema: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let defs = &schema["$defs"];
+        assert_eq!(defs["version"]["const"], VERSION);
+        let props = |kind: &str| -> Vec<String> {
+            let p = defs[kind]["properties"].as_object().unwrap();
+            p.keys().cloned().collect()
+        };
+        // serde_json's map is sorted: compare as sets, then the order by the fields' list.
+        let mut event = props("event");
+        let mut fields: Vec<String> = EVENT_FIELDS.iter().map(|f| f.to_string()).collect();
+        event.sort();
+        fields.sort();
+        assert_eq!(event, fields);
+        let ops: Vec<&str> = defs["event"]["properties"]["op"]["enum"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| o.as_str().unwrap())
+            .collect();
+        let events: Vec<&str> = Op::ALL
+            .iter()
+            .filter(|o| !matches!(o, Op::Dropped | Op::Suppressed))
+            .map(|o| o.as_str())
+            .collect();
+        assert_eq!(ops, events);
+        let mut dropped = props("dropped");
+        dropped.sort();
+        assert_eq!(dropped, ["count", "host", "op", "ts", "v"]);
+        let mut suppressed = props("suppressed");
+        suppressed.sort();
+        assert_eq!(
+            suppressed,
+            ["count", "host", "op", "since", "ts", "uid", "v"]
+        );
+        assert_eq!(
+            defs["dropped"]["properties"]["op"]["const"],
+            Op::Dropped.as_str()
+        );
+        assert_eq!(
+            defs["suppressed"]["properties"]["op"]["const"],
+            Op::Suppressed.as_str()
+        );
+        // The order the file documents the event fields in is the order they are written.
+        let event_text = &text[text.find("\"event\": {").unwrap()..];
+        let at = |f: &str| {
+            event_text
+                .find(&format!("\"{f}\": {{"))
+                .unwrap_or(usize::MAX)
+        };
+        let in_file: Vec<usize> = EVENT_FIELDS.iter().map(|f| at(f)).collect();
+        assert!(in_file.windows(2).all(|w| w[0] < w[1]), "{in_file:?}");
     }
 
     /// Lower-case string literals after the markers, in whitespace-collapsed source, and

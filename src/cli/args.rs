@@ -145,6 +145,10 @@ pub enum Command {
         /// With --idle-for: also list this config's rules that the logs never name
         #[arg(long, value_name = "CONFIG", requires = "idle_for")]
         config: Option<PathBuf>,
+        /// Uids only, no login names (by default each uid shown is also named from this
+        /// machine's user database; logs of other hosts may number their users otherwise)
+        #[arg(long)]
+        numeric: bool,
     },
 }
 

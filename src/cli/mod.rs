@@ -57,6 +57,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             format,
             idle_for: Some(window),
             config,
+            numeric,
             ..
         }) => {
             let args = report::idle::IdleArgs {
@@ -64,6 +65,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 window,
                 config,
                 format,
+                numeric,
                 now: None,
             };
             match report::idle::run(&args, &mut std::io::stdout().lock())?.exit() {
@@ -83,6 +85,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             format,
             limit,
             max_memory,
+            numeric,
             ..
         }) => {
             let args = report::ReportArgs {
@@ -93,6 +96,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 format,
                 limit,
                 max_memory,
+                numeric,
                 now: None,
             };
             Ok(report::run(&args, &mut std::io::stdout().lock())?)

@@ -2,9 +2,9 @@
 
 use super::*;
 
-/// Estimated heap bytes per tuple: the tuple (64), its slot in the key index, and the slack
+/// Estimated heap bytes per tuple: the tuple (80), its slot in the key index, and the slack
 /// of both growing by doubling.
-pub(super) const TUPLE_COST: usize = 160;
+pub(super) const TUPLE_COST: usize = 180;
 
 /// Estimated heap bytes per interned string beside its text: the shared allocation, its
 /// entry in the id map and in the names vector, with their slack.
@@ -122,6 +122,10 @@ pub(super) struct Tuple {
     pub(super) comm: u32,
     pub(super) exe: u32,
     pub(super) result: u32,
+    pub(super) unit: u32,
+    pub(super) user_unit: u32,
+    pub(super) container: u32,
+    pub(super) host: u32,
     /// [`PATH_ESCAPED`] and the others.
     pub(super) flags: u16,
     pub(super) seen: Seen,
@@ -140,6 +144,10 @@ impl Tuple {
             comm: s.get(self.comm),
             exe: s.opt(self.exe),
             result: s.get(self.result),
+            unit: s.opt(self.unit),
+            user_unit: s.opt(self.user_unit),
+            container: s.opt(self.container),
+            host: s.opt(self.host),
             flags: self.flags,
         }
     }
@@ -310,7 +318,13 @@ impl Aggregator {
                     comm: "",
                     exe: None,
                     result: s.get(t.result),
-                    flags: SUMMARISED | (t.flags & MAP_FLAGS),
+                    // The unit and the host are few and not the caller's to choose; the
+                    // user's unit and a rootless container are, so they go with the names.
+                    unit: s.opt(t.unit),
+                    user_unit: None,
+                    container: None,
+                    host: s.opt(t.host),
+                    flags: SUMMARISED | (t.flags & (MAP_FLAGS | UNIT_FLAGS | HOST_FLAGS)),
                 }
             } else {
                 t.key(s)
@@ -349,6 +363,10 @@ impl Aggregator {
             comm: s.id(key.comm),
             exe: s.opt_id(key.exe),
             result: s.id(key.result),
+            unit: s.opt_id(key.unit),
+            user_unit: s.opt_id(key.user_unit),
+            container: s.opt_id(key.container),
+            host: s.opt_id(key.host),
             flags: key.flags,
             seen: *seen,
             next: head,
@@ -388,5 +406,9 @@ impl Aggregator {
             && s.get(t.result) == key.result
             && s.opt(t.exe) == key.exe
             && s.opt(t.map) == key.map
+            && s.opt(t.unit) == key.unit
+            && s.opt(t.user_unit) == key.user_unit
+            && s.opt(t.container) == key.container
+            && s.opt(t.host) == key.host
     }
 }

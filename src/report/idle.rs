@@ -50,6 +50,8 @@ pub struct IdleArgs {
     /// name are.
     pub config: Option<PathBuf>,
     pub format: Format,
+    /// Uids only: no login names from this machine's user database (`--numeric`).
+    pub numeric: bool,
     /// The current time, for tests; `None` means `SystemTime::now()`.
     pub now: Option<SystemTime>,
 }
@@ -72,6 +74,8 @@ struct Line<'a> {
     #[serde(borrow)]
     user: Option<Str<'a>>,
     pid: Option<u32>,
+    /// The process of the calling thread `pid` (newer lines).
+    tgid: Option<u32>,
     #[serde(borrow)]
     comm: Option<Str<'a>>,
     #[serde(borrow)]
@@ -189,7 +193,8 @@ impl State {
                 result: text(&ev.result),
                 uid: ev.uid,
                 user: text(&ev.user),
-                pid: ev.pid,
+                // The process, where the line names it; the thread otherwise.
+                pid: ev.tgid.or(ev.pid),
                 comm: text(&ev.comm),
                 exe: text(&ev.exe),
                 unit: text(&ev.unit),
@@ -258,7 +263,23 @@ pub fn run(args: &IdleArgs, out: &mut dyn Write) -> Result<Verdict, String> {
             .as_ref()
             .map(|c| rule.as_ref().is_some_and(|r| c.contains(r)))
     };
-    for (rule, last) in state.rules.drain() {
+    let mut names = std::collections::HashMap::new();
+    for (rule, mut last) in state.rules.drain() {
+        if let Some(u) = last
+            .use_
+            .as_mut()
+            .filter(|u| u.user.is_none() && !args.numeric)
+        {
+            // Named from this machine's user database, as the report names uids.
+            u.user = u.uid.and_then(|uid| {
+                names
+                    .entry(uid)
+                    .or_insert_with(|| {
+                        crate::sys::user_name(uid).map(|n| String::from_utf8_lossy(&n).into_owned())
+                    })
+                    .clone()
+            });
+        }
         rules.push(RuleRow {
             in_config: in_config(&rule),
             rule,
@@ -470,6 +491,7 @@ mod tests {
             window: window.into(),
             config: None,
             format,
+            numeric: true,
             now: Some(UNIX_EPOCH + Duration::from_secs(NOW)),
         };
         let mut out = Vec::new();
@@ -556,6 +578,7 @@ mod tests {
                 window: "30d".into(),
                 config: None,
                 format: Format::Json,
+                numeric: true,
                 now: Some(UNIX_EPOCH + Duration::from_secs(NOW)),
             };
             run(&args, &mut Vec::new()).unwrap()
@@ -572,6 +595,7 @@ mod tests {
                 window: bad.into(),
                 config: None,
                 format: Format::Table,
+                numeric: true,
                 now: None,
             };
             let e = run(&args, &mut Vec::new()).unwrap_err();

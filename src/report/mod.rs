@@ -64,10 +64,15 @@ pub enum GroupBy {
     Path,
     /// The process: its name (comm) and executable when logged
     Process,
-    /// The user id
+    /// The user id (with its login name from this machine's user database)
     User,
     /// The mapping rule (its `from`)
     Rule,
+    /// The caller's service: systemd unit (and the user's unit below user@UID.service) and
+    /// container
+    Unit,
+    /// The host that logged the event (for logs of many hosts)
+    Host,
 }
 
 impl GroupBy {
@@ -77,6 +82,8 @@ impl GroupBy {
             GroupBy::Process => "process",
             GroupBy::User => "user",
             GroupBy::Rule => "rule",
+            GroupBy::Unit => "unit",
+            GroupBy::Host => "host",
         }
     }
 }
@@ -111,6 +118,9 @@ pub struct ReportArgs {
     /// Memory the aggregation may use (bytes, estimated) before it summarises the rows of
     /// the users with the most distinct events; 0: no cap. Totals stay exact either way.
     pub max_memory: u64,
+    /// Uids only: no login names from this machine's user database (for logs of other
+    /// hosts, whose users this one may not know or number differently).
+    pub numeric: bool,
     /// The current time, for tests; `None` means `SystemTime::now()`.
     pub now: Option<SystemTime>,
 }
@@ -125,6 +135,7 @@ impl Default for ReportArgs {
             format: Format::Table,
             limit: 10,
             max_memory: DEFAULT_MAX_MEMORY,
+            numeric: false,
             now: None,
         }
     }
@@ -148,23 +159,27 @@ impl Default for ReportArgs {
 ///             summarised_events (events in summarised rows), max_memory (bytes, 0: none),
 ///             malformed_lines, overlong_lines (of those, longer than 8 MiB),
 ///             newer_version_lines (schema newer than 1: skipped),
-///             files_read, outside_window (events skipped by since/until),
+///             files_read, hosts (distinct `host` values; 0 for logs without them),
+///             outside_window (events skipped by since/until),
 ///             first_seen, last_seen, since, until, now,
 ///             files: [{path, gzip, lines, malformed, overlong, newer_version, error}]
 ///                    (error: a read error midway)
-/// groups:     by ("path"|"process"|"user"|"rule"), total (rows before --limit),
+/// groups:     by ("path"|"process"|"user"|"rule"|"unit"|"host"), total (rows before --limit),
 ///             rows: [{key, <by fields>, hits, processes, users, paths, first_seen, last_seen,
 ///                     <marks>}]
-///             <by fields>: path: directory; process: comm, exe; user: uid, suppressed;
-///             rule: rule
-/// processes:  total, rows: [{comm, exe, uid, hits, paths, first_seen, last_seen, <marks>}]
-/// misses:     total, rows: [{path, hits, processes: [{comm, hits, <marks>}], first_seen,
-///                            last_seen, <marks>}]
+///             <by fields>: path: directory; process: comm, exe; user: uid, user,
+///             suppressed; rule: rule; unit: unit, user_unit, container; host: host
+/// processes:  total, rows: [{comm, exe, uid, user, unit, user_unit, container, host, hits,
+///                            paths, first_seen, last_seen, <marks>}]
+/// misses:     total, rows: [{path, hits, processes: [{comm, hits, <marks>}],
+///                            hosts: [{host, hits, <marks>}], first_seen, last_seen, <marks>}]
 /// denials:    total, rows: [{op, path, result, hits, processes: [{comm, hits, <marks>}],
-///                            first_seen, last_seen, <marks>}]
-/// suppressed: total, rows: [{uid, events, first_seen, last_seen}]
+///                            hosts: [...], first_seen, last_seen, <marks>}]
+/// suppressed: total, rows: [{uid, user, events, first_seen, last_seen}]
 /// verdict:    text, last_access: null | {ts, ago_seconds, op, path, result, comm, exe, uid,
-///                                        <marks>}
+///                                        user, unit, user_unit, container, host, <marks>}
+/// user:       the uid's login name in this machine's user database (null: none, or
+///             --numeric); the uid is always given beside it
 /// <marks>:    escaped: [field names whose value is not UTF-8, shown encoded: \\, \xHH],
 ///             truncated: [field names the daemon shortened],
 ///             summarised (the row holds events folded to stay within max_memory; its
@@ -181,7 +196,7 @@ pub fn run(args: &ReportArgs, out: &mut dyn Write) -> Result<(), String> {
     let window = Window::new(args.since.as_deref(), args.until.as_deref(), now)?;
     let workers = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
     let (agg, files) = aggregate(&args.logs, window, workers, args.max_memory)?;
-    let mut report = agg.into_report(args.by, files, args.limit, now);
+    let mut report = agg.into_report(args.by, files, args.limit, now, !args.numeric);
     report.totals.max_memory = args.max_memory;
     let written = match args.format {
         Format::Table => write_table(&report, out),

@@ -33,8 +33,8 @@ impl<'de: 'a, 'a> Deserialize<'de> for Str<'a> {
     }
 }
 
-/// The fields of an audit line the report uses; everything else (pid, gid, target, flags,
-/// cmdline, future fields) is skipped by the parser. All optional here so a missing field is
+/// The fields of an audit line the report uses; everything else (pid, tgid, gid, target,
+/// flags, cmdline, future fields) is skipped by the parser. All optional here so a missing field is
 /// a malformed line we count rather than a parse error. Read by the names in
 /// [`schema::field`], as the writer writes them.
 pub(super) struct RawEvent<'a> {
@@ -55,6 +55,11 @@ pub(super) struct RawEvent<'a> {
     pub(super) escaped: Option<Vec<Str<'a>>>,
     /// Fields the daemon shortened (head, `…[N bytes]…`, tail).
     pub(super) truncated: Option<Vec<Str<'a>>>,
+    /// Where and which service (absent in lines from before they were written).
+    pub(super) host: Option<Str<'a>>,
+    pub(super) unit: Option<Str<'a>>,
+    pub(super) user_unit: Option<Str<'a>>,
+    pub(super) container: Option<Str<'a>>,
 }
 
 /// The fields of [`RawEvent`], in the order a JSON array form lists them (serde's struct
@@ -109,6 +114,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for RawEvent<'a> {
                     (None, None, None, None, None, None);
                 let (mut comm, mut exe, mut result, mut count, mut escaped, mut truncated) =
                     (None, None, None, None, None, None);
+                let (mut host, mut unit, mut user_unit, mut container) = (None, None, None, None);
                 while let Some(key) = map.next_key::<Str<'de>>()? {
                     match &*key.0 {
                         field::V => once(&mut map, &mut v, field::V)?,
@@ -123,6 +129,10 @@ impl<'de: 'a, 'a> Deserialize<'de> for RawEvent<'a> {
                         field::COUNT => once(&mut map, &mut count, field::COUNT)?,
                         field::ESCAPED => once(&mut map, &mut escaped, field::ESCAPED)?,
                         field::TRUNCATED => once(&mut map, &mut truncated, field::TRUNCATED)?,
+                        field::HOST => once(&mut map, &mut host, field::HOST)?,
+                        field::UNIT => once(&mut map, &mut unit, field::UNIT)?,
+                        field::USER_UNIT => once(&mut map, &mut user_unit, field::USER_UNIT)?,
+                        field::CONTAINER => once(&mut map, &mut container, field::CONTAINER)?,
                         _ => {
                             map.next_value::<de::IgnoredAny>()?;
                         }
@@ -141,6 +151,10 @@ impl<'de: 'a, 'a> Deserialize<'de> for RawEvent<'a> {
                     count: count.flatten(),
                     escaped: escaped.flatten(),
                     truncated: truncated.flatten(),
+                    host: host.flatten(),
+                    unit: unit.flatten(),
+                    user_unit: user_unit.flatten(),
+                    container: container.flatten(),
                 })
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<RawEvent<'a>, A::Error> {
@@ -157,6 +171,12 @@ impl<'de: 'a, 'a> Deserialize<'de> for RawEvent<'a> {
                     count: element(&mut seq, 9)?,
                     escaped: element(&mut seq, 10)?,
                     truncated: element(&mut seq, 11)?,
+                    // The array form is the twelve fields above, as it always was; fields
+                    // added since are read from objects only.
+                    host: None,
+                    unit: None,
+                    user_unit: None,
+                    container: None,
                 })
             }
         }
@@ -216,12 +236,19 @@ pub(super) const MAP_TRUNCATED: u16 = 1 << 7;
 /// A tuple that stands for many, folded to stay within the memory cap: path, comm and exe
 /// are not known (empty), op, result, uid and rule are.
 pub(super) const SUMMARISED: u16 = 1 << 8;
+/// The unit (or the user unit) is listed in `escaped`.
+pub(super) const UNIT_ESCAPED: u16 = 1 << 9;
+pub(super) const UNIT_TRUNCATED: u16 = 1 << 10;
+pub(super) const HOST_ESCAPED: u16 = 1 << 11;
+pub(super) const HOST_TRUNCATED: u16 = 1 << 12;
 
 /// The flags that belong to each name of a key (a summarised key has no names at all).
 pub(super) const PATH_FLAGS: u16 = PATH_ESCAPED | PATH_TRUNCATED | SUMMARISED;
 pub(super) const COMM_FLAGS: u16 = COMM_ESCAPED | COMM_TRUNCATED | SUMMARISED;
 pub(super) const EXE_FLAGS: u16 = EXE_ESCAPED | EXE_TRUNCATED | SUMMARISED;
 pub(super) const MAP_FLAGS: u16 = MAP_ESCAPED | MAP_TRUNCATED;
+pub(super) const UNIT_FLAGS: u16 = UNIT_ESCAPED | UNIT_TRUNCATED;
+pub(super) const HOST_FLAGS: u16 = HOST_ESCAPED | HOST_TRUNCATED;
 
 /// The `escaped`/`truncated` flags of a field name the report uses; 0 for the others.
 pub(super) fn field_flag(name: &str, escaped: bool) -> u16 {
@@ -230,6 +257,8 @@ pub(super) fn field_flag(name: &str, escaped: bool) -> u16 {
         field::COMM => (COMM_ESCAPED, COMM_TRUNCATED),
         field::EXE => (EXE_ESCAPED, EXE_TRUNCATED),
         field::MAP => (MAP_ESCAPED, MAP_TRUNCATED),
+        field::UNIT | field::USER_UNIT => (UNIT_ESCAPED, UNIT_TRUNCATED),
+        field::HOST => (HOST_ESCAPED, HOST_TRUNCATED),
         _ => return 0,
     };
     if escaped {
@@ -256,6 +285,11 @@ pub(super) struct EventKey<'a> {
     pub(super) comm: &'a str,
     pub(super) exe: Option<&'a str>,
     pub(super) result: &'a str,
+    /// The caller's unit, the user's unit below it, its container; the logging host.
+    pub(super) unit: Option<&'a str>,
+    pub(super) user_unit: Option<&'a str>,
+    pub(super) container: Option<&'a str>,
+    pub(super) host: Option<&'a str>,
     /// [`PATH_ESCAPED`] and the others.
     pub(super) flags: u16,
 }
@@ -370,6 +404,12 @@ impl Aggregator {
         if raw.map.is_none() {
             flags &= !MAP_FLAGS;
         }
+        if raw.unit.is_none() && raw.user_unit.is_none() {
+            flags &= !UNIT_FLAGS;
+        }
+        if raw.host.is_none() {
+            flags &= !HOST_FLAGS;
+        }
         if !self.window.contains(ts) {
             self.outside = self.outside.saturating_add(count);
             return Some(Outcome::Accepted);
@@ -389,6 +429,10 @@ impl Aggregator {
             comm: &comm.0,
             exe: raw.exe.as_ref().map(|e| &*e.0),
             result: &result.0,
+            unit: raw.unit.as_ref().map(|u| &*u.0),
+            user_unit: raw.user_unit.as_ref().map(|u| &*u.0),
+            container: raw.container.as_ref().map(|c| &*c.0),
+            host: raw.host.as_ref().map(|h| &*h.0),
             flags,
         };
         self.add(&key, ts, count);

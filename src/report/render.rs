@@ -67,8 +67,10 @@ impl serde_json::ser::Formatter for SafeJson {
 pub(super) fn write_csv(report: &Report, out: &mut dyn Write) -> io::Result<()> {
     let key_head: &[&str] = match report.groups.by {
         "process" => &["comm", "exe"],
-        "user" => &["uid", "suppressed"],
+        "user" => &["uid", "user", "suppressed"],
         "rule" => &["rule"],
+        "unit" => &["unit", "user_unit", "container"],
+        "host" => &["host"],
         _ => &["directory"],
     };
     let tail = [
@@ -90,9 +92,28 @@ pub(super) fn write_csv(report: &Report, out: &mut dyn Write) -> io::Result<()> 
                 csv_cell(comm, m.escaped("comm")),
                 csv_cell(exe.as_deref().unwrap_or(""), m.escaped("exe")),
             ],
-            GroupId::User { uid, suppressed } => vec![uid.to_string(), suppressed.to_string()],
+            GroupId::User {
+                uid,
+                user,
+                suppressed,
+            } => vec![
+                uid.to_string(),
+                csv_cell(user.as_deref().unwrap_or(""), false),
+                suppressed.to_string(),
+            ],
             GroupId::Rule { rule } => {
                 vec![csv_cell(rule.as_deref().unwrap_or(""), m.escaped("rule"))]
+            }
+            GroupId::Unit {
+                unit,
+                user_unit,
+                container,
+            } => [unit, user_unit, container]
+                .into_iter()
+                .map(|v| csv_cell(v.as_deref().unwrap_or(""), m.escaped("unit")))
+                .collect(),
+            GroupId::Host { host } => {
+                vec![csv_cell(host.as_deref().unwrap_or(""), m.escaped("host"))]
             }
         };
         let mut notes: Vec<String> = m.escaped.iter().map(|f| format!("escaped:{f}")).collect();
@@ -304,8 +325,16 @@ pub(super) fn write_table(r: &Report, out: &mut dyn Write) -> io::Result<()> {
             "Top processes (grouped by comm and exe)",
             &[("COMM", false), ("EXE", false)],
         ),
-        "user" => ("Top users", &[("UID", true), ("SUPPRESSED", true)]),
+        "user" => (
+            "Top users",
+            &[("UID", true), ("USER", false), ("SUPPRESSED", true)],
+        ),
         "rule" => ("Top rules", &[("RULE", false)]),
+        "unit" => (
+            "Top services (systemd unit, container)",
+            &[("UNIT", false), ("CONTAINER", false)],
+        ),
+        "host" => ("Top hosts", &[("HOST", false)]),
         _ => ("Top legacy directories", &[("DIRECTORY", false)]),
     };
     heading(out, title, g.rows.len(), g.total)?;
@@ -328,11 +357,32 @@ pub(super) fn write_table(r: &Report, out: &mut dyn Write) -> io::Result<()> {
                 exe.as_deref()
                     .map_or_else(|| "-".into(), |e| shown(e, m, "exe")),
             ],
-            GroupId::User { uid, suppressed } => vec![uid.to_string(), suppressed.to_string()],
+            GroupId::User {
+                uid,
+                user,
+                suppressed,
+            } => vec![uid.to_string(), user_cell(user), suppressed.to_string()],
             GroupId::Rule { rule } => {
                 vec![rule
                     .as_deref()
                     .map_or("(no rule)".into(), |r| shown(r, m, "rule"))]
+            }
+            GroupId::Unit {
+                unit,
+                user_unit,
+                container,
+            } => vec![
+                service_label(unit.as_deref(), user_unit.as_deref(), container.as_deref())
+                    .filter(|_| unit.is_some() || user_unit.is_some())
+                    .map_or("(no unit)".into(), |u| shown(&u, m, "unit")),
+                container
+                    .as_deref()
+                    .map_or("-".into(), |c| name(c.get(..12).unwrap_or(c))),
+            ],
+            GroupId::Host { host } => {
+                vec![host
+                    .as_deref()
+                    .map_or("(no host)".into(), |h| shown(h, m, "host"))]
             }
         };
         if m.summarised {
@@ -356,25 +406,51 @@ pub(super) fn write_table(r: &Report, out: &mut dyn Write) -> io::Result<()> {
 
     let p = &r.processes;
     heading(out, "Top processes", p.rows.len(), p.total)?;
-    let mut table = Table::new(&[
+    // A host column only where it tells rows apart: logs of more than one host.
+    let many_hosts = t.hosts > 1;
+    let mut cols = vec![
         ("COMM", false),
         ("EXE", false),
         ("UID", true),
-        ("HITS", true),
-        ("PATHS", true),
-        ("LAST SEEN", false),
-    ]);
+        ("USER", false),
+        ("UNIT", false),
+    ];
+    if many_hosts {
+        cols.push(("HOST", false));
+    }
+    cols.extend([("HITS", true), ("PATHS", true), ("LAST SEEN", false)]);
+    let mut table = Table::new(&cols);
     for row in &p.rows {
-        table.row(vec![
-            shown(&row.comm, &row.marks, "comm"),
+        let m = &row.marks;
+        let mut cells = vec![
+            shown(&row.comm, m, "comm"),
             row.exe
                 .as_deref()
-                .map_or_else(|| "-".into(), |e| shown(e, &row.marks, "exe")),
+                .map_or_else(|| "-".into(), |e| shown(e, m, "exe")),
             row.uid.to_string(),
+            user_cell(&row.user),
+        ];
+        cells.push(
+            service_label(
+                row.unit.as_deref(),
+                row.user_unit.as_deref(),
+                row.container.as_deref(),
+            )
+            .map_or_else(|| "-".into(), |u| shown(&u, m, "unit")),
+        );
+        if many_hosts {
+            cells.push(
+                row.host
+                    .as_deref()
+                    .map_or_else(|| "-".into(), |h| shown(h, m, "host")),
+            );
+        }
+        cells.extend([
             row.hits.to_string(),
             row.paths.to_string(),
             short(&row.last_seen),
         ]);
+        table.row(cells);
     }
     table.write(out, "")?;
 
@@ -385,19 +461,27 @@ pub(super) fn write_table(r: &Report, out: &mut dyn Write) -> io::Result<()> {
         m.rows.len(),
         m.total,
     )?;
-    let mut table = Table::new(&[
+    let mut cols = vec![
         ("PATH", false),
         ("HITS", true),
         ("LAST SEEN", false),
         ("PROCESSES", false),
-    ]);
+    ];
+    if many_hosts {
+        cols.push(("HOSTS", false));
+    }
+    let mut table = Table::new(&cols);
     for row in &m.rows {
-        table.row(vec![
+        let mut cells = vec![
             shown(&row.path, &row.marks, "path"),
             row.hits.to_string(),
             short(&row.last_seen),
             proc_list(&row.processes),
-        ]);
+        ];
+        if many_hosts {
+            cells.push(host_list(&row.hosts));
+        }
+        table.row(cells);
     }
     table.write(out, "")?;
 
@@ -408,23 +492,31 @@ pub(super) fn write_table(r: &Report, out: &mut dyn Write) -> io::Result<()> {
         d.rows.len(),
         d.total,
     )?;
-    let mut table = Table::new(&[
+    let mut cols = vec![
         ("OP", false),
         ("PATH", false),
         ("RESULT", false),
         ("HITS", true),
         ("LAST SEEN", false),
         ("PROCESSES", false),
-    ]);
+    ];
+    if many_hosts {
+        cols.push(("HOSTS", false));
+    }
+    let mut table = Table::new(&cols);
     for row in &d.rows {
-        table.row(vec![
+        let mut cells = vec![
             name(&row.op),
             shown(&row.path, &row.marks, "path"),
             name(&row.result),
             row.hits.to_string(),
             short(&row.last_seen),
             proc_list(&row.processes),
-        ]);
+        ];
+        if many_hosts {
+            cells.push(host_list(&row.hosts));
+        }
+        table.row(cells);
     }
     table.write(out, "")?;
 
@@ -438,6 +530,7 @@ pub(super) fn write_table(r: &Report, out: &mut dyn Write) -> io::Result<()> {
         )?;
         let mut table = Table::new(&[
             ("UID", true),
+            ("USER", false),
             ("EVENTS", true),
             ("FIRST SEEN", false),
             ("LAST SEEN", false),
@@ -445,6 +538,7 @@ pub(super) fn write_table(r: &Report, out: &mut dyn Write) -> io::Result<()> {
         for row in &s.rows {
             table.row(vec![
                 row.uid.to_string(),
+                user_cell(&row.user),
                 row.events.to_string(),
                 short(&row.first_seen),
                 short(&row.last_seen),
@@ -454,6 +548,11 @@ pub(super) fn write_table(r: &Report, out: &mut dyn Write) -> io::Result<()> {
     }
 
     writeln!(out, "\nVerdict: {}", clean(&r.verdict.text))
+}
+
+/// A login name for the table: made safe like every name, `-` when the uid has none here.
+pub(super) fn user_cell(user: &Option<String>) -> String {
+    user.as_deref().map_or_else(|| "-".into(), name)
 }
 
 pub(super) fn heading(
@@ -467,6 +566,26 @@ pub(super) fn heading(
     } else {
         writeln!(out, "\n{title}")
     }
+}
+
+/// "web-01 (12), web-02 (1)" — the three busiest hosts, then how many more.
+pub(super) fn host_list(hosts: &[HostHits]) -> String {
+    const SHOWN: usize = 3;
+    let mut s: Vec<String> = hosts
+        .iter()
+        .take(SHOWN)
+        .map(|h| {
+            let host = h
+                .host
+                .as_deref()
+                .map_or_else(|| "-".into(), |n| shown(n, &h.marks, "host"));
+            format!("{host} ({})", h.hits)
+        })
+        .collect();
+    if hosts.len() > SHOWN {
+        s.push(format!("+{} more", hosts.len() - SHOWN));
+    }
+    s.join(", ")
 }
 
 /// "python3 (12), bash (1)" — the three busiest, then how many more.

@@ -12,6 +12,7 @@ impl Aggregator {
         files: Vec<FileStats>,
         limit: usize,
         now: i64,
+        user_names: bool,
     ) -> Report {
         let Aggregator {
             window,
@@ -44,6 +45,8 @@ impl Aggregator {
         struct HitAgg {
             seen: Option<Seen>,
             comms: IdMap<(u32, u16), u64>,
+            /// Hits per logging host (none: lines without a host).
+            hosts: IdMap<(u32, u16), u64>,
         }
         fn merge(seen: &mut Option<Seen>, other: &Seen) {
             seen.get_or_insert_with(Seen::new).merge(other);
@@ -63,8 +66,9 @@ impl Aggregator {
         let mut dirs: IdMap<(u32, u16, bool), (u32, u16)> = IdMap::default();
 
         let mut span: Option<Seen> = None;
-        let mut groups: IdMap<(u32, u32, u16), GroupAgg> = IdMap::default();
-        let mut procs: IdMap<(u32, u32, u32, u16), ProcAgg> = IdMap::default();
+        let mut groups: IdMap<(u32, u32, u32, u16), GroupAgg> = IdMap::default();
+        let mut procs: IdMap<ProcKey, ProcAgg> = IdMap::default();
+        let mut hosts = IdSet::default();
         let mut misses: IdMap<(u32, u16), HitAgg> = IdMap::default();
         let mut denials: IdMap<(u32, u32, u32, u16), HitAgg> = IdMap::default();
         let mut last: Option<&Tuple> = None;
@@ -99,12 +103,17 @@ impl Aggregator {
                             dir
                         }
                     };
-                    (dir, NONE, dir_flags)
+                    (dir, NONE, NONE, dir_flags)
                 }
-                GroupBy::Process => (t.comm, t.exe, proc_flags),
-                GroupBy::User => (t.uid, NONE, 0),
-                GroupBy::Rule => (t.map, NONE, t.flags & MAP_FLAGS),
+                GroupBy::Process => (t.comm, t.exe, NONE, proc_flags),
+                GroupBy::User => (t.uid, NONE, NONE, 0),
+                GroupBy::Rule => (t.map, NONE, NONE, t.flags & MAP_FLAGS),
+                GroupBy::Unit => (t.unit, t.user_unit, t.container, t.flags & UNIT_FLAGS),
+                GroupBy::Host => (t.host, NONE, NONE, t.flags & HOST_FLAGS),
             };
+            if t.host != NONE {
+                hosts.insert(member(t.host, t.flags & HOST_FLAGS));
+            }
             let group = groups.entry(key).or_default();
             merge(&mut group.seen, &t.seen);
             group.comms.insert(member(t.comm, proc_flags));
@@ -112,7 +121,17 @@ impl Aggregator {
             group.paths.insert(member(t.path, path_flags));
             group.summarised |= t.flags & SUMMARISED != 0;
 
-            let proc = procs.entry((t.comm, t.exe, t.uid, proc_flags)).or_default();
+            let proc_key = ProcKey {
+                comm: t.comm,
+                exe: t.exe,
+                uid: t.uid,
+                unit: t.unit,
+                user_unit: t.user_unit,
+                container: t.container,
+                host: t.host,
+                flags: t.flags & (COMM_FLAGS | EXE_FLAGS | UNIT_FLAGS | HOST_FLAGS),
+            };
+            let proc = procs.entry(proc_key).or_default();
             merge(&mut proc.seen, &t.seen);
             proc.paths.insert(member(t.path, path_flags));
 
@@ -131,6 +150,8 @@ impl Aggregator {
                 merge(&mut hit.seen, &t.seen);
                 let hits = hit.comms.entry((t.comm, t.flags & COMM_FLAGS)).or_default();
                 *hits = hits.saturating_add(t.seen.hits);
+                let hits = hit.hosts.entry((t.host, t.flags & HOST_FLAGS)).or_default();
+                *hits = hits.saturating_add(t.seen.hits);
             }
 
             if last.is_none_or(|l| access_order(&strings, t, l) == Ordering::Greater) {
@@ -140,19 +161,20 @@ impl Aggregator {
         if by == GroupBy::User {
             // A user whose every event was suppressed is still a user of the legacy path.
             for (&uid, seen) in &suppressed {
-                groups.entry((uid, NONE, 0)).or_default().suppressed = seen.hits;
+                groups.entry((uid, NONE, NONE, 0)).or_default().suppressed = seen.hits;
             }
         }
 
         let s = &strings;
         let owned = |id: u32| s.get(id).to_owned();
         let opt_owned = |id: u32| s.opt(id).map(str::to_owned);
+        let users = Users::new(user_names);
 
         let mut groups: Vec<_> = groups.into_iter().collect();
-        let group_name = |key: &(u32, u32, u16)| match by {
-            GroupBy::User => (None, key.0, None, key.2),
-            GroupBy::Path | GroupBy::Process | GroupBy::Rule => {
-                (s.opt(key.0), 0, s.opt(key.1), key.2)
+        let group_name = |key: &(u32, u32, u32, u16)| match by {
+            GroupBy::User => (None, key.0, None, None, key.3),
+            GroupBy::Path | GroupBy::Process | GroupBy::Rule | GroupBy::Unit | GroupBy::Host => {
+                (s.opt(key.0), 0, s.opt(key.1), s.opt(key.2), key.3)
             }
         };
         groups.sort_by(|(ka, a), (kb, b)| {
@@ -169,7 +191,7 @@ impl Aggregator {
             .flatten()
             .filter(|&i| i >= limit)
             .map(|i| groups.remove(i));
-        let group_row = |((k0, k1, flags), g): ((u32, u32, u16), GroupAgg)| {
+        let group_row = |((k0, k1, k2, flags), g): ((u32, u32, u32, u16), GroupAgg)| {
             let (id, fields): (GroupId, &[Field]) = match by {
                 GroupBy::Path => (
                     GroupId::Directory {
@@ -190,9 +212,24 @@ impl Aggregator {
                 GroupBy::User => (
                     GroupId::User {
                         uid: k0,
+                        user: users.name(k0),
                         suppressed: g.suppressed,
                     },
                     &[],
+                ),
+                GroupBy::Unit => (
+                    GroupId::Unit {
+                        unit: opt_owned(k0),
+                        user_unit: opt_owned(k1),
+                        container: opt_owned(k2),
+                    },
+                    &[("unit", UNIT_ESCAPED, UNIT_TRUNCATED)],
+                ),
+                GroupBy::Host => (
+                    GroupId::Host {
+                        host: opt_owned(k0),
+                    },
+                    &[("host", HOST_ESCAPED, HOST_TRUNCATED)],
                 ),
                 GroupBy::Rule => (
                     GroupId::Rule {
@@ -220,27 +257,36 @@ impl Aggregator {
         let group_rows = limited(groups, limit).map(group_row).collect();
 
         let mut procs: Vec<_> = procs.into_iter().collect();
-        procs.sort_by(|((ca, ea, ua, fa), a), ((cb, eb, ub, fb), b)| {
+        procs.sort_by(|(ka, a), (kb, b)| {
             hits_of(b.seen.as_ref())
                 .cmp(&hits_of(a.seen.as_ref()))
-                .then_with(|| s.get(*ca).cmp(s.get(*cb)))
-                .then_with(|| s.opt(*ea).cmp(&s.opt(*eb)))
-                .then_with(|| ua.cmp(ub))
-                .then_with(|| fa.cmp(fb))
+                .then_with(|| s.get(ka.comm).cmp(s.get(kb.comm)))
+                .then_with(|| s.opt(ka.exe).cmp(&s.opt(kb.exe)))
+                .then_with(|| ka.uid.cmp(&kb.uid))
+                .then_with(|| s.opt(ka.unit).cmp(&s.opt(kb.unit)))
+                .then_with(|| s.opt(ka.user_unit).cmp(&s.opt(kb.user_unit)))
+                .then_with(|| s.opt(ka.container).cmp(&s.opt(kb.container)))
+                .then_with(|| s.opt(ka.host).cmp(&s.opt(kb.host)))
+                .then_with(|| ka.flags.cmp(&kb.flags))
         });
         let procs_total = procs.len();
         let proc_rows = limited(procs, limit)
-            .map(|((comm, exe, uid, flags), p)| {
+            .map(|(k, p)| {
                 let (first_seen, last_seen) = seen_times(p.seen.as_ref());
                 ProcessRow {
-                    comm: owned(comm),
-                    exe: opt_owned(exe),
-                    uid,
+                    comm: owned(k.comm),
+                    exe: opt_owned(k.exe),
+                    uid: k.uid,
+                    user: users.name(k.uid),
+                    unit: opt_owned(k.unit),
+                    user_unit: opt_owned(k.user_unit),
+                    container: opt_owned(k.container),
+                    host: opt_owned(k.host),
                     hits: hits_of(p.seen.as_ref()),
                     paths: p.paths.len(),
                     first_seen,
                     last_seen,
-                    marks: Marks::of(flags, PROC_FIELDS),
+                    marks: Marks::of(k.flags, PROC_FIELDS),
                 }
             })
             .collect();
@@ -260,6 +306,7 @@ impl Aggregator {
                     path: owned(path),
                     hits: hits_of(m.seen.as_ref()),
                     processes: proc_hits(s, &m.comms),
+                    hosts: host_hits(s, &m.hosts),
                     first_seen,
                     last_seen,
                     marks: Marks::of(flags, PATH_FIELD),
@@ -286,6 +333,7 @@ impl Aggregator {
                     result: owned(result),
                     hits: hits_of(d.seen.as_ref()),
                     processes: proc_hits(s, &d.comms),
+                    hosts: host_hits(s, &d.hosts),
                     first_seen,
                     last_seen,
                     marks: Marks::of(flags, PATH_FIELD),
@@ -303,6 +351,7 @@ impl Aggregator {
         let suppressed_rows = limited(suppressed, limit)
             .map(|(uid, seen)| SuppressedRow {
                 uid,
+                user: users.name(uid),
                 events: seen.hits,
                 first_seen: fmt_ts(seen.first),
                 last_seen: fmt_ts(seen.last),
@@ -318,12 +367,19 @@ impl Aggregator {
             comm: owned(l.comm),
             exe: opt_owned(l.exe),
             uid: l.uid,
+            user: users.name(l.uid),
+            unit: opt_owned(l.unit),
+            user_unit: opt_owned(l.user_unit),
+            container: opt_owned(l.container),
+            host: opt_owned(l.host),
             marks: Marks::of(
                 l.flags,
                 &[
                     ("path", PATH_ESCAPED, PATH_TRUNCATED),
                     ("comm", COMM_ESCAPED, COMM_TRUNCATED),
                     ("exe", EXE_ESCAPED, EXE_TRUNCATED),
+                    ("unit", UNIT_ESCAPED, UNIT_TRUNCATED),
+                    ("host", HOST_ESCAPED, HOST_TRUNCATED),
                 ],
             ),
         });
@@ -334,6 +390,7 @@ impl Aggregator {
             lost,
             (suppressed_events, suppressed_last),
             now,
+            hosts.len(),
         );
 
         Report {
@@ -349,6 +406,7 @@ impl Aggregator {
                 summarised_events,
                 max_memory: 0,
                 files_read: files.len(),
+                hosts: hosts.len(),
                 outside_window: outside,
                 first_seen: span.map(|s| fmt_ts(s.first)),
                 last_seen: span.map(|s| fmt_ts(s.last)),
@@ -397,6 +455,10 @@ pub(super) fn access_order(s: &Interner, a: &Tuple, b: &Tuple) -> Ordering {
         .then_with(|| s.get(a.result).cmp(s.get(b.result)))
         .then_with(|| s.opt(a.exe).cmp(&s.opt(b.exe)))
         .then_with(|| s.opt(a.map).cmp(&s.opt(b.map)))
+        .then_with(|| s.opt(a.unit).cmp(&s.opt(b.unit)))
+        .then_with(|| s.opt(a.user_unit).cmp(&s.opt(b.user_unit)))
+        .then_with(|| s.opt(a.container).cmp(&s.opt(b.container)))
+        .then_with(|| s.opt(a.host).cmp(&s.opt(b.host)))
         .then_with(|| a.flags.cmp(&b.flags))
 }
 
@@ -432,6 +494,25 @@ pub(super) fn proc_hits(strings: &Interner, comms: &IdMap<(u32, u16), u64>) -> V
             .then_with(|| a.comm.cmp(&b.comm))
             .then_with(|| a.marks.escaped.cmp(&b.marks.escaped))
             .then_with(|| a.marks.summarised.cmp(&b.marks.summarised))
+    });
+    rows
+}
+
+/// The hosts of a miss or a denial, most hits first (`host` null: lines without one).
+pub(super) fn host_hits(strings: &Interner, hosts: &IdMap<(u32, u16), u64>) -> Vec<HostHits> {
+    let mut rows: Vec<HostHits> = hosts
+        .iter()
+        .map(|(&(host, flags), &hits)| HostHits {
+            host: strings.opt(host).map(str::to_owned),
+            hits,
+            marks: Marks::of(flags, &[("host", HOST_ESCAPED, HOST_TRUNCATED)]),
+        })
+        .collect();
+    rows.sort_by(|a, b| {
+        b.hits
+            .cmp(&a.hits)
+            .then_with(|| a.host.cmp(&b.host))
+            .then_with(|| a.marks.escaped.cmp(&b.marks.escaped))
     });
     rows
 }
@@ -485,7 +566,85 @@ pub(super) const PATH_FIELD: &[Field] = &[("path", PATH_ESCAPED, PATH_TRUNCATED)
 pub(super) const PROC_FIELDS: &[Field] = &[
     ("comm", COMM_ESCAPED, COMM_TRUNCATED),
     ("exe", EXE_ESCAPED, EXE_TRUNCATED),
+    ("unit", UNIT_ESCAPED, UNIT_TRUNCATED),
+    ("host", HOST_ESCAPED, HOST_TRUNCATED),
 ];
+
+/// What makes a row of the process section: the process and where it ran.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub(super) struct ProcKey {
+    pub(super) comm: u32,
+    pub(super) exe: u32,
+    pub(super) uid: u32,
+    pub(super) unit: u32,
+    pub(super) user_unit: u32,
+    pub(super) container: u32,
+    pub(super) host: u32,
+    pub(super) flags: u16,
+}
+
+/// Login names from this machine's user database (NSS), looked up once per uid and only for
+/// the rows shown. The log keeps only the uid: on logs from another host the names are this
+/// host's, which is why the uid is always shown beside them.
+pub(super) struct Users {
+    /// `false`: no lookups (`--numeric`).
+    enabled: bool,
+    names: std::cell::RefCell<HashMap<u32, Option<String>>>,
+}
+
+impl Users {
+    pub(super) fn new(enabled: bool) -> Users {
+        Users {
+            enabled,
+            names: std::cell::RefCell::default(),
+        }
+    }
+
+    pub(super) fn name(&self, uid: u32) -> Option<String> {
+        if !self.enabled {
+            return None;
+        }
+        self.names
+            .borrow_mut()
+            .entry(uid)
+            .or_insert_with(|| {
+                crate::sys::user_name(uid).map(|n| String::from_utf8_lossy(&n).into_owned())
+            })
+            .clone()
+    }
+}
+
+/// A process's service as one label: `unit`, `unit/user_unit`, and the container's short id
+/// (12 digits, as `docker ps` shows it): `docker-0123456789ab….scope` where the unit holds
+/// the id, `container 0123456789ab` after the unit otherwise; `None` when there is none.
+pub(super) fn service_label(
+    unit: Option<&str>,
+    user_unit: Option<&str>,
+    container: Option<&str>,
+) -> Option<String> {
+    let short = container.map(|c| c.get(..12).unwrap_or(c));
+    let mut in_unit = false;
+    let mut shorten = |u: &str| match (container, short) {
+        (Some(c), Some(s)) if c.len() > s.len() && u.contains(c) => {
+            in_unit = true;
+            u.replacen(c, &format!("{s}…"), 1)
+        }
+        _ => u.to_owned(),
+    };
+    let mut label = unit.map(&mut shorten).unwrap_or_default();
+    if let Some(u) = user_unit {
+        label.push('/');
+        label.push_str(&shorten(u));
+    }
+    if let Some(s) = short.filter(|_| !in_unit) {
+        if !label.is_empty() {
+            label.push(' ');
+        }
+        label.push_str("container ");
+        label.push_str(s);
+    }
+    (!label.is_empty()).then_some(label)
+}
 
 impl Marks {
     pub(super) fn of(flags: u16, fields: &[Field]) -> Marks {
@@ -532,6 +691,8 @@ pub(super) struct Totals {
     /// The `--max-memory` cap in bytes; 0: none.
     pub(super) max_memory: u64,
     pub(super) files_read: usize,
+    /// Distinct `host` values among the events (0: logs without host names).
+    pub(super) hosts: usize,
     pub(super) outside_window: u64,
     pub(super) first_seen: Option<String>,
     pub(super) last_seen: Option<String>,
@@ -576,10 +737,30 @@ pub(super) struct GroupRow {
 #[derive(Serialize)]
 #[serde(untagged)]
 pub(super) enum GroupId {
-    Directory { directory: String },
-    Process { comm: String, exe: Option<String> },
-    User { uid: u32, suppressed: u64 },
-    Rule { rule: Option<String> },
+    Directory {
+        directory: String,
+    },
+    Process {
+        comm: String,
+        exe: Option<String>,
+    },
+    User {
+        uid: u32,
+        /// The login name of `uid` on the machine running the report.
+        user: Option<String>,
+        suppressed: u64,
+    },
+    Rule {
+        rule: Option<String>,
+    },
+    Unit {
+        unit: Option<String>,
+        user_unit: Option<String>,
+        container: Option<String>,
+    },
+    Host {
+        host: Option<String>,
+    },
 }
 
 impl GroupId {
@@ -598,8 +779,18 @@ impl GroupId {
                 comm,
                 exe: Some(exe),
             } => format!("{comm} ({exe})"),
+            GroupId::User {
+                uid, user: Some(u), ..
+            } => format!("{uid} ({u})"),
             GroupId::User { uid, .. } => uid.to_string(),
             GroupId::Rule { rule } => rule.clone().unwrap_or_else(|| "(no rule)".into()),
+            GroupId::Unit {
+                unit,
+                user_unit,
+                container,
+            } => service_label(unit.as_deref(), user_unit.as_deref(), container.as_deref())
+                .unwrap_or_else(|| "(no unit)".into()),
+            GroupId::Host { host } => host.clone().unwrap_or_else(|| "(no host)".into()),
         }
     }
 }
@@ -609,6 +800,11 @@ pub(super) struct ProcessRow {
     pub(super) comm: String,
     pub(super) exe: Option<String>,
     pub(super) uid: u32,
+    pub(super) user: Option<String>,
+    pub(super) unit: Option<String>,
+    pub(super) user_unit: Option<String>,
+    pub(super) container: Option<String>,
+    pub(super) host: Option<String>,
     pub(super) hits: u64,
     pub(super) paths: usize,
     pub(super) first_seen: String,
@@ -626,10 +822,19 @@ pub(super) struct ProcHits {
 }
 
 #[derive(Serialize)]
+pub(super) struct HostHits {
+    pub(super) host: Option<String>,
+    pub(super) hits: u64,
+    #[serde(flatten)]
+    pub(super) marks: Marks,
+}
+
+#[derive(Serialize)]
 pub(super) struct MissRow {
     pub(super) path: String,
     pub(super) hits: u64,
     pub(super) processes: Vec<ProcHits>,
+    pub(super) hosts: Vec<HostHits>,
     pub(super) first_seen: String,
     pub(super) last_seen: String,
     #[serde(flatten)]
@@ -643,6 +848,7 @@ pub(super) struct DenialRow {
     pub(super) result: String,
     pub(super) hits: u64,
     pub(super) processes: Vec<ProcHits>,
+    pub(super) hosts: Vec<HostHits>,
     pub(super) first_seen: String,
     pub(super) last_seen: String,
     #[serde(flatten)]
@@ -653,6 +859,7 @@ pub(super) struct DenialRow {
 #[derive(Serialize)]
 pub(super) struct SuppressedRow {
     pub(super) uid: u32,
+    pub(super) user: Option<String>,
     pub(super) events: u64,
     pub(super) first_seen: String,
     pub(super) last_seen: String,
@@ -674,6 +881,11 @@ pub(super) struct LastAccessRow {
     pub(super) comm: String,
     pub(super) exe: Option<String>,
     pub(super) uid: u32,
+    pub(super) user: Option<String>,
+    pub(super) unit: Option<String>,
+    pub(super) user_unit: Option<String>,
+    pub(super) container: Option<String>,
+    pub(super) host: Option<String>,
     #[serde(flatten)]
     pub(super) marks: Marks,
 }
@@ -687,6 +899,7 @@ pub(super) fn verdict_text(
     lost: u64,
     suppressed: (u64, Option<i64>),
     now: i64,
+    hosts: usize,
 ) -> String {
     let mut text = match (last_ts, last) {
         (Some(ts), Some(l)) => {
@@ -702,8 +915,26 @@ pub(super) fn verdict_text(
                 .as_deref()
                 .map(|e| format!(" [{}]", shown(e, &l.marks, "exe")))
                 .unwrap_or_default();
+            let user = l
+                .user
+                .as_deref()
+                .map(|u| format!(" {}", name(u)))
+                .unwrap_or_default();
+            let unit = service_label(
+                l.unit.as_deref(),
+                l.user_unit.as_deref(),
+                l.container.as_deref(),
+            )
+            .map(|u| format!(" in {}", shown(&u, &l.marks, "unit")))
+            .unwrap_or_default();
+            let host = l
+                .host
+                .as_deref()
+                .filter(|_| hosts > 1)
+                .map(|h| format!(" on {}", shown(h, &l.marks, "host")))
+                .unwrap_or_default();
             format!(
-                "last access {when} by {}{exe} (uid {}) to {} at {}",
+                "last access {when} by {}{exe} (uid {}{user}){unit}{host} to {} at {}",
                 shown(&l.comm, &l.marks, "comm"),
                 l.uid,
                 shown(&l.path, &l.marks, "path"),

@@ -46,6 +46,8 @@ fn args(logs: Vec<PathBuf>) -> ReportArgs {
     ReportArgs {
         logs,
         now: Some(now()),
+        // Names depend on the machine: the tests of names set this themselves.
+        numeric: true,
         ..ReportArgs::default()
     }
 }
@@ -149,7 +151,8 @@ fn totals_counts_and_lost_events() {
     assert_eq!(p["total"], 2);
     assert_eq!(
         p["rows"][0],
-        json!({"comm": "python3", "exe": null, "uid": 998, "hits": 6,
+        json!({"comm": "python3", "exe": null, "uid": 998, "user": null, "unit": null,
+        "user_unit": null, "container": null, "host": null, "hits": 6,
         "paths": 1, "first_seen": "2026-11-20T10:00:00.000000Z",
         "last_seen": "2026-11-21T10:00:00.000000Z", "escaped": [], "truncated": [], "summarised": false})
     );
@@ -208,9 +211,9 @@ DIRECTORY                     HITS  PROCS  USERS  PATHS  FIRST SEEN            L
 /home/optdir/jumpserver/conf     3      1      1      2  2026-11-22T10:00:00Z  2026-11-23T08:30:00Z
 
 Top processes
-COMM     EXE  UID  HITS  PATHS  LAST SEEN
-python3  -    998     6      1  2026-11-21T10:00:00Z
-bash     -      0     3      2  2026-11-23T08:30:00Z
+COMM     EXE  UID  USER  UNIT  HITS  PATHS  LAST SEEN
+python3  -    998  -     -        6      1  2026-11-21T10:00:00Z
+bash     -      0  -     -        3      2  2026-11-23T08:30:00Z
 
 Misses (ENOENT): what the migration missed
 PATH                                      HITS  LAST SEEN             PROCESSES
@@ -308,7 +311,7 @@ fn parallel_and_sequential_reading_agree_across_chunks() {
     let report_with = |workers| {
         let (agg, files) =
             aggregate(&[plain.clone(), gz.clone()], window, workers, 0).expect("aggregate");
-        serde_json::to_value(agg.into_report(GroupBy::Path, files, 0, now)).expect("json")
+        serde_json::to_value(agg.into_report(GroupBy::Path, files, 0, now, false)).expect("json")
     };
     let one = report_with(1);
     assert_eq!(one["totals"]["events"], 2 * (n + n / 2));
@@ -601,7 +604,8 @@ fn suppressed_events_are_counted_per_user_and_never_as_paths() {
     assert_eq!(r["suppressed"]["total"], 2);
     assert_eq!(
         r["suppressed"]["rows"][0],
-        json!({"uid": 1000, "events": 750, "first_seen": "2026-11-20T10:00:01.000000Z",
+        json!({"uid": 1000, "user": null, "events": 750,
+               "first_seen": "2026-11-20T10:00:01.000000Z",
                "last_seen": "2026-11-20T10:00:02.000000Z"})
     );
     assert_eq!(r["suppressed"]["rows"][1]["events"], 3);
@@ -641,15 +645,15 @@ fn suppressed_events_are_counted_per_user_and_never_as_paths() {
         "{table}"
     );
     assert!(
-        table.contains("\n1000     750  2026-11-20T10:00:01Z  2026-11-20T10:00:02Z\n"),
+        table.contains("\n1000  -        750  2026-11-20T10:00:01Z  2026-11-20T10:00:02Z\n"),
         "{table}"
     );
     let csv = output(&ReportArgs {
         format: Format::Csv,
         ..by_user.clone()
     });
-    assert!(csv.starts_with("uid,suppressed,hits,"), "{csv}");
-    assert!(csv.contains("\n1000,750,0,0,0,0,,,\n"), "{csv}");
+    assert!(csv.starts_with("uid,user,suppressed,hits,"), "{csv}");
+    assert!(csv.contains("\n1000,,750,0,0,0,0,,,\n"), "{csv}");
     // By path, nothing of them appears as a directory.
     let r = json_of(&args(vec![log]));
     assert_eq!(r["groups"]["total"], 1);
@@ -934,7 +938,7 @@ fn json_field_names_are_stable() {
     );
     assert_eq!(
         keys(&r["totals"]),
-        "events,files,files_read,first_seen,last_seen,lost_events,lower_bounds,\
+        "events,files,files_read,first_seen,hosts,last_seen,lost_events,lower_bounds,\
          malformed_lines,max_memory,newer_version_lines,now,outside_window,overlong_lines,\
          since,summarised_events,suppressed_events,truncated_events,until"
     );
@@ -950,11 +954,11 @@ fn json_field_names_are_stable() {
     );
     assert_eq!(
         keys(&r["processes"]["rows"][0]),
-        format!("comm,{MARKS}exe,first_seen,hits,last_seen,paths,summarised,truncated,uid")
+        format!("comm,container,{MARKS}exe,first_seen,hits,host,last_seen,paths,summarised,truncated,uid,unit,user,user_unit")
     );
     assert_eq!(
         keys(&r["misses"]["rows"][0]),
-        format!("{MARKS}first_seen,hits,last_seen,path,processes,summarised,truncated")
+        format!("{MARKS}first_seen,hits,hosts,last_seen,path,processes,summarised,truncated")
     );
     assert_eq!(
         keys(&r["misses"]["rows"][0]["processes"][0]),
@@ -962,13 +966,16 @@ fn json_field_names_are_stable() {
     );
     assert_eq!(
         keys(&r["denials"]["rows"][0]),
-        format!("{MARKS}first_seen,hits,last_seen,op,path,processes,result,summarised,truncated")
+        format!(
+            "{MARKS}first_seen,hits,hosts,last_seen,op,path,processes,result,summarised,truncated"
+        )
     );
     assert_eq!(keys(&r["suppressed"]), "rows,total");
     assert_eq!(keys(&r["verdict"]), "last_access,text");
     assert_eq!(
         keys(&r["verdict"]["last_access"]),
-        "ago_seconds,comm,escaped,exe,op,path,result,summarised,truncated,ts,uid"
+        "ago_seconds,comm,container,escaped,exe,host,op,path,result,summarised,truncated,ts,uid,\
+         unit,user,user_unit"
     );
 }
 
@@ -1017,9 +1024,9 @@ fn csv_has_a_header_and_the_grouping_rows() {
     assert_eq!(
         csv(GroupBy::User).lines().collect::<Vec<_>>(),
         [
-            "uid,suppressed,hits,processes,users,paths,first_seen,last_seen,notes",
-            "1,0,2,1,1,1,2026-11-20T10:00:00.000000Z,2026-11-20T10:00:00.000000Z,",
-            "2,0,1,1,1,1,2026-11-20T11:00:00.000000Z,2026-11-20T11:00:00.000000Z,",
+            "uid,user,suppressed,hits,processes,users,paths,first_seen,last_seen,notes",
+            "1,,0,2,1,1,1,2026-11-20T10:00:00.000000Z,2026-11-20T10:00:00.000000Z,",
+            "2,,0,1,1,1,1,2026-11-20T11:00:00.000000Z,2026-11-20T11:00:00.000000Z,",
         ]
     );
     assert_eq!(
@@ -1479,3 +1486,247 @@ fn durations_read_like_english() {
 }
 
 mod fuzz;
+
+/// Lines of two hosts and several services, and one old line with none of the new fields.
+fn service_events() -> Vec<Value> {
+    let id = "ab".repeat(32);
+    vec![
+        json!({"v": 1, "ts": "2026-11-20T10:00:00Z", "host": "web-01", "op": "open",
+               "path": "/l/keys/a", "pid": 11, "tgid": 10, "uid": 998, "gid": 998,
+               "comm": "python3", "unit": "jumpserver.service", "result": "ok", "count": 4}),
+        json!({"v": 1, "ts": "2026-11-20T10:00:01Z", "host": "web-02", "op": "open",
+               "path": "/l/keys/a", "pid": 21, "tgid": 21, "uid": 998, "gid": 998,
+               "comm": "python3", "unit": "jumpserver.service", "result": "ok"}),
+        json!({"v": 1, "ts": "2026-11-20T10:00:02Z", "host": "web-01", "op": "lookup",
+               "path": "/l/x", "pid": 31, "tgid": 31, "uid": 1000, "gid": 1000,
+               "comm": "bash", "unit": "user@1000.service", "user_unit": "app.slice",
+               "result": "ENOENT"}),
+        json!({"v": 1, "ts": "2026-11-20T10:00:03Z", "host": "web-01", "op": "lookup",
+               "path": "/l/y", "pid": 32, "tgid": 32, "uid": 1000, "gid": 1000,
+               "comm": "bash", "unit": "user@1000.service", "user_unit": "foo.service",
+               "result": "ENOENT", "count": 2}),
+        json!({"v": 1, "ts": "2026-11-20T10:00:04Z", "host": "web-02", "op": "open",
+               "path": "/l/keys/b", "pid": 41, "tgid": 41, "uid": 0, "gid": 0,
+               "comm": "nginx", "unit": format!("docker-{id}.scope"), "container": id,
+               "result": "ok"}),
+        // From a relocfs that wrote none of them.
+        json!({"v": 1, "ts": "2026-11-20T10:00:05Z", "op": "open", "path": "/l/keys/c",
+               "pid": 51, "uid": 0, "gid": 0, "comm": "cron", "result": "ok"}),
+    ]
+}
+
+#[test]
+fn by_unit_and_by_host_with_old_lines_too() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = write(dir.path(), "audit.log", jsonl(&service_events()).as_bytes());
+    let by = |by: GroupBy| {
+        json_of(&ReportArgs {
+            by,
+            ..args(vec![log.clone()])
+        })
+    };
+    let r = by(GroupBy::Unit);
+    assert_eq!(r["totals"]["events"], 10);
+    assert_eq!(r["totals"]["malformed_lines"], 0);
+    assert_eq!(r["totals"]["hosts"], 2);
+    let g = &r["groups"];
+    assert_eq!(g["by"], "unit");
+    let rows: Vec<(String, u64)> = g["rows"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .map(|r| {
+            (
+                r["key"].as_str().unwrap_or("?").to_owned(),
+                r["hits"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    let short = "ab".repeat(6);
+    assert_eq!(
+        rows,
+        [
+            ("jumpserver.service".to_owned(), 5),
+            ("user@1000.service/foo.service".to_owned(), 2),
+            ("(no unit)".to_owned(), 1),
+            (format!("docker-{short}….scope"), 1),
+            ("user@1000.service/app.slice".to_owned(), 1),
+        ]
+    );
+    assert_eq!(g["rows"][0]["unit"], "jumpserver.service");
+    assert_eq!(g["rows"][0]["user_unit"], Value::Null);
+    assert_eq!(g["rows"][0]["users"], 1);
+    assert_eq!(g["rows"][1]["user_unit"], "foo.service");
+    assert_eq!(g["rows"][2]["unit"], Value::Null);
+    assert_eq!(g["rows"][3]["container"], "ab".repeat(32));
+
+    let r = by(GroupBy::Host);
+    let hosts: Vec<(&str, u64)> = r["groups"]["rows"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .map(|r| {
+            (
+                r["key"].as_str().unwrap_or("?"),
+                r["hits"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    assert_eq!(hosts, [("web-01", 7), ("web-02", 2), ("(no host)", 1)]);
+    assert_eq!(r["groups"]["rows"][0]["host"], "web-01");
+    // The process section tells the hosts and the units apart.
+    let procs = r["processes"]["rows"].as_array().expect("rows");
+    let python: Vec<(&str, u64)> = procs
+        .iter()
+        .filter(|p| p["comm"] == "python3")
+        .map(|p| {
+            (
+                p["host"].as_str().unwrap_or("?"),
+                p["hits"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    assert_eq!(python, [("web-01", 4), ("web-02", 1)]);
+    assert!(procs
+        .iter()
+        .all(|p| p["comm"] != "python3" || p["unit"] == "jumpserver.service"));
+    assert_eq!(
+        r["verdict"]["text"],
+        "last access 7 days ago by cron (uid 0) to /l/keys/c at 2026-11-20T10:00:05Z"
+    );
+
+    // The table: a UNIT column, and a HOST column because there are two hosts.
+    let table = output(&ReportArgs {
+        by: GroupBy::Unit,
+        ..args(vec![log.clone()])
+    });
+    assert!(
+        table.contains("\nTop services (systemd unit, container)\nUNIT "),
+        "{table}"
+    );
+    let row = |start: &str, has: &[&str]| {
+        table
+            .lines()
+            .any(|l| l.starts_with(start) && has.iter().all(|h| l.contains(h)))
+    };
+    assert!(
+        row(
+            &format!("docker-{short}….scope "),
+            &[&format!("  {short}  ")]
+        ),
+        "{table}"
+    );
+    assert!(
+        row("COMM  ", &["  EXE  ", "  UID  USER  UNIT  ", "  HOST  "]),
+        "{table}"
+    );
+    assert!(
+        row(
+            "python3  ",
+            &["  998  -  ", "  jumpserver.service  ", "  web-01  "]
+        ),
+        "{table}"
+    );
+    assert!(
+        row("nginx  ", &[&format!("  docker-{short}….scope  ")]),
+        "{table}"
+    );
+    // Misses say on which hosts, in JSON always, in the table with more than one host.
+    assert!(row("PATH  ", &["  PROCESSES  HOSTS"]), "{table}");
+    assert!(row("/l/y  ", &["  bash (2) ", "  web-01 (2)"]), "{table}");
+    let r = by(GroupBy::Path);
+    assert_eq!(
+        r["misses"]["rows"][0]["hosts"],
+        json!([{"host": "web-01", "hits": 2, "escaped": [], "truncated": [], "summarised": false}])
+    );
+    // CSV of each.
+    let csv = |by: GroupBy| {
+        output(&ReportArgs {
+            by,
+            format: Format::Csv,
+            ..args(vec![log.clone()])
+        })
+    };
+    let units = csv(GroupBy::Unit);
+    assert!(
+        units.starts_with("unit,user_unit,container,hits,processes,users,paths,"),
+        "{units}"
+    );
+    assert!(
+        units.contains("\nuser@1000.service,foo.service,,2,1,1,1,"),
+        "{units}"
+    );
+    assert!(units.contains("\n,,,1,1,1,1,"), "{units}");
+    let hosts = csv(GroupBy::Host);
+    assert!(hosts.starts_with("host,hits,"), "{hosts}");
+    assert!(hosts.contains("\nweb-01,7,"), "{hosts}");
+
+    // One host: no HOST column; the verdict names the unit.
+    let one: Vec<Value> = service_events()
+        .into_iter()
+        .filter(|e| e["host"] == "web-01")
+        .collect();
+    let log1 = write(dir.path(), "one.log", jsonl(&one).as_bytes());
+    let table = output(&args(vec![log1]));
+    assert!(!table.contains("HOST"), "{table}");
+    assert!(
+        table.contains("by bash (uid 1000) in user@1000.service/foo.service to /l/y"),
+        "{table}"
+    );
+}
+
+/// Wherever a uid is shown, the name this machine's user database gives it, uid kept; uid
+/// 0 is root everywhere, 4294967294 nobody's.
+#[test]
+fn uids_are_named_from_the_user_database() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let events = [
+        json!({"v": 1, "ts": "2026-11-20T10:00:00Z", "op": "open", "path": "/l/a",
+               "pid": 1, "uid": 0, "gid": 0, "comm": "sh", "result": "ok"}),
+        json!({"v": 1, "ts": "2026-11-20T10:00:01Z", "op": "open", "path": "/l/b",
+               "pid": 2, "uid": 4_294_967_294u32, "gid": 0, "comm": "sh", "result": "ok"}),
+        json!({"v": 1, "ts": "2026-11-20T10:00:02Z", "op": "suppressed", "uid": 0,
+               "count": 3, "since": "2026-11-20T10:00:00Z"}),
+    ];
+    let log = write(dir.path(), "audit.log", jsonl(&events).as_bytes());
+    let named = ReportArgs {
+        by: GroupBy::User,
+        numeric: false,
+        ..args(vec![log])
+    };
+    let r = json_of(&named);
+    let rows = r["groups"]["rows"].as_array().expect("rows");
+    let root = rows.iter().find(|g| g["uid"] == 0).expect("uid 0");
+    assert_eq!(
+        (&root["user"], &root["key"]),
+        (&json!("root"), &json!("0 (root)"))
+    );
+    let unknown = rows
+        .iter()
+        .find(|g| g["uid"] == 4_294_967_294u32)
+        .expect("uid");
+    assert_eq!(unknown["user"], Value::Null);
+    assert_eq!(unknown["key"], "4294967294");
+    let procs = r["processes"]["rows"].as_array().expect("rows");
+    assert!(procs.iter().any(|p| p["uid"] == 0 && p["user"] == "root"));
+    assert_eq!(r["suppressed"]["rows"][0]["user"], "root");
+    assert_eq!(r["verdict"]["last_access"]["user"], Value::Null);
+    let table = output(&named);
+    assert!(table.contains("\n         0  root  "), "{table}");
+    assert!(table.contains("(uid 4294967294)"), "{table}");
+    let csv = output(&ReportArgs {
+        format: Format::Csv,
+        ..named.clone()
+    });
+    assert!(csv.contains("\n0,root,3,1,"), "{csv}");
+    // --numeric: no lookups at all.
+    let r = json_of(&ReportArgs {
+        numeric: true,
+        ..named
+    });
+    assert!(r["groups"]["rows"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .all(|g| g["user"].is_null()));
+}

@@ -780,6 +780,38 @@ pub fn gettid() -> u32 {
     unsafe { libc::gettid() as u32 }
 }
 
+/// The login name of `uid` in the user database (files, LDAP, ...: whatever NSS is set up
+/// for), `None` if it has none or the lookup fails.
+pub fn user_name(uid: u32) -> Option<Vec<u8>> {
+    let mut buf = vec![0u8; 1024];
+    loop {
+        // SAFETY: all-zero is a valid passwd (null pointers); getpwuid_r fills it with
+        // pointers into `buf`, which outlives their use below.
+        let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+        let mut result: *mut libc::passwd = std::ptr::null_mut();
+        // SAFETY: every pointer is valid for the call and `buf.len()` is its size.
+        let rc = unsafe {
+            libc::getpwuid_r(
+                uid,
+                &mut pwd,
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                &mut result,
+            )
+        };
+        if rc == libc::ERANGE && buf.len() < 1 << 20 {
+            buf.resize(buf.len() * 4, 0);
+            continue;
+        }
+        if rc != 0 || result.is_null() || pwd.pw_name.is_null() {
+            return None;
+        }
+        // SAFETY: on success pw_name is a NUL-terminated string inside `buf`.
+        let name = unsafe { std::ffi::CStr::from_ptr(pwd.pw_name) };
+        return Some(name.to_bytes().to_vec());
+    }
+}
+
 /// Opens the connection to syslog: facility daemon, tagged relocfs[PID].
 pub fn openlog_daemon() {
     // SAFETY: the identifier is a static NUL-terminated string, as openlog requires (it keeps

@@ -451,7 +451,7 @@ fn a_flooding_user_is_summarised_exactly_and_others_still_logged() {
             .keys()
             .map(String::as_str)
             .collect();
-        let mut want = vec!["v", "ts", "op", "uid", "count", "since"];
+        let mut want = vec!["v", "ts", "host", "op", "uid", "count", "since"];
         want.sort();
         let mut keys = keys;
         keys.sort();

@@ -49,6 +49,8 @@ fn idle_for_exits_3_after_a_use_and_0_once_the_window_has_passed() {
     assert!(keys["uses_in_window"].as_u64().unwrap() >= 1, "{doc:#}");
     assert_eq!(keys["last_use"]["comm"], "cat", "{doc:#}");
     assert_eq!(keys["last_use"]["uid"], 0, "{doc:#}");
+    // Named from the user database at report time, as the report names uids.
+    assert_eq!(keys["last_use"]["user"], "root", "{doc:#}");
     assert_eq!(keys["last_use"]["pid"], pid, "{doc:#}");
     // The config's other rule is listed although the log never names it.
     let stat = rules

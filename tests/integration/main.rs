@@ -6,6 +6,7 @@
 
 mod common;
 
+mod attribution;
 mod audit;
 mod auditsafety;
 mod control;

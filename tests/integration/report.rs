@@ -404,6 +404,7 @@ fn report_memory_cap_summarises_the_flooding_user_and_keeps_totals_exact() {
                 format,
                 "--by",
                 by,
+                "--numeric",
             ],
         )
     };
@@ -457,7 +458,7 @@ fn report_memory_cap_summarises_the_flooding_user_and_keeps_totals_exact() {
     );
     assert!(table.contains("\n\\[summarised]  "), "{table}");
     let csv = capped("csv", "user");
-    assert!(csv.contains(&format!("\n1000,777,{flood},")), "{csv}");
+    assert!(csv.contains(&format!("\n1000,,777,{flood},")), "{csv}");
     assert!(
         csv.lines().nth(1).unwrap().ends_with(",summarised"),
         "{csv}"

@@ -217,7 +217,7 @@ fn check(lines: &[Vec<u8>]) -> Result<(), TestCaseError> {
             error: None,
         }];
         let events = agg.events;
-        let report = agg.into_report(GroupBy::User, files, 0, now);
+        let report = agg.into_report(GroupBy::User, files, 0, now, false);
         let proc_hits = report
             .processes
             .rows
