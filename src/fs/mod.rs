@@ -40,7 +40,7 @@ pub use passthrough::{Backing, Opened, OpenedFlags, RegisterBacking};
 use crate::audit::AuditLog;
 use crate::config::{Action, Mode};
 use crate::creds::GroupsCache;
-use crate::node::{lock, Kind, Link, Node, NodeFd, NodeTable, ROOT_ID};
+use crate::node::{Kind, Link, Node, NodeFd, NodeTable, ROOT_ID};
 use crate::prefix::PrefixTable;
 pub use crate::rules::RuleRoot;
 use crate::rules::Rules;
@@ -92,8 +92,8 @@ pub struct Fs {
     next_fh: AtomicU64,
     passthrough: Passthrough,
     audit: Arc<AuditLog>,
-    /// Audited operations by op and result name, for `relocfs status`.
-    counts: Mutex<HashMap<(&'static str, &'static str), u64>>,
+    /// Audited operations by op and result, for `relocfs status` (lock-free).
+    counts: record::Counts,
     started: SystemTime,
 }
 
@@ -120,7 +120,7 @@ impl Fs {
             next_fh: AtomicU64::new(1),
             passthrough: Passthrough::default(),
             audit,
-            counts: Mutex::new(HashMap::new()),
+            counts: record::Counts::default(),
             started: SystemTime::now(),
         };
         fs.nodes.set_root(root_node(&fs.nodes, rules)?);
@@ -178,12 +178,7 @@ impl Fs {
 
     /// Audited operations so far, by op and result, sorted.
     pub fn operation_counts(&self) -> Vec<(String, String, u64)> {
-        let mut rows: Vec<_> = lock(&self.counts)
-            .iter()
-            .map(|(&(op, result), &n)| (op.to_string(), result.to_string(), n))
-            .collect();
-        rows.sort();
-        rows
+        self.counts.rows()
     }
 
     /// The current rules, one line each ("/keys -> /srv/keys (rw)", "/keys/admin denied").
