@@ -90,6 +90,9 @@ pub struct Fs {
     handles: Mutex<HashMap<u64, Open>>,
     budget: Budget,
     next_fh: AtomicU64,
+    /// The last device found to check permissions generically, plus one (0: none yet); see
+    /// `Fs::open_as_caller_matters`.
+    generic_dev: AtomicU64,
     passthrough: Passthrough,
     audit: Arc<AuditLog>,
     /// Audited operations by op and result, for `relocfs status` (lock-free).
@@ -118,6 +121,7 @@ impl Fs {
             handles: Mutex::new(HashMap::new()),
             budget,
             next_fh: AtomicU64::new(1),
+            generic_dev: AtomicU64::new(0),
             passthrough: Passthrough::default(),
             audit,
             counts: record::Counts::default(),
