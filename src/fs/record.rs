@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::{OsStr, OsString};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -11,29 +11,38 @@ use super::{Caller, Error, Fs};
 use crate::audit::schema::Op;
 use crate::audit::{self, Event};
 use crate::config::Action;
-use crate::node::{join, lock, Node};
+use crate::node::{lock, Node};
 
 impl Fs {
-    /// The legacy path, real target and rule of `node` (plus `name` below it).
+    /// The legacy path, real target and rule of `node` (plus `name` below it). The names below
+    /// the node's nearest prefix-table position are gathered once, into one buffer, and each
+    /// path is built at its final size.
     pub fn describe(
         &self,
         node: &Arc<Node>,
         name: Option<&OsStr>,
     ) -> (PathBuf, Option<PathBuf>, Option<String>) {
-        let (base, mut names) = node.names_below_trie();
-        if let Some(name) = name {
-            names.push(name.to_os_string());
-        }
+        let (base, tail) = node.tail_below_trie();
         let rules = &base.rules;
         let table = &rules.table;
         let trie_path = base.trie.map_or("/", |t| table.path(t));
         let below_root = trie_path.trim_start_matches('/');
-        let base_path = if below_root.is_empty() {
-            self.mountpoint.clone()
-        } else {
-            self.mountpoint.join(below_root)
+        let extra = tail.len() + name.map_or(0, |n| n.len() + 1);
+        let build = |base: &Path, below: &str| {
+            let mut path = PathBuf::with_capacity(base.as_os_str().len() + below.len() + 1 + extra);
+            path.push(base);
+            if !below.is_empty() {
+                path.push(below);
+            }
+            for n in tail.names() {
+                path.push(n);
+            }
+            if let Some(name) = name {
+                path.push(name);
+            }
+            path
         };
-        let legacy = join(base_path, &names);
+        let legacy = build(&self.mountpoint, below_root);
         // A lookup below a trie node may hit a deny rule or a deeper rule: name it.
         if let (Some(t), Some(name)) = (base.trie, name) {
             if node.trie.is_some() {
@@ -56,12 +65,7 @@ impl Fs {
                     .strip_prefix(from.as_str())
                     .unwrap_or("")
                     .trim_start_matches('/');
-                let base_target = if below.is_empty() {
-                    to.clone()
-                } else {
-                    to.join(below)
-                };
-                Some(join(base_target, &names))
+                Some(build(to, below))
             }
             Action::Deny => None,
         };
