@@ -111,13 +111,14 @@ mod tests {
         }
     }
 
-    /// A reopened O_PATH fd reads the same object, also in a forked child (whose
-    /// `/proc/self/fd` is its own, not the parent's).
+    /// A reopened O_PATH fd reads the same object, also in a forked child, for an fd the child
+    /// opened itself (so the parent's `/proc/PID/fd`, where that number is not the same file,
+    /// must not be the one used).
     #[test]
     fn reopens_the_object_here_and_after_fork() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("f");
-        std::fs::write(&path, b"hello").unwrap();
+        std::fs::write(dir.path().join("f"), b"hello").unwrap();
+        std::fs::write(dir.path().join("g"), b"child").unwrap();
         let opath = super::super::open_dir_path(dir.path()).unwrap();
         let file = super::super::open_child(opath.as_fd(), std::ffi::OsStr::new("f")).unwrap();
         let mut s = String::new();
@@ -126,16 +127,28 @@ mod tests {
             .read_to_string(&mut s)
             .unwrap();
         assert_eq!(s, "hello");
-        // SAFETY: the child only reopens, reads and leaves with _exit (no allocation, no lock
+        // SAFETY: the child only opens, reads and leaves with _exit (no allocation, no lock
         // another thread of the test harness could hold).
         let pid = unsafe { libc::fork() };
         assert!(pid >= 0);
         if pid == 0 {
+            // Give `file`'s number to another file here: through the parent's fd table that
+            // number is still "hello".
+            let raw = file.as_raw_fd();
             let mut buf = [0u8; 5];
-            let ok = reopen(file.as_fd(), libc::O_RDONLY | libc::O_CLOEXEC)
-                .and_then(|mut f| f.read_exact(&mut buf))
-                .is_ok()
-                && &buf == b"hello";
+            let ok =
+                super::super::open_child(opath.as_fd(), std::ffi::OsStr::new("g")).is_ok_and(|g| {
+                    // SAFETY: replaces this process's copy of `file` (never used again here)
+                    // by a duplicate of `g`.
+                    let moved = unsafe { libc::dup2(g.as_raw_fd(), raw) } == raw;
+                    // SAFETY: `raw` is open in this process until _exit.
+                    let at = unsafe { BorrowedFd::borrow_raw(raw) };
+                    moved
+                        && reopen(at, libc::O_RDONLY | libc::O_CLOEXEC)
+                            .and_then(|mut f| f.read_exact(&mut buf))
+                            .is_ok()
+                        && &buf == b"child"
+                });
             // SAFETY: ends the child at once, running nothing of the parent's.
             unsafe { libc::_exit(if ok { 0 } else { 1 }) };
         }
