@@ -247,6 +247,34 @@ impl Node {
         }
     }
 
+    /// [`Node::names_below_trie`] in one buffer: the names' bytes and where each ends (from
+    /// this node up), so an audit event's two paths cost no allocation per name.
+    pub fn tail_below_trie(self: &Arc<Node>) -> (Arc<Node>, Tail) {
+        let mut tail = Tail::default();
+        let mut node = Arc::clone(self);
+        while node.trie.is_none() {
+            let parent = {
+                let link = lock(&node.link);
+                match &link.parent {
+                    Some(parent) => {
+                        tail.bytes
+                            .extend_from_slice(std::os::unix::ffi::OsStrExt::as_bytes(
+                                link.name.as_os_str(),
+                            ));
+                        tail.ends.push(tail.bytes.len());
+                        Some(Arc::clone(parent))
+                    }
+                    None => None,
+                }
+            };
+            match parent {
+                Some(parent) => node = parent,
+                None => break,
+            }
+        }
+        (node, tail)
+    }
+
     /// Names from the nearest node with a prefix-table position down to this one, and that
     /// node: the legacy path is the trie path plus these names; for a real node the target is
     /// the rule's target plus the names below the rule root.
@@ -265,6 +293,36 @@ impl Node {
         }
         names.reverse();
         (node, names)
+    }
+}
+
+/// Names below a node with a prefix-table position, gathered bottom-up (see
+/// [`Node::tail_below_trie`]).
+#[derive(Debug, Default)]
+pub struct Tail {
+    bytes: Vec<u8>,
+    /// End of each name in `bytes`, the deepest first.
+    ends: Vec<usize>,
+}
+
+impl Tail {
+    /// The names, outermost first.
+    pub fn names(&self) -> impl Iterator<Item = &OsStr> + '_ {
+        (0..self.ends.len()).rev().map(|i| {
+            let start = if i == 0 { 0 } else { self.ends[i - 1] };
+            let bytes = &self.bytes[start..self.ends[i]];
+            // The bytes of each name came whole from one `OsStr`.
+            std::os::unix::ffi::OsStrExt::from_bytes(bytes)
+        })
+    }
+
+    /// Bytes a path made of these names needs beyond its base (names and separators).
+    pub fn len(&self) -> usize {
+        self.bytes.len() + self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
     }
 }
 

@@ -71,6 +71,46 @@ impl CollapseKey {
     }
 }
 
+/// RFC 3339 timestamps of events, as [`format_rfc3339`] writes them, with the date and time
+/// of day formatted once per second: within one second only the microseconds change.
+#[derive(Default)]
+struct Stamp {
+    /// The second the prefix is for, and "YYYY-MM-DDTHH:MM:SS." of it.
+    second: Option<u64>,
+    prefix: String,
+    out: String,
+}
+
+impl Stamp {
+    fn format(&mut self, t: SystemTime) -> &str {
+        let Ok(since) = t.duration_since(SystemTime::UNIX_EPOCH) else {
+            // Before 1970: not worth a cache.
+            self.out = format_rfc3339(t);
+            return &self.out;
+        };
+        let second = since.as_secs();
+        if self.second != Some(second) {
+            let full = format_rfc3339(t);
+            // "…SS.ffffffZ": keep everything up to and with the dot.
+            let cut = full.len().saturating_sub(7);
+            self.prefix = full.get(..cut).unwrap_or_default().to_owned();
+            self.second = Some(second);
+        }
+        self.out.clear();
+        self.out.push_str(&self.prefix);
+        let micros = since.subsec_micros();
+        let mut digits = [b'0'; 6];
+        let mut n = micros;
+        for d in digits.iter_mut().rev() {
+            *d = b'0' + (n % 10) as u8;
+            n /= 10;
+        }
+        self.out.extend(digits.iter().map(|&b| char::from(b)));
+        self.out.push('Z');
+        &self.out
+    }
+}
+
 /// Distinct events held for collapsing before all are written anyway (bounds memory).
 const COLLAPSE_MAX: usize = 16 * 1024;
 
@@ -103,6 +143,8 @@ pub(super) struct Writer {
     last_summary: Instant,
     /// Last attempt to recreate a missing log.
     last_reopen: Option<Instant>,
+    /// Event timestamps, formatted once per second.
+    stamp: Stamp,
 }
 
 impl Writer {
@@ -131,6 +173,7 @@ impl Writer {
             failing: false,
             last_summary: Instant::now(),
             last_reopen: None,
+            stamp: Stamp::default(),
         }
     }
 
@@ -397,7 +440,7 @@ impl Writer {
     }
 
     fn write_queued(&mut self, q: &Queued, count: u64) {
-        let ts = format_rfc3339(q.ts);
+        let ts = self.stamp.format(q.ts).to_owned();
         let line = EventLine::of(q, count, &ts);
         if self.write_line(&line) {
             self.buf_events += count;
@@ -487,6 +530,37 @@ impl Writer {
         if !self.failing {
             log::error!("audit log write failed: {e}; events are being dropped");
             self.failing = true;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The cached stamps are exactly what `format_rfc3339` writes, across seconds, days and
+    /// years, going backwards too, and before 1970.
+    #[test]
+    fn stamps_match_the_formatter() {
+        let mut stamp = Stamp::default();
+        let at = |s: u64, us: u32| SystemTime::UNIX_EPOCH + Duration::new(s, us * 1000);
+        let mut times = vec![
+            at(1_795_816_149, 123_456),
+            at(1_795_816_149, 0),
+            at(1_795_816_149, 999_999),
+            at(1_795_816_150, 7),
+            at(1_795_816_149, 42),
+            at(1_704_067_199, 999_999),
+            at(1_704_067_200, 0),
+            at(0, 0),
+            SystemTime::UNIX_EPOCH - Duration::new(1, 500),
+            SystemTime::UNIX_EPOCH + Duration::new(5, 999),
+        ];
+        for i in 0..2_000u64 {
+            times.push(at(1_795_816_000 + i / 7, (i * 7919 % 1_000_000) as u32));
+        }
+        for t in times {
+            assert_eq!(stamp.format(t), format_rfc3339(t), "{t:?}");
         }
     }
 }

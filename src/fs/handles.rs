@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
@@ -177,6 +177,72 @@ impl Fs {
             })
     }
 
+    /// Whether opening the object behind `fd` (a regular file) with `flags` for `caller`, who
+    /// has `opener`'s groups, must be done acting as the caller, or whether acting as the caller
+    /// cannot change the outcome, so the five credential switches there and back are skipped:
+    ///
+    /// - a root caller (umask aside, which an open of an existing file does not use): root's
+    ///   open does not depend on its gid or groups;
+    /// - a read-only open (no O_TRUNC) that the real file's own mode bits and ACL grant the
+    ///   caller, read now with `fstat` (not the kernel's cached attributes, which may be up to
+    ///   `attr_timeout` old): the owner with the owner's read bit (ACLs never restrict the
+    ///   owner), or another user whose class (group if the file's group is one of theirs, else
+    ///   others) has the read bit on a file that has no ACL. Only on filesystems whose
+    ///   permission check is the kernel's generic one ([`GENERIC_PERMISSION_FS`]); anywhere
+    ///   else (NFS, FUSE, ...) the filesystem may decide otherwise, so the open is made as the
+    ///   caller.
+    ///
+    /// It only ever skips an open that acting as the caller would allow; anything it cannot
+    /// decide (an error, a write, O_NOATIME by a non-owner, an ACL) is made as the caller.
+    pub(super) fn open_as_caller_matters(
+        &self,
+        caller: Caller,
+        opener: &Opener,
+        fd: BorrowedFd<'_>,
+        flags: i32,
+    ) -> bool {
+        if self.groups.is_none() || caller.uid == 0 {
+            return false;
+        }
+        if flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0 {
+            return true;
+        }
+        let Ok(st) = sys::fstat(fd) else {
+            return true;
+        };
+        if !self.generic_permission_fs(fd, st.st_dev) {
+            return true;
+        }
+        if st.st_uid == caller.uid {
+            return st.st_mode & libc::S_IRUSR == 0;
+        }
+        if flags & libc::O_NOATIME != 0 {
+            // Only the owner (or CAP_FOWNER, which the caller loses) may use it.
+            return true;
+        }
+        let in_group = st.st_gid == caller.gid || opener.groups.contains(&st.st_gid);
+        let class_reads = if in_group {
+            st.st_mode & libc::S_IRGRP != 0
+        } else {
+            st.st_mode & libc::S_IROTH != 0
+        };
+        !class_reads || !no_access_acl(fd)
+    }
+
+    /// Whether the filesystem of `fd` (device `dev`) checks permissions the generic way; the
+    /// last device found so is remembered, so this costs an `fstatfs` only on a change.
+    fn generic_permission_fs(&self, fd: BorrowedFd<'_>, dev: u64) -> bool {
+        let key = dev.wrapping_add(1);
+        if self.generic_dev.load(Ordering::Relaxed) == key {
+            return true;
+        }
+        let generic = sys::fs_magic(fd).is_ok_and(|m| GENERIC_PERMISSION_FS.contains(&m));
+        if generic {
+            self.generic_dev.store(key, Ordering::Relaxed);
+        }
+        generic
+    }
+
     /// The credentials of `caller`, kept with a handle for the writes made through it.
     pub(super) fn opener(&self, caller: Caller) -> Opener {
         Opener {
@@ -316,6 +382,23 @@ impl Fs {
             reopened,
             opener,
         })
+    }
+}
+
+/// Filesystems whose permission check is the kernel's `generic_permission` (mode bits and POSIX
+/// ACLs, nothing else): ext2/3/4, xfs, btrfs, tmpfs, f2fs (`statfs.f_type`).
+const GENERIC_PERMISSION_FS: [i64; 5] =
+    [0xEF53, 0x5846_5342, 0x9123_683E, 0x0102_1994, 0xF2F5_2010];
+
+/// Whether the object behind `fd` has no access ACL (none set, or ACLs unsupported there); an
+/// error says nothing, so it counts as "may have one".
+fn no_access_acl(fd: BorrowedFd<'_>) -> bool {
+    match sys::getxattr(fd, std::ffi::OsStr::new("system.posix_acl_access"), 0) {
+        Ok(_) => false,
+        Err(e) => matches!(
+            e.raw_os_error(),
+            Some(libc::ENODATA) | Some(libc::EOPNOTSUPP)
+        ),
     }
 }
 

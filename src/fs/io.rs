@@ -65,8 +65,11 @@ impl Fs {
         let fd = self.fd(node)?.ok_or(Error::SpecialFile)?;
         let opener = self.opener(caller);
         let admitted = self.admit(caller.uid)?;
-        let file = {
+        let file = if self.open_as_caller_matters(caller, &opener, fd.as_fd(), flags) {
             let _as_caller = self.as_caller(caller, None)?;
+            sys::reopen(fd.as_fd(), flags & OPEN_FLAGS_KEPT)
+        } else {
+            // The daemon's open gets what the caller's would (see `open_as_caller_matters`).
             sys::reopen(fd.as_fd(), flags & OPEN_FLAGS_KEPT)
         };
         Ok(self.add_handle(admitted, node, Handle::File(file?), opener, flags))

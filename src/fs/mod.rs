@@ -40,7 +40,7 @@ pub use passthrough::{Backing, Opened, OpenedFlags, RegisterBacking};
 use crate::audit::AuditLog;
 use crate::config::{Action, Mode};
 use crate::creds::GroupsCache;
-use crate::node::{lock, Kind, Link, Node, NodeFd, NodeTable, ROOT_ID};
+use crate::node::{Kind, Link, Node, NodeFd, NodeTable, ROOT_ID};
 use crate::prefix::PrefixTable;
 pub use crate::rules::RuleRoot;
 use crate::rules::Rules;
@@ -90,10 +90,13 @@ pub struct Fs {
     handles: Mutex<HashMap<u64, Open>>,
     budget: Budget,
     next_fh: AtomicU64,
+    /// The last device found to check permissions generically, plus one (0: none yet); see
+    /// `Fs::open_as_caller_matters`.
+    generic_dev: AtomicU64,
     passthrough: Passthrough,
     audit: Arc<AuditLog>,
-    /// Audited operations by op and result name, for `relocfs status`.
-    counts: Mutex<HashMap<(&'static str, &'static str), u64>>,
+    /// Audited operations by op and result, for `relocfs status` (lock-free).
+    counts: record::Counts,
     /// Per-rule counters for the metrics textfile, when `[metrics]` is on.
     metrics: std::sync::OnceLock<Arc<crate::metrics::Metrics>>,
     started: SystemTime,
@@ -120,9 +123,10 @@ impl Fs {
             handles: Mutex::new(HashMap::new()),
             budget,
             next_fh: AtomicU64::new(1),
+            generic_dev: AtomicU64::new(0),
             passthrough: Passthrough::default(),
             audit,
-            counts: Mutex::new(HashMap::new()),
+            counts: record::Counts::default(),
             metrics: std::sync::OnceLock::new(),
             started: SystemTime::now(),
         };
@@ -192,12 +196,7 @@ impl Fs {
 
     /// Audited operations so far, by op and result, sorted.
     pub fn operation_counts(&self) -> Vec<(String, String, u64)> {
-        let mut rows: Vec<_> = lock(&self.counts)
-            .iter()
-            .map(|(&(op, result), &n)| (op.to_string(), result.to_string(), n))
-            .collect();
-        rows.sort();
-        rows
+        self.counts.rows()
     }
 
     /// The current rules, one line each ("/keys -> /srv/keys (rw)", "/keys/admin denied").

@@ -112,13 +112,10 @@ pub fn lstat(path: &Path) -> io::Result<libc::stat> {
 /// Opens the object behind an `O_PATH` fd for I/O with `flags`. Callers only pass regular files
 /// and directories: reopening a device or fifo through the magic link would act on it.
 pub fn reopen(fd: BorrowedFd<'_>, flags: libc::c_int) -> io::Result<File> {
-    let path = proc_fd_path(fd);
     // O_NOFOLLOW would refuse the magic link itself; O_CREAT cannot apply to an existing object.
     let flags = (flags & !(libc::O_NOFOLLOW | libc::O_CREAT | libc::O_EXCL)) | libc::O_CLOEXEC;
-    // SAFETY: `path` is NUL-terminated; the result is checked and then owned.
-    let new = check(unsafe { libc::open(path.as_ptr(), flags) })?;
-    // SAFETY: `new` was just returned by open(2) and nobody else owns it.
-    Ok(unsafe { File::from_raw_fd(new) })
+    // Through `/proc/self/fd` opened once, by a name on the stack (see `procfd`).
+    procfd::reopen(fd, flags)
 }
 
 /// The target of a symlink given by its `O_PATH` fd, as stored.
@@ -252,6 +249,8 @@ pub fn read_dir_all(dir: &File) -> io::Result<Vec<DirEntry>> {
 
 pub mod creds;
 mod dirent;
+mod procfd;
+pub use procfd::fs_magic;
 
 /// Raises the limit on open files as far as allowed: every node the kernel caches holds an
 /// fd. Root may go up to the system's `fs.nr_open`; others to their hard limit.

@@ -645,7 +645,13 @@ fn failed_opens_give_their_handle_slot_back() {
         caps.effective[0] &= !(1 << 7);
         caps.set().expect("capset");
         (0..ATTEMPTS)
-            .filter(|_| failing.open(user, id, libc::O_RDONLY).is_err())
+            // O_NOATIME by a non-owner: an open made as the caller (a plain read-only open of
+            // a world-readable file is made without switching, see `Fs::open`).
+            .filter(|_| {
+                failing
+                    .open(user, id, libc::O_RDONLY | libc::O_NOATIME)
+                    .is_err()
+            })
             .count()
     })
     .join()

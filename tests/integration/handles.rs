@@ -319,6 +319,81 @@ fn directory_handles_do_not_pin_listing_memory() {
     assert!(after < base + 16 * 1024, "RSS {after} KiB after close");
 }
 
+/// A walk of many entries costs memory while the kernel holds them; once the kernel forgets
+/// them (`drop_caches`: FORGETs to the daemon) the daemon gives that memory back. The bound is
+/// generous (a third of what the walk took may stay; about a tenth does, held by malloc's
+/// per-thread caches): what it catches is memory kept for good, as when freed nodes stayed in
+/// per-thread malloc arenas (then nearly all of the walk stayed). Fails with the single arena
+/// and `malloc_trim` taken out.
+#[test]
+fn forgotten_walk_gives_its_memory_back() {
+    skip_without_fuse!();
+    const DIRS: usize = 50;
+    const FILES: usize = 1_000;
+    let b = MountBuilder::new().no_audit();
+    let real = b.real();
+    for d in 0..DIRS {
+        let dir = real.join(format!("mem/d{d:03}"));
+        mkdir_p(&dir);
+        for f in 0..FILES {
+            File::create(dir.join(format!("f{f:04}"))).unwrap();
+        }
+    }
+    let m = b.map("/", &real).mount();
+    let pid = m.daemon_pid();
+    let nodes = || {
+        let out = relocfs([
+            std::ffi::OsStr::new("status"),
+            std::ffi::OsStr::new("--json"),
+            m.mnt.as_os_str(),
+        ]);
+        let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        s["nodes"].as_u64()
+    };
+    assert!(
+        nodes().is_some(),
+        "relocfs status --json gives the node count"
+    );
+    let base = rss_kib(pid);
+    let walk = Command::new("find")
+        .arg(m.at("mem"))
+        .arg("-printf")
+        .arg("%s\n")
+        .output()
+        .unwrap();
+    assert!(walk.status.success(), "{}", stderr_str(&walk));
+    assert_eq!(
+        walk.stdout.iter().filter(|&&c| c == b'\n').count(),
+        DIRS * FILES + DIRS + 1
+    );
+    let walked = rss_kib(pid);
+    // 2: dentries and inodes (not the page cache); an action, nothing to restore.
+    fs::write("/proc/sys/vm/drop_caches", "2").unwrap();
+    // Hang guard only: FORGETs arrive asynchronously.
+    let drained = wait_until(Duration::from_secs(60), || {
+        nodes().is_some_and(|n| n < 1_000)
+    });
+    assert!(
+        drained,
+        "the kernel forgot the walk: {:?} nodes left",
+        nodes()
+    );
+    let after = rss_kib(pid);
+    eprintln!(
+        "daemon RSS: {base} KiB at start, {walked} KiB after the walk, {after} KiB after forget"
+    );
+    assert!(
+        walked > base + 4 * 1024,
+        "precondition: the walk of {} entries cost memory ({base} -> {walked} KiB)",
+        DIRS * FILES
+    );
+    assert!(
+        after <= base + (walked - base) / 3,
+        "memory kept after the kernel forgot the walk: {base} KiB at start, {walked} KiB after \
+         the walk, {after} KiB after forget"
+    );
+}
+
 /// Offsets stay valid across calls (telldir/seekdir), rewinddir sees a new entry, names the
 /// prefix table owns appear once (shadowing the real entry of that name).
 #[test]

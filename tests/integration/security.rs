@@ -290,3 +290,69 @@ fn directory_swapped_for_symlink_does_not_escape() {
         }
     }
 }
+
+/// The daemon skips acting as the caller only for opens the real file grants the caller now,
+/// read from the real file at each open, not from what the kernel cached: with attributes
+/// cached for 600 s, each file here is first read by uid 65534 (allowed; the kernel keeps its
+/// mode and the fact that it has no ACL), then changed at the real path so that the caller may
+/// no longer read it, in each way the fast check decides: the owner's read bit, the group's,
+/// others', and an ACL entry. The kernel's cached view still allows the open; the daemon must
+/// refuse every one, as the real file does.
+#[test]
+fn opens_follow_the_real_file_not_the_kernels_cached_attributes() {
+    skip_without_fuse!();
+    const USER_OBJ: u16 = 0x01;
+    const USER: u16 = 0x02;
+    const GROUP_OBJ: u16 = 0x04;
+    const MASK: u16 = 0x10;
+    const OTHER: u16 = 0x20;
+    const NONE: u32 = u32::MAX;
+    let b = MountBuilder::new();
+    let real = b.real();
+    // name, owner, group, mode then, how it changes at the real path.
+    type Change = fn(&std::path::Path);
+    let cases: [(&str, u32, u32, u32, Change); 4] = [
+        ("owned", NOBODY, 0, 0o644, |p| chmod(p, 0o044)),
+        ("group", 0, NOBODY, 0o644, |p| chmod(p, 0o604)),
+        ("others", 0, 0, 0o644, |p| chmod(p, 0o640)),
+        ("acl", 0, 0, 0o644, |p| {
+            let deny = acl_xattr(&[
+                (USER_OBJ, 6, NONE),
+                (USER, 0, NOBODY),
+                (GROUP_OBJ, 4, NONE),
+                (MASK, 4, NONE),
+                (OTHER, 4, NONE),
+            ]);
+            setxattr(p, "system.posix_acl_access", &deny).expect("set ACL");
+        }),
+    ];
+    for (name, uid, gid, mode, _) in &cases {
+        write_owned(&real.join(name), b"secret\n", *mode, *uid, *gid);
+    }
+    let m = b
+        .map("/", &real)
+        .opt("allow_other")
+        .extra("[fuse]\nentry_timeout = 600.0\nattr_timeout = 600.0\n")
+        .mount();
+    for (name, _, _, _, change) in &cases {
+        let via = m.at(name);
+        let before = run_as(NOBODY, NOBODY, Command::new("cat").arg(&via));
+        assert!(
+            before.status.success(),
+            "precondition: uid {NOBODY} reads {name}: {}",
+            stderr_str(&before)
+        );
+        change(&real.join(name));
+        let at_real = run_as(NOBODY, NOBODY, Command::new("cat").arg(real.join(name)));
+        assert!(
+            !at_real.status.success(),
+            "precondition: the real {name} refuses uid {NOBODY} now"
+        );
+        let after = run_as(NOBODY, NOBODY, Command::new("cat").arg(&via));
+        assert!(
+            !after.status.success(),
+            "uid {NOBODY} still read {name} through the mount after the real file refused it: {:?}",
+            String::from_utf8_lossy(&after.stdout)
+        );
+    }
+}
