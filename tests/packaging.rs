@@ -429,8 +429,9 @@ fn systemd_unit_verifies() {
 /// The exposure `systemd-analyze security` gives the unit: it may only go down. 9.6 UNSAFE
 /// before the unit was sandboxed; what is left is what a root FUSE daemon that mounts for the
 /// host and acts as each caller needs (see the unit's comments). The figure the unit's comment
-/// states must be the one measured.
-const UNIT_EXPOSURE_MAX: f64 = 4.3;
+/// states must be the one measured. (4.3 when @resources was denied whole; 4.4 since
+/// sched_setaffinity is allowed, for the io_uring transport's per-CPU queue threads.)
+const UNIT_EXPOSURE_MAX: f64 = 4.4;
 
 #[test]
 fn systemd_unit_exposure_only_goes_down() {
