@@ -31,3 +31,4 @@ pub mod rules;
 #[allow(unsafe_code)]
 pub mod sys;
 pub mod time;
+pub mod wire;

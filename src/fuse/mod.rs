@@ -21,7 +21,8 @@ use fuser::{
 };
 
 use crate::fs::{self, Attr, Fs, SetAttr};
-use reply::{caller, errno, file_attr, file_type, set_time, ErrorLog, ErrorReply};
+pub(crate) use reply::ErrorLog;
+use reply::{caller, errno, file_attr, file_type, set_time, ErrorReply};
 
 /// How the kernel side is used, from the config's [fuse] section.
 #[derive(Debug, Clone, Copy)]
@@ -32,6 +33,14 @@ pub struct Tuning {
     pub passthrough: bool,
     /// Let the kernel read directories with attributes (fewer lookups for `ls -l`, `find`).
     pub readdirplus: bool,
+}
+
+impl Tuning {
+    /// The one time to live of a readdirplus entry, for both its name and its attributes:
+    /// the shorter of the two, as neither may outlive its own timeout.
+    pub fn dirent_ttl(&self) -> Duration {
+        self.entry_timeout.min(self.attr_timeout)
+    }
 }
 
 /// The filesystem as fuser sees it.
@@ -465,7 +474,7 @@ impl Filesystem for Adapter {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        let ttl = self.tuning.entry_timeout.min(self.tuning.attr_timeout);
+        let ttl = self.tuning.dirent_ttl();
         let result = self.fs.readdirplus(fh.0, offset, |entry, next, attr| {
             reply.add(
                 INodeNo(attr.id),
