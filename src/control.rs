@@ -91,6 +91,8 @@ pub struct Status {
     pub config: String,
     pub pid: u32,
     pub uptime_secs: u64,
+    /// How requests reach the daemon: "io_uring" or "/dev/fuse".
+    pub transport: String,
     pub rules: Vec<String>,
     pub nodes: usize,
     pub node_fds: usize,
@@ -108,12 +110,14 @@ impl Status {
     pub fn render(&self) -> String {
         let mut out = format!(
             "mountpoint     {}\nconfig         {}\npid            {}\nuptime         {}s\n\
+             transport      {}\n\
              nodes          {} ({} with an open fd)\naudit log      {}\n\
              audit events   {} written, {} dropped, {} suppressed\nrules\n",
             self.mountpoint,
             self.config,
             self.pid,
             self.uptime_secs,
+            self.transport,
             self.nodes,
             self.node_fds,
             self.audit_log.as_deref().unwrap_or("(none)"),
@@ -140,6 +144,8 @@ pub struct Source {
     pub config: PathBuf,
     pub audit_log: Option<PathBuf>,
     pub started: Instant,
+    /// The transport in use (see `Status::transport`).
+    pub transport: String,
 }
 
 impl Source {
@@ -151,6 +157,7 @@ impl Source {
             config: self.config.display().to_string(),
             pid: std::process::id(),
             uptime_secs: self.started.elapsed().as_secs(),
+            transport: self.transport.clone(),
             rules: fs.describe_rules(),
             nodes: fs.node_count(),
             node_fds: fs.node_fds(),
@@ -612,12 +619,15 @@ fn render_value(v: &serde_json::Value) -> String {
     };
     let mut out = format!(
         "mountpoint     {}\nconfig         {}\npid            {}\nuptime         {}s\n\
+         transport      {}\n\
          nodes          {} ({} with an open fd)\naudit log      {}\n\
          audit events   {} written, {} dropped{}\nrules\n",
         s("mountpoint"),
         s("config"),
         s("pid"),
         s("uptime_secs"),
+        // A daemon older than the field does not send it.
+        printable(v["transport"].as_str().unwrap_or("/dev/fuse")),
         s("nodes"),
         s("node_fds"),
         printable(v["audit_log"].as_str().unwrap_or("(none)")),
@@ -702,6 +712,7 @@ mod tests {
             config: "/etc/relocfs/x.toml".into(),
             pid: 42,
             uptime_secs: 7,
+            transport: "io_uring".into(),
             rules: vec!["/ -> /opt/app (ro)".into()],
             nodes: 3,
             node_fds: 2,
@@ -714,6 +725,7 @@ mod tests {
         let value = serde_json::to_value(&status).unwrap();
         assert_eq!(render_value(&value), status.render());
         assert!(status.render().contains("open         ok         9"));
+        assert!(status.render().contains("\ntransport      io_uring\n"));
         assert!(status
             .render()
             .contains("audit events   10 written, 1 dropped, 5 suppressed\n"));

@@ -31,4 +31,5 @@ pub mod rules;
 #[allow(unsafe_code)]
 pub mod sys;
 pub mod time;
+pub mod uring;
 pub mod wire;

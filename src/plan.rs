@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 
 use crate::audit::{AuditOptions, RateLimit};
-use crate::config::{Config, Rule};
+use crate::config::{Config, Rule, Transport};
 use crate::fs::FsOptions;
 use crate::fuse::Tuning;
 use crate::options::MountOptions;
@@ -35,6 +35,8 @@ pub struct Fixed {
     pub tuning: Tuning,
     /// `[fuse] threads`.
     pub threads: usize,
+    /// `[fuse] transport`, or `-o transport=`, which wins.
+    pub transport: Transport,
     /// The `-o` options: given on the command line, never reread.
     pub mount: MountOptions,
 }
@@ -62,6 +64,7 @@ impl MountPlan {
                     readdirplus: fuse.readdirplus,
                 },
                 threads: fuse.threads,
+                transport: mount.transport.unwrap_or(fuse.transport),
                 mount,
             },
         }
@@ -110,6 +113,7 @@ impl Fixed {
                     readdirplus,
                 },
             threads,
+            transport,
             // Not from the file: the same on both sides of a reload.
             mount: _,
         } = self;
@@ -134,6 +138,7 @@ impl Fixed {
             *shutdown_timeout != n.audit.shutdown_timeout,
         );
         differs("[fuse] threads", *threads != n.threads);
+        differs("[fuse] transport", *transport != n.transport);
         differs("[fuse] passthrough", *passthrough != n.tuning.passthrough);
         differs("[fuse] readdirplus", *readdirplus != n.tuning.readdirplus);
         differs(

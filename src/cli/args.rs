@@ -41,8 +41,9 @@ pub struct Cli {
     pub foreground: bool,
 
     /// Mount options, comma-separated: allow_other, allow_root, ro, fsname=NAME, nodev, nosuid,
-    /// noexec, noatime, ...; fstab-only options (defaults, nofail, _netdev, x-*) are ignored.
-    /// default_permissions is always on
+    /// noexec, noatime, ..., transport=auto|io_uring|dev (overrides `[fuse] transport`);
+    /// fstab-only options (defaults, nofail, _netdev, x-*) are ignored. default_permissions is
+    /// always on
     #[arg(short = 'o', value_name = "OPTS", action = clap::ArgAction::Append)]
     pub options: Vec<String>,
 

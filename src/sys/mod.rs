@@ -253,6 +253,7 @@ pub fn read_dir_all(dir: &File) -> io::Result<Vec<DirEntry>> {
 pub mod creds;
 mod dirent;
 pub mod fusedev;
+pub mod uring;
 
 /// Raises the limit on open files as far as allowed: every node the kernel caches holds an
 /// fd. Root may go up to the system's `fs.nr_open`; others to their hard limit.
