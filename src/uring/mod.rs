@@ -306,7 +306,8 @@ impl Prepared {
         payload: usize,
     ) -> Result<Running, String> {
         let (done_tx, done_rx) = mpsc::channel();
-        let result = self.register_all(dev, handler, payload, &done_tx, &done_rx);
+        let mut first_went = false;
+        let result = self.register_all(dev, handler, payload, &done_tx, &done_rx, &mut first_went);
         match result {
             Ok(workers) => Ok(Running {
                 queues: self.queues.len(),
@@ -314,17 +315,27 @@ impl Prepared {
                 workers,
             }),
             Err(e) => {
-                // The first queue registered nothing: it switches the connection back to
-                // /dev/fuse (a REGISTER already refused did so too; twice is harmless). Then
-                // queues that registered drop their rings.
-                if let (Some(first), Ok(dev)) = (self.queues.first(), dev.try_clone_to_owned()) {
-                    if first.go.send(Go::Release(dev, done_tx.clone())).is_ok() {
-                        if let Ok((_, Err(why))) = done_rx.recv() {
-                            log::error!("cannot switch the connection back to /dev/fuse: {why}");
+                // A queue that failed has switched the connection back to /dev/fuse itself
+                // (see `queue_thread`). If the first queue never registered, it does so now
+                // (twice is harmless); then the queues that registered drop their rings.
+                if !first_went {
+                    if let (Some(first), Ok(dev)) = (self.queues.first(), dev.try_clone_to_owned())
+                    {
+                        if first.go.send(Go::Release(dev, done_tx.clone())).is_ok() {
+                            match done_rx.recv_timeout(INIT_GUARD) {
+                                Ok((_, Ok(()))) => {}
+                                Ok((_, Err(why))) => log::error!(
+                                    "cannot switch the connection back to /dev/fuse: {why}"
+                                ),
+                                Err(_) => log::error!(
+                                    "cannot switch the connection back to /dev/fuse: no answer"
+                                ),
+                            }
                         }
                     }
                 }
                 for q in &self.queues {
+                    let _ = q.go.send(Go::Stop);
                     let _ = q.inbox.send(Msg::Stop);
                     let _ = ring::eventfd_signal(q.wake.as_fd());
                 }
@@ -340,7 +351,14 @@ impl Prepared {
         payload: usize,
         done_tx: &Sender<(u16, Result<(), String>)>,
         done_rx: &Receiver<(u16, Result<(), String>)>,
+        first_went: &mut bool,
     ) -> Result<Workers, String> {
+        // Every answer comes within the guard (a queue thread answers each Go, or ends, and
+        // `done_tx` here keeps the channel open, so a plain recv could wait forever).
+        let answer = || match done_rx.recv_timeout(INIT_GUARD) {
+            Ok(answer) => Ok(answer),
+            Err(_) => Err("a ring thread did not answer while registering".to_string()),
+        };
         let workers = Workers::start(Arc::clone(&handler))?;
         let go = |q: &Queue, last: bool| {
             let dev = dev
@@ -372,20 +390,24 @@ impl Prepared {
             }
         }
         for _ in 0..sent {
-            match done_rx.recv() {
+            match answer() {
                 Ok((_, Ok(()))) => {}
                 Ok((qid, Err(e))) => {
                     if result.is_ok() {
                         result = Err(format!("io_uring queue {qid}: {e}"));
                     }
                 }
-                Err(_) => result = Err("a ring thread ended while registering".into()),
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
             }
         }
         if result.is_ok() {
-            result = go(first, true).and_then(|()| match done_rx.recv() {
-                Ok((_, r)) => r.map_err(|e| format!("io_uring queue {}: {e}", first.qid)),
-                Err(_) => Err("a ring thread ended while registering".into()),
+            result = go(first, true).and_then(|()| {
+                *first_went = true;
+                let (_, r) = answer()?;
+                r.map_err(|e| format!("io_uring queue {}: {e}", first.qid))
             });
         }
         match result {
@@ -466,6 +488,11 @@ fn queue_thread(q: QueueThread, setup: Sender<(u16, Result<(), String>)>, go: Re
             serve(r, q, handler, workers, first);
         }
         Err(e) => {
+            // Whatever failed, the kernel must not keep callers waiting for a ring that will
+            // never be ready: switch the connection back to /dev/fuse before answering.
+            if let Err(why) = release(&mut r) {
+                log::error!("ring {}: cannot switch back to /dev/fuse: {why}", q.qid);
+            }
             let _ = done.send((q.qid, Err(e)));
         }
     }
