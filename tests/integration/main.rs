@@ -28,6 +28,7 @@ mod restart;
 mod security;
 mod story;
 mod syslog;
+mod transport;
 mod unprivileged;
 
 // Read-write rules: the proof (conformance, concurrency, races, differential).
