@@ -324,16 +324,18 @@ fn start_rings(
         }
         return Ok(None);
     }
+    // One fd for every ring and the wire's backing-file ioctls (the fd budget is small).
     let own = dev
         .try_clone_to_owned()
+        .map(Arc::new)
         .map_err(|e| format!("cannot duplicate the /dev/fuse fd: {e}"))?;
     let handler = uring::handler(
         Arc::clone(fs),
         fixed.tuning,
-        Arc::new(own),
+        Arc::clone(&own),
         fixed.mount.access,
     );
-    match prepared.start(dev, handler, negotiated.payload) {
+    match prepared.start(own, handler, negotiated.payload) {
         Ok(running) => Ok(Some(running)),
         Err(e) if strict => Err(format!("transport io_uring: {e}")),
         Err(e) => {

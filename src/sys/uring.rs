@@ -12,6 +12,7 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::sync::Arc;
 
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 
@@ -152,13 +153,13 @@ pub enum Event {
 pub struct Ring {
     ring: IoUring<squeue::Entry128, cqueue::Entry>,
     /// The `/dev/fuse` fd FUSE commands go to (set once the mount exists).
-    dev: Option<OwnedFd>,
+    dev: Option<Arc<OwnedFd>>,
     qid: u16,
     /// Entries the kernel holds, by slot.
     held: Vec<Option<Entry>>,
     in_kernel: usize,
     /// Eventfd and its 8-byte read buffer (the buffer is the kernel's while `wake_armed`).
-    wake: Option<(OwnedFd, Box<[u8; 8]>)>,
+    wake: Option<(Arc<OwnedFd>, Box<[u8; 8]>)>,
     wake_armed: bool,
     probe_done: Option<i32>,
 }
@@ -187,7 +188,7 @@ impl Ring {
     }
 
     /// The connection's `/dev/fuse` fd, which every FUSE command names.
-    pub fn connect(&mut self, dev: OwnedFd) {
+    pub fn connect(&mut self, dev: Arc<OwnedFd>) {
         self.dev = Some(dev);
     }
 
@@ -310,7 +311,7 @@ impl Ring {
     }
 
     /// Keeps a read of `fd` (an eventfd) pending, so that writing to it wakes `wait`.
-    pub fn watch(&mut self, fd: OwnedFd) -> io::Result<()> {
+    pub fn watch(&mut self, fd: Arc<OwnedFd>) -> io::Result<()> {
         self.wake = Some((fd, Box::new([0u8; 8])));
         self.arm_wake()
     }

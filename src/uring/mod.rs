@@ -22,7 +22,7 @@
 //!   and answers later commits with one too: a queue thread ends once all its entries are back.
 
 use std::collections::VecDeque;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -147,7 +147,7 @@ fn parse_cpu_list(text: &str) -> Option<Vec<usize>> {
 /// What a queue thread is told after setup.
 enum Go {
     Register {
-        dev: OwnedFd,
+        dev: Arc<OwnedFd>,
         handler: Arc<dyn Handler>,
         workers: Workers,
         payload: usize,
@@ -157,7 +157,7 @@ enum Go {
         done: Sender<(u16, Result<(), String>)>,
     },
     /// Registration failed elsewhere: switch the connection back to /dev/fuse, then end.
-    Release(OwnedFd, Sender<(u16, Result<(), String>)>),
+    Release(Arc<OwnedFd>, Sender<(u16, Result<(), String>)>),
     Stop,
 }
 
@@ -301,13 +301,13 @@ impl Prepared {
     /// message says which queue failed and how.
     pub fn start(
         self,
-        dev: BorrowedFd<'_>,
+        dev: Arc<OwnedFd>,
         handler: Arc<dyn Handler>,
         payload: usize,
     ) -> Result<Running, String> {
         let (done_tx, done_rx) = mpsc::channel();
         let mut first_went = false;
-        let result = self.register_all(dev, handler, payload, &done_tx, &done_rx, &mut first_went);
+        let result = self.register_all(&dev, handler, payload, &done_tx, &done_rx, &mut first_went);
         match result {
             Ok(workers) => Ok(Running {
                 queues: self.queues.len(),
@@ -319,9 +319,12 @@ impl Prepared {
                 // (see `queue_thread`). If the first queue never registered, it does so now
                 // (twice is harmless); then the queues that registered drop their rings.
                 if !first_went {
-                    if let (Some(first), Ok(dev)) = (self.queues.first(), dev.try_clone_to_owned())
-                    {
-                        if first.go.send(Go::Release(dev, done_tx.clone())).is_ok() {
+                    if let Some(first) = self.queues.first() {
+                        if first
+                            .go
+                            .send(Go::Release(Arc::clone(&dev), done_tx.clone()))
+                            .is_ok()
+                        {
                             match done_rx.recv_timeout(INIT_GUARD) {
                                 Ok((_, Ok(()))) => {}
                                 Ok((_, Err(why))) => log::error!(
@@ -346,7 +349,7 @@ impl Prepared {
 
     fn register_all(
         &self,
-        dev: BorrowedFd<'_>,
+        dev: &Arc<OwnedFd>,
         handler: Arc<dyn Handler>,
         payload: usize,
         done_tx: &Sender<(u16, Result<(), String>)>,
@@ -361,11 +364,8 @@ impl Prepared {
         };
         let workers = Workers::start(Arc::clone(&handler))?;
         let go = |q: &Queue, last: bool| {
-            let dev = dev
-                .try_clone_to_owned()
-                .map_err(|e| format!("dup /dev/fuse: {e}"))?;
             q.go.send(Go::Register {
-                dev,
+                dev: Arc::clone(dev),
                 handler: Arc::clone(&handler),
                 workers: workers.clone(),
                 payload,
@@ -530,11 +530,8 @@ fn register(
     last: bool,
 ) -> Result<Vec<Event>, String> {
     ready(r)?;
-    let wake = q
-        .wake
-        .try_clone()
-        .map_err(|e| format!("dup eventfd: {e}"))?;
-    r.watch(wake).map_err(|e| format!("io_uring: {e}"))?;
+    r.watch(Arc::clone(&q.wake))
+        .map_err(|e| format!("io_uring: {e}"))?;
     let payload = test_payload_override(q.qid).unwrap_or(payload);
     for slot in 0..DEPTH {
         r.register(Entry::new(slot, payload))
