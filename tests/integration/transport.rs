@@ -395,15 +395,18 @@ mod parameter {
             "passthrough::large_file_data_never_passes_through_the_daemon",
             "/proc/PID/io does not see ring copies",
         ),
-        // The per-user handle budget does not hold on the ring path yet (src/wire): one user
-        // can take more than its share of the daemon's fds. Open, reported.
+        // At a hard RLIMIT_NOFILE of 128 the fd budget does not hold on io_uring: one user
+        // got 50 handles (the test wants >= 80) and root's next open EMFILE; in the other,
+        // uid 4242 held 135 and uid 4343 got EMFILE. The rings add only 5 fds (2 CPUs), and
+        // per open the daemon holds the same fds on both transports: cause not found yet.
+        // Open, reported.
         (
             "handles::at_a_limit_of_128_a_caller_holds_most_of_it",
-            "handle budget on the ring path",
+            "fd budget at RLIMIT_NOFILE 128, open",
         ),
         (
             "handles::one_user_holding_files_open_leaves_others_and_root_working",
-            "handle budget on the ring path",
+            "fd budget at RLIMIT_NOFILE 128, open",
         ),
     ];
 
