@@ -4,6 +4,7 @@
 #
 # Usage (as root):  bench/run.sh [--quick] [--pinned|--unpinned] [--reps N] [--scale F]
 #                                [--only W,W,...] [--no-build | --rev REV] [--out FILE]
+#                                [--transport dev|io_uring|auto]
 #
 #   (default)     unpinned and pinned variants, 5 repetitions, full sizes; writes BENCHMARKS.md
 #   --quick       3 repetitions, unpinned only (add --pinned for the pinned one only)
@@ -18,6 +19,9 @@
 #                 with `git archive` to $BENCH_DIR/src/COMMIT, built there (own target dir),
 #                 so uncommitted edits of others are left out and the repository is untouched
 #   --out FILE    where to write the report (default: BENCHMARKS.md at the repository root)
+#   --transport T mount relocfs with -o transport=T (default: none, i.e. the config default,
+#                 auto); io_uring and auto turn /sys/module/fuse/parameters/enable_uring on for
+#                 the run and put the old value back at exit
 #
 # Environment: BENCH_DIR (default /var/tmp/relocfs-bench: data, mountpoints, helpers; must be
 # on a local disk with >= 3 GiB free), BENCH_TIMEOUT (seconds for the whole run; default 2700,
@@ -31,7 +35,7 @@ BENCH_DIR=${BENCH_DIR:-/var/tmp/relocfs-bench}
 CMD_TIMEOUT=${BENCH_CMD_TIMEOUT:-300}
 COMMAND_LINE="bench/run.sh${*:+ $*}"
 
-QUICK=0 REPS="" SCALE=1 ONLY="" BUILD=1 OUT="" VARIANTS="" GITREV=""
+QUICK=0 REPS="" SCALE=1 ONLY="" BUILD=1 OUT="" VARIANTS="" GITREV="" TRANSPORT=""
 while (($#)); do
     case $1 in
         --quick) QUICK=1 ;;
@@ -43,11 +47,14 @@ while (($#)); do
         --no-build) BUILD=0 ;;
         --rev) GITREV=$2; shift ;;
         --out) OUT=$2; shift ;;
+        --transport) TRANSPORT=$2; shift ;;
         -h|--help) sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0"; exit 0 ;;
         *) echo "bench: unknown argument '$1' (see --help)" >&2; exit 2 ;;
     esac
     shift
 done
+[[ -z $TRANSPORT || $TRANSPORT =~ ^(dev|io_uring|auto)$ ]] ||
+    { echo "bench: --transport wants dev, io_uring or auto" >&2; exit 2; }
 [[ -n $REPS ]] || { ((QUICK)) && REPS=3 || REPS=5; }
 [[ -n $VARIANTS ]] || { ((QUICK)) && VARIANTS=unpinned || VARIANTS="unpinned pinned"; }
 [[ $REPS =~ ^[1-9][0-9]*$ ]] || { echo "bench: --reps wants a positive integer" >&2; exit 2; }
@@ -92,6 +99,8 @@ RUN=$BENCH_DIR/run
 AUDIT_LOG=/tmp/relocfs-bench-audit.jsonl
 declare -A DPID=()
 WATCHDOG=""
+URING_PARAM=/sys/module/fuse/parameters/enable_uring
+URING_OLD=""
 PINNED=0
 VARIANT=""
 
@@ -126,6 +135,7 @@ cleanup() {
         unmount_path "$m" "${DPID[$s]:-}"
         mountpoint -q "$m" && { log "WARNING: $m still mounted, detaching"; umount -l "$m"; }
     done
+    [[ -n $URING_OLD ]] && { [[ $URING_OLD == Y ]] && echo 1 || echo 0; } >"$URING_PARAM"
     exit "$rc"
 }
 trap cleanup EXIT
@@ -214,7 +224,12 @@ git -C "$REAL/repo" -c safe.directory='*' status --porcelain >/dev/null   # inde
 # --- setups ------------------------------------------------------------------------------
 BINDFS_OPTS="-o ro,multithreaded"
 MERGERFS_OPTS="-o ro,allow_other,use_ino,inodecalc=passthrough,cache.files=partial,dropcacheonclose=false,category.create=mfs,fsname=bench-mergerfs"
-RELOCFS_OPTS="-o allow_other"
+RELOCFS_OPTS="-o allow_other${TRANSPORT:+,transport=$TRANSPORT}"
+if [[ $TRANSPORT == io_uring || $TRANSPORT == auto ]]; then
+    [[ -e $URING_PARAM ]] || die "--transport $TRANSPORT: this kernel has no $URING_PARAM"
+    URING_OLD=$(cat "$URING_PARAM")
+    echo 1 >"$URING_PARAM"
+fi
 CONF_AUDIT=$RUN/relocfs-audit.toml
 CONF_NOAUDIT=$RUN/relocfs-noaudit.toml
 cat >"$CONF_NOAUDIT" <<EOF

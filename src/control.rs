@@ -156,6 +156,8 @@ pub struct Status {
     pub config: String,
     pub pid: u32,
     pub uptime_secs: u64,
+    /// How requests reach the daemon: "io_uring" or "/dev/fuse".
+    pub transport: String,
     pub rules: Vec<String>,
     pub nodes: usize,
     pub node_fds: usize,
@@ -246,12 +248,14 @@ impl Status {
     pub fn render(&self) -> String {
         let mut out = format!(
             "mountpoint     {}\nconfig         {}\npid            {}\nuptime         {}s\n\
+             transport      {}\n\
              nodes          {} ({} with an open fd)\naudit log      {}\n\
              audit events   {} written, {} dropped, {} suppressed\nrules\n",
             self.mountpoint,
             self.config,
             self.pid,
             self.uptime_secs,
+            self.transport,
             self.nodes,
             self.node_fds,
             self.audit_log.as_deref().unwrap_or("(none)"),
@@ -282,6 +286,8 @@ pub struct Source {
     pub started: Instant,
     /// Where the signal thread reports each reload's outcome.
     pub reloads: Arc<Reloads>,
+    /// The transport in use (see `Status::transport`).
+    pub transport: String,
 }
 
 impl Source {
@@ -293,6 +299,7 @@ impl Source {
             config: self.config.display().to_string(),
             pid: std::process::id(),
             uptime_secs: self.started.elapsed().as_secs(),
+            transport: self.transport.clone(),
             rules: fs.describe_rules(),
             nodes: fs.node_count(),
             node_fds: fs.node_fds(),
@@ -865,12 +872,15 @@ fn render_value(v: &serde_json::Value) -> String {
     };
     let mut out = format!(
         "mountpoint     {}\nconfig         {}\npid            {}\nuptime         {}s\n\
+         transport      {}\n\
          nodes          {} ({} with an open fd)\naudit log      {}\n\
          audit events   {} written, {} dropped{}\nrules\n",
         s("mountpoint"),
         s("config"),
         s("pid"),
         s("uptime_secs"),
+        // A daemon older than the field does not send it.
+        printable(v["transport"].as_str().unwrap_or("/dev/fuse")),
         s("nodes"),
         s("node_fds"),
         printable(v["audit_log"].as_str().unwrap_or("(none)")),
@@ -992,6 +1002,7 @@ mod tests {
             config: "/etc/relocfs/x.toml".into(),
             pid: 42,
             uptime_secs: 7,
+            transport: "io_uring".into(),
             rules: vec!["/ -> /opt/app (ro)".into()],
             nodes: 3,
             node_fds: 2,
@@ -1030,6 +1041,7 @@ mod tests {
              2027-01-10T10:00:00Z; retired from 2027-02-01T00:00:00Z; no access since start\n  \
              /  serve, now serve; last access 2026-12-01T18:00:00Z\n"
         ));
+        assert!(status.render().contains("\ntransport      io_uring\n"));
         assert!(status
             .render()
             .contains("audit events   10 written, 1 dropped, 5 suppressed\n"));

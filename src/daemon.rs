@@ -4,22 +4,24 @@
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{self, Read, Write};
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 
 use crate::audit::AuditLog;
-use crate::config::{self, Config};
+use crate::config::{self, Config, Transport};
 use crate::control;
 use crate::exit::Exit;
 use crate::fs::Fs;
 use crate::fuse::Adapter;
 use crate::options::MountOptions;
-use crate::plan::MountPlan;
+use crate::plan::{Fixed, MountPlan};
 use crate::prefix::PrefixTable;
 use crate::preflight::{self, check_unprivileged, preflight, probe_audit_log, Prepared, Stale};
 use crate::sys;
+use crate::uring;
 
 /// How many audit events may wait for the writer before new ones are counted as dropped. The
 /// queue's slots are allocated up front (about 200 bytes each), so this is also ~3 MiB of
@@ -160,16 +162,34 @@ fn serve_inner(
     };
     let mountpoint = prepared.mountpoint.clone();
     let table = PrefixTable::new(&plan.rules);
+    // The rings are set up (and their threads pinned) before mounting, because fuser reads
+    // and answers INIT inside `Session::new`: INIT asks for io_uring only when rings exist.
+    let handshake = Arc::new(uring::Handshake::default());
+    let ring_setup = if ring_wanted(fixed.transport)? {
+        match (uring::prepare(), fixed.transport) {
+            (Ok(p), _) => Some(p),
+            (Err(e), Transport::IoUring) => {
+                return Err(format!("transport io_uring: cannot set up rings: {e}"))
+            }
+            (Err(e), _) => {
+                log::warn!("io_uring unavailable ({e}): serving over /dev/fuse");
+                None
+            }
+        }
+    } else {
+        None
+    };
     let fs = Fs::new(
         mountpoint.clone(),
         table,
         prepared.roots,
         Arc::clone(&audit),
-        fixed.fs_options(),
+        fixed.fs_options(ring_setup.as_ref().map_or(0, uring::Prepared::fds)),
     )
     .map(Arc::new)
     .map_err(|e| format!("cannot set up the filesystem: {e}"))?;
-    let adapter = Adapter::new(Arc::clone(&fs), fixed.tuning);
+    handshake.want(ring_setup.is_some());
+    let adapter = Adapter::new(Arc::clone(&fs), fixed.tuning).with_ring(Arc::clone(&handshake));
     let session = fuser::Session::new(adapter, &mountpoint, &fixed.fuser_config())
         .map_err(|e| format!("cannot mount {}: {}", mountpoint.display(), mount_error(&e)))?;
     // This mount's FUSE connection, by the device number the kernel gave its superblock. The
@@ -186,6 +206,8 @@ fn serve_inner(
             mountpoint.display()
         ));
     };
+    // INIT is done: register the rings (a refusal drops the session, which unmounts).
+    let rings = start_rings(fixed, ring_setup, &handshake, &fs, session.as_fd())?;
     let notifier = session.notifier();
     let session =
         run_session(session).map_err(|e| format!("cannot start the FUSE session: {e}"))?;
@@ -193,6 +215,12 @@ fn serve_inner(
     crate::stage::set_journal_socket(plan.stages.journal_socket.clone());
     crate::stage::watch_edges(Arc::downgrade(&fs), notifier.clone())
         .map_err(|e| format!("cannot start the stage thread: {e}"))?;
+    let transport = if rings.is_some() {
+        "io_uring"
+    } else {
+        "/dev/fuse"
+    };
+    log::info!("transport: {transport}");
 
     let reloads = Arc::new(control::Reloads::default());
     // Held until the session ends; the socket goes with it.
@@ -204,6 +232,7 @@ fn serve_inner(
         audit_log: fixed.audit_log.clone(),
         started: std::time::Instant::now(),
         reloads: Arc::clone(&reloads),
+        transport: transport.to_string(),
     })
     .map_err(|e| log::warn!("no control socket (relocfs status will not answer): {e}"))
     .ok();
@@ -216,7 +245,8 @@ fn serve_inner(
                 fs: Arc::downgrade(&fs),
                 audit: Arc::downgrade(&audit),
                 mountpoint: mountpoint.clone(),
-                transport: crate::metrics::DEFAULT_TRANSPORT,
+                // The config's spelling: "io_uring" or "dev".
+                transport: if rings.is_some() { "io_uring" } else { "dev" },
                 started: std::time::SystemTime::now(),
             };
             // Mounted already: serve without metrics rather than stop.
@@ -259,7 +289,15 @@ fn serve_inner(
         Ok(result) => result,
         Err(_) => Err(io::Error::other("the FUSE session thread panicked")),
     };
-    // The final counts, written before the audit log (which the writer reads) goes.
+    if let Some(rings) = rings {
+        // The kernel hands every entry back at unmount; a queue that does not end is not
+        // waited for (the process exits anyway).
+        if !rings.join(RING_EXIT_GUARD) {
+            log::warn!("io_uring queues did not all end after the unmount");
+        }
+    }
+    // The final counts (the rings' workers are done), written before the audit log (which
+    // the writer reads) goes.
     if let Some(writer) = metrics {
         writer.stop();
     }
@@ -274,6 +312,80 @@ fn serve_inner(
         return Ok(());
     }
     ended_from_outside(&mountpoint, conn)
+}
+
+/// How long the exit waits for the ring threads after the unmount.
+const RING_EXIT_GUARD: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Whether to set up rings for `transport`, from the kernel's `enable_uring` parameter (INIT
+/// offers io_uring only when it is on). `io_uring` without it refuses to mount.
+fn ring_wanted(transport: Transport) -> Result<bool, String> {
+    let enabled = uring::kernel_enabled();
+    match transport {
+        Transport::Dev => Ok(false),
+        Transport::Auto => Ok(enabled == Some(true)),
+        Transport::IoUring => match enabled {
+            Some(true) => Ok(true),
+            Some(false) => Err(format!(
+                "transport io_uring: the kernel has FUSE over io_uring switched off \
+                 ({} is N): write 1 to it, or use transport=auto",
+                uring::ENABLE_PARAM
+            )),
+            None => Err(format!(
+                "transport io_uring: this kernel has no FUSE over io_uring ({} is missing)",
+                uring::ENABLE_PARAM
+            )),
+        },
+    }
+}
+
+/// After INIT: registers the rings when INIT negotiated io_uring. `None` means /dev/fuse
+/// serves everything; an error (only for `transport = "io_uring"`) refuses the mount.
+fn start_rings(
+    fixed: &Fixed,
+    prepared: Option<uring::Prepared>,
+    handshake: &uring::Handshake,
+    fs: &Arc<Fs>,
+    dev: std::os::fd::BorrowedFd<'_>,
+) -> Result<Option<uring::Running>, String> {
+    let strict = fixed.transport == Transport::IoUring;
+    let Some(prepared) = prepared else {
+        return Ok(None);
+    };
+    let Some(negotiated) = handshake.settled() else {
+        prepared.abandon();
+        return Err("INIT did not reach the filesystem: cannot serve".into());
+    };
+    if !negotiated.asked {
+        prepared.abandon();
+        if strict {
+            return Err(format!(
+                "transport io_uring: the kernel did not offer FUSE over io_uring at INIT \
+                 (is {} Y?)",
+                uring::ENABLE_PARAM
+            ));
+        }
+        return Ok(None);
+    }
+    // One fd for every ring and the wire's backing-file ioctls (the fd budget is small).
+    let own = dev
+        .try_clone_to_owned()
+        .map(Arc::new)
+        .map_err(|e| format!("cannot duplicate the /dev/fuse fd: {e}"))?;
+    let handler = uring::handler(
+        Arc::clone(fs),
+        fixed.tuning,
+        Arc::clone(&own),
+        fixed.mount.access,
+    );
+    match prepared.start(own, handler, negotiated.payload) {
+        Ok(running) => Ok(Some(running)),
+        Err(e) if strict => Err(format!("transport io_uring: {e}")),
+        Err(e) => {
+            log::warn!("{e}: serving over /dev/fuse");
+            Ok(None)
+        }
+    }
 }
 
 /// Runs the session's request loops on threads of their own and returns the handle to join.

@@ -33,3 +33,5 @@ pub mod stage;
 #[allow(unsafe_code)]
 pub mod sys;
 pub mod time;
+pub mod uring;
+pub mod wire;

@@ -53,10 +53,6 @@ pub const STAGES: [&str; 4] = ["serve", "warn", "brownout", "retired"];
 /// rule's `from` always starts with `/`, so this never names one.
 pub const NO_RULE: &str = "(none)";
 
-/// The `transport` label: how requests reach the daemon.
-// SEAM(s-ring): the daemon passes the transport it chose; `/dev/fuse` reads until then.
-pub const DEFAULT_TRANSPORT: &str = "dev";
-
 /// The stage a rule is in, for `relocfs_rule_stage`: as configured, or `retired` once its
 /// `retire_after` has passed. (Whether a brownout window is open right now is `relocfs
 /// status`'s business; a dashboard wants the stage the operator chose.)
@@ -732,7 +728,7 @@ mod tests {
             dropped: 1,
             suppressed: 2,
             started_secs: 10,
-            transport: DEFAULT_TRANSPORT,
+            transport: "dev",
         });
         for family in [
             "relocfs_accesses_total",

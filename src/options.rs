@@ -6,6 +6,8 @@
 
 use fuser::{MountOption, SessionACL};
 
+use crate::config::Transport;
+
 /// Who may use the mount besides the user that mounted it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Access {
@@ -29,6 +31,8 @@ pub struct MountOptions {
     /// `remount` (from `mount -o remount`, through mount.fuse3): ask the running daemon of the
     /// mountpoint to reload; never mount.
     pub remount: bool,
+    /// `transport=auto|io_uring|dev`: overrides `[fuse] transport`.
+    pub transport: Option<Transport>,
 }
 
 /// Options mount(8), systemd or fstab conventions handle themselves.
@@ -117,13 +121,22 @@ impl MountOptions {
                 "sync" => MountOption::Sync,
                 "async" => MountOption::Async,
                 "dirsync" => MountOption::DirSync,
-                _ => match opt.strip_prefix("fsname=") {
-                    Some(name) => {
+                _ => {
+                    if let Some(name) = opt.strip_prefix("fsname=") {
                         opts.fsname = Some(name.to_string());
                         continue;
                     }
-                    None => return Err(format!("unknown mount option '{opt}'")),
-                },
+                    if let Some(t) = opt.strip_prefix("transport=") {
+                        opts.transport = Some(Transport::parse(t).ok_or_else(|| {
+                            format!(
+                                "mount option '{opt}' is not valid: write transport={}",
+                                "auto, transport=io_uring or transport=dev"
+                            )
+                        })?);
+                        continue;
+                    }
+                    return Err(format!("unknown mount option '{opt}'"));
+                }
             };
             // A later option wins over an earlier opposite one, as with mount(8).
             opts.flags.retain(|f| !opposite(f, &flag));
@@ -255,6 +268,24 @@ mod tests {
         );
         let e = MountOptions::parse(&["rw,user_id=0"]).unwrap_err();
         assert!(e.contains("'user_id=0'"), "{e}");
+    }
+
+    #[test]
+    fn transport_option() {
+        assert_eq!(MountOptions::parse::<&str>(&[]).unwrap().transport, None);
+        let o = MountOptions::parse(&["transport=dev,transport=io_uring"]).unwrap();
+        assert_eq!(o.transport, Some(Transport::IoUring));
+        assert_eq!(
+            MountOptions::parse(&["transport=auto"]).unwrap().transport,
+            Some(Transport::Auto)
+        );
+        // Not a kernel option: never passed to mount(2).
+        assert_eq!(o.to_fuser("s").len(), 3);
+        let e = MountOptions::parse(&["transport=uring"]).unwrap_err();
+        assert!(
+            e.contains("'transport=uring'") && e.contains("io_uring"),
+            "{e}"
+        );
     }
 
     #[test]

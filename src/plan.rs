@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 
 use crate::audit::{AuditOptions, RateLimit};
-use crate::config::{Config, Rule, StagesConfig};
+use crate::config::{Config, Rule, StagesConfig, Transport};
 use crate::fs::FsOptions;
 use crate::fuse::Tuning;
 use crate::options::MountOptions;
@@ -39,6 +39,8 @@ pub struct Fixed {
     pub threads: usize,
     /// `[metrics]`.
     pub metrics: crate::config::MetricsConfig,
+    /// `[fuse] transport`, or `-o transport=`, which wins.
+    pub transport: Transport,
     /// The `-o` options: given on the command line, never reread.
     pub mount: MountOptions,
 }
@@ -68,6 +70,7 @@ impl MountPlan {
                 },
                 threads: fuse.threads,
                 metrics: config.metrics.clone(),
+                transport: mount.transport.unwrap_or(fuse.transport),
                 mount,
             },
         }
@@ -85,8 +88,9 @@ impl Fixed {
         config
     }
 
-    pub fn fs_options(&self) -> FsOptions {
-        FsOptions::default()
+    /// `transport_fds`: what the transport chosen at mount holds (see `FsOptions`).
+    pub fn fs_options(&self, transport_fds: usize) -> FsOptions {
+        FsOptions { transport_fds }
     }
 
     /// The config keys (`[section] key`) whose value differs in `new`. Every field is named
@@ -117,6 +121,7 @@ impl Fixed {
                 },
             threads,
             metrics,
+            transport,
             // Not from the file: the same on both sides of a reload.
             mount: _,
         } = self;
@@ -141,6 +146,7 @@ impl Fixed {
             *shutdown_timeout != n.audit.shutdown_timeout,
         );
         differs("[fuse] threads", *threads != n.threads);
+        differs("[fuse] transport", *transport != n.transport);
         differs("[fuse] passthrough", *passthrough != n.tuning.passthrough);
         differs("[fuse] readdirplus", *readdirplus != n.tuning.readdirplus);
         differs(

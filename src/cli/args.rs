@@ -41,10 +41,10 @@ pub struct Cli {
     pub foreground: bool,
 
     /// Mount options, comma-separated: allow_other, allow_root, ro, fsname=NAME, nodev, nosuid,
-    /// noexec, noatime, ...; fstab-only options (defaults, nofail, _netdev, x-*) are ignored.
-    /// default_permissions is always on. remount (what `mount -o remount` passes): mount
-    /// nothing, have the running daemon of MOUNTPOINT reload CONFIG (its own file) and exit
-    /// with its verdict
+    /// noexec, noatime, ..., transport=auto|io_uring|dev (overrides `[fuse] transport`);
+    /// fstab-only options (defaults, nofail, _netdev, x-*) are ignored. default_permissions is
+    /// always on. remount (what `mount -o remount` passes): mount nothing, have the running
+    /// daemon of MOUNTPOINT reload CONFIG (its own file) and exit with its verdict
     #[arg(short = 'o', value_name = "OPTS", action = clap::ArgAction::Append)]
     pub options: Vec<String>,
 

@@ -83,6 +83,42 @@ pub struct FuseConfig {
     pub readdirplus: bool,
     pub attr_timeout: Duration,
     pub entry_timeout: Duration,
+    /// How requests travel between the kernel and the daemon (`transport`).
+    pub transport: Transport,
+}
+
+/// `[fuse] transport` (and `-o transport=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Transport {
+    /// FUSE over io_uring where the kernel offers it at INIT and rings work in this process;
+    /// `/dev/fuse` otherwise.
+    #[default]
+    Auto,
+    /// FUSE over io_uring or no mount.
+    IoUring,
+    /// `/dev/fuse` reads and writes only.
+    Dev,
+}
+
+impl Transport {
+    pub const CHOICES: &'static str = "\"auto\", \"io_uring\" or \"dev\"";
+
+    pub fn parse(text: &str) -> Option<Transport> {
+        match text {
+            "auto" => Some(Transport::Auto),
+            "io_uring" => Some(Transport::IoUring),
+            "dev" => Some(Transport::Dev),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Auto => "auto",
+            Transport::IoUring => "io_uring",
+            Transport::Dev => "dev",
+        }
+    }
 }
 
 impl Default for FuseConfig {
@@ -93,6 +129,7 @@ impl Default for FuseConfig {
             readdirplus: true,
             attr_timeout: DEFAULT_TIMEOUT,
             entry_timeout: DEFAULT_TIMEOUT,
+            transport: Transport::Auto,
         }
     }
 }
@@ -272,6 +309,7 @@ struct RawFuse {
     readdirplus: Option<bool>,
     attr_timeout: Option<Spanned<f64>>,
     entry_timeout: Option<Spanned<f64>>,
+    transport: Option<Spanned<String>>,
 }
 
 /// The text being validated, for turning spans into line numbers in refusals.
@@ -565,9 +603,23 @@ impl File<'_> {
                 }
             },
         };
+        let transport = match raw.transport {
+            None => Transport::Auto,
+            Some(t) => Transport::parse(t.get_ref()).ok_or_else(|| {
+                self.error(
+                    Some(t.span()),
+                    format!(
+                        "[fuse] transport = {:?} is not valid: write {}",
+                        t.get_ref(),
+                        Transport::CHOICES
+                    ),
+                )
+            })?,
+        };
         Ok(FuseConfig {
             threads,
             passthrough,
+            transport,
             readdirplus: raw.readdirplus.unwrap_or(true),
             attr_timeout: self.timeout("attr_timeout", raw.attr_timeout)?,
             entry_timeout: self.timeout("entry_timeout", raw.entry_timeout)?,
@@ -743,3 +795,33 @@ mod tests;
 
 #[cfg(test)]
 mod fuzz;
+
+#[cfg(test)]
+mod transport_tests {
+    use super::*;
+
+    const MAP: &str = "[[map]]\nfrom = \"/\"\nto = \"/\"\n";
+
+    #[test]
+    fn transport_key() {
+        let p = |t: &str| parse(&format!("{MAP}{t}"), Path::new("/etc/x.toml"));
+        assert_eq!(p("").unwrap().fuse.transport, Transport::Auto);
+        assert_eq!(p("[fuse]\n").unwrap().fuse.transport, Transport::Auto);
+        for (text, want) in [
+            ("auto", Transport::Auto),
+            ("io_uring", Transport::IoUring),
+            ("dev", Transport::Dev),
+        ] {
+            let c = p(&format!("[fuse]\ntransport = \"{text}\"\n")).unwrap();
+            assert_eq!(c.fuse.transport, want);
+            assert_eq!(want.as_str(), text);
+        }
+        let e = p("[fuse]\ntransport = \"uring\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(":5: [fuse] transport = \"uring\" is not valid") && e.contains("\"dev\""),
+            "{e}"
+        );
+    }
+}

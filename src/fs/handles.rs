@@ -87,8 +87,9 @@ pub(super) struct BudgetState {
 }
 
 impl Budget {
-    pub(super) fn new(limit: usize) -> Budget {
-        let reserve = 12 + limit / 64;
+    /// `transport_fds`: fds the transport holds beyond what the reserve already counts.
+    pub(super) fn new(limit: usize, transport_fds: usize) -> Budget {
+        let reserve = 12 + limit / 64 + transport_fds;
         let node_min = crate::node::MIN_BUDGET + limit / 64;
         let pool = limit.saturating_sub(reserve + node_min).max(8);
         let users_pool = pool - (4 + limit / 128).min(pool / 2);
@@ -449,7 +450,7 @@ mod tests {
 
     #[test]
     fn one_uid_gets_its_share_and_leaves_room_for_others_and_root() {
-        let budget = Budget::new(128);
+        let budget = Budget::new(128, 0);
         assert_eq!(fill(&budget, 1000), budget.per_uid);
         assert_eq!(budget.per_uid, 87);
         // Another user gets the rest of the users' part, root its reserve on top.
@@ -468,7 +469,7 @@ mod tests {
     #[test]
     fn shares_hold_at_any_limit() {
         for limit in [0, 1, 16, 64, 128, 256, 1024, 20_000, 1 << 20] {
-            let b = Budget::new(limit);
+            let b = Budget::new(limit, 0);
             assert!(
                 b.per_uid <= b.users_pool && b.users_pool <= b.pool,
                 "limit {limit}"

@@ -72,11 +72,15 @@ pub struct ListEntry {
     pub name: OsString,
 }
 
-/// Behaviour chosen at mount time. None is left to choose: `-o dev` is the kernel's alone
-/// (creating devices follows the caller's own privilege either way, see `Fs::mknod`). The
-/// type stays so that callers of `Fs::new` need not change when an option comes.
+/// Behaviour chosen at mount time. (`-o dev` is the kernel's alone: creating devices follows
+/// the caller's own privilege either way, see `Fs::mknod`.)
 #[derive(Debug, Clone, Copy, Default)]
-pub struct FsOptions {}
+pub struct FsOptions {
+    /// Fds the transport holds for the daemon's life beside fuser's (io_uring: a ring and an
+    /// eventfd per queue, one `/dev/fuse` dup), added to the daemon's reserve so that they
+    /// come out of no user's share (see `Budget`).
+    pub transport_fds: usize,
+}
 
 /// The mounted filesystem's state.
 pub struct Fs {
@@ -110,10 +114,10 @@ impl Fs {
         table: PrefixTable,
         roots: Vec<Option<RuleRoot>>,
         audit: Arc<AuditLog>,
-        _options: FsOptions,
+        options: FsOptions,
     ) -> std::io::Result<Fs> {
         let rules = Arc::new(Rules::new(0, table, roots));
-        let budget = Budget::new(sys::nofile_limit());
+        let budget = Budget::new(sys::nofile_limit(), options.transport_fds);
         let fs = Fs {
             groups: (sys::geteuid() == 0).then(GroupsCache::default),
             mountpoint,

@@ -21,7 +21,8 @@ use fuser::{
 };
 
 use crate::fs::{self, Attr, Fs, SetAttr};
-use reply::{caller, errno, file_attr, file_type, set_time, ErrorLog, ErrorReply};
+pub(crate) use reply::ErrorLog;
+use reply::{caller, errno, file_attr, file_type, set_time, ErrorReply};
 
 /// How the kernel side is used, from the config's [fuse] section.
 #[derive(Debug, Clone, Copy)]
@@ -34,11 +35,25 @@ pub struct Tuning {
     pub readdirplus: bool,
 }
 
+impl Tuning {
+    /// The one time to live of a readdirplus entry, for both its name and its attributes:
+    /// the shorter of the two, as neither may outlive its own timeout.
+    pub fn dirent_ttl(&self) -> Duration {
+        self.entry_timeout.min(self.attr_timeout)
+    }
+}
+
+/// The largest write the kernel sends in one request (it splits larger ones): 1 MiB, which is
+/// also max_pages at the kernel's default limit, and each io_uring entry's payload buffer.
+const MAX_WRITE: u32 = 1 << 20;
+
 /// The filesystem as fuser sees it.
 pub struct Adapter {
     fs: Arc<Fs>,
     tuning: Tuning,
     errors: ErrorLog,
+    /// Set when the daemon may serve over io_uring: INIT asks for it through this.
+    ring: Option<Arc<crate::uring::Handshake>>,
 }
 
 impl Adapter {
@@ -47,7 +62,51 @@ impl Adapter {
             fs,
             tuning,
             errors: ErrorLog::default(),
+            ring: None,
         }
+    }
+
+    /// INIT asks for FUSE over io_uring when `handshake` wants it, and settles it there.
+    pub fn with_ring(mut self, handshake: Arc<crate::uring::Handshake>) -> Adapter {
+        self.ring = Some(handshake);
+        self
+    }
+
+    /// The ring part of INIT: asks for FUSE_OVER_IO_URING when wanted and offered, and tells
+    /// the daemon what the ring's payload buffers must hold.
+    fn init_ring(&self, config: &mut KernelConfig) {
+        let Some(handshake) = &self.ring else {
+            return;
+        };
+        let offered = config
+            .capabilities()
+            .contains(InitFlags::FUSE_OVER_IO_URING);
+        let asked = offered
+            && handshake.wanted()
+            && config
+                .add_capabilities(InitFlags::FUSE_OVER_IO_URING)
+                .is_ok();
+        // Each ring entry's payload buffer must hold max(max_write, max_pages pages), and
+        // fuser derives max_pages from the larger of max_write and max_readahead: keep the
+        // readahead at or below max_write so that the buffers stay MAX_WRITE.
+        log::debug!(
+            "INIT: FUSE_OVER_IO_URING offered {offered}, wanted {}, asked {asked}",
+            handshake.wanted()
+        );
+        let readahead = match config.set_max_readahead(MAX_WRITE) {
+            Ok(_) => MAX_WRITE,
+            Err(nearest) => {
+                let _ = config.set_max_readahead(nearest);
+                nearest
+            }
+        };
+        let page = crate::sys::uring::page_size();
+        let max_pages = (MAX_WRITE.max(readahead).saturating_sub(1) as usize / page + 1) as u32;
+        handshake.settle(crate::uring::Negotiated {
+            offered,
+            asked,
+            payload: crate::uring::payload_size(MAX_WRITE, max_pages, page),
+        });
     }
 
     /// The one way an error goes back to the kernel: logged (see `ErrorLog`), then replied.
@@ -114,6 +173,10 @@ impl Filesystem for Adapter {
         } else if self.tuning.passthrough {
             log::info!("kernel has no FUSE passthrough: serving file I/O in the daemon");
         }
+        if let Err(nearest) = config.set_max_write(MAX_WRITE) {
+            let _ = config.set_max_write(nearest);
+        }
+        self.init_ring(config);
         Ok(())
     }
 
@@ -465,7 +528,7 @@ impl Filesystem for Adapter {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        let ttl = self.tuning.entry_timeout.min(self.tuning.attr_timeout);
+        let ttl = self.tuning.dirent_ttl();
         let result = self.fs.readdirplus(fh.0, offset, |entry, next, attr| {
             reply.add(
                 INodeNo(attr.id),

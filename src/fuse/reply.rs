@@ -58,14 +58,14 @@ const LOGGED_PER_SECOND: u32 = 20;
 /// fds running out: see `fs::Error::is_routine`) at warn level, each under its own limit so
 /// routine failures never crowd out the others.
 #[derive(Default)]
-pub(super) struct ErrorLog {
+pub(crate) struct ErrorLog {
     routine: Limit,
     unexpected: Limit,
 }
 
 impl ErrorLog {
     /// Logs an error reply to `op` on inode `ino`.
-    pub(super) fn log(&self, op: &str, ino: u64, e: fs::Error) {
+    pub(crate) fn log(&self, op: &str, ino: u64, e: fs::Error) {
         let (level, limit) = if e.is_routine() {
             (log::Level::Debug, &self.routine)
         } else {

@@ -251,6 +251,8 @@ pub mod creds;
 mod dirent;
 mod procfd;
 pub use procfd::fs_magic;
+pub mod fusedev;
+pub mod uring;
 
 /// Raises the limit on open files as far as allowed: every node the kernel caches holds an
 /// fd. Root may go up to the system's `fs.nr_open`; others to their hard limit.

@@ -34,6 +34,7 @@ mod security;
 mod stages;
 mod story;
 mod syslog;
+mod transport;
 mod unprivileged;
 
 // Read-write rules: the proof (conformance, concurrency, races, differential).

@@ -338,7 +338,12 @@ fn metrics_file_parses_and_counts_what_processes_did() {
         Some(0.0)
     );
     assert_eq!(
-        value(&samples, "relocfs_info", &[("transport", "dev")]),
+        // The transport this run's mounts ask for ("dev", or "io_uring" in the io_uring run).
+        value(
+            &samples,
+            "relocfs_info",
+            &[("transport", test_transport().as_str())]
+        ),
         Some(1.0)
     );
     // Labels stay bounded: nothing names a pid, path, process or uid.

@@ -20,6 +20,21 @@ use super::proc::{
 };
 use super::{BIN, SETTLE_TIMEOUT};
 
+/// The environment variable that picks the transport of a test run's mounts.
+pub const TRANSPORT_ENV: &str = "RELOCFS_TEST_TRANSPORT";
+
+/// The transport every [`MountBuilder`] mount asks for (`-o transport=`), from
+/// `RELOCFS_TEST_TRANSPORT`: "dev" when unset. Not "auto": one test turns the kernel's
+/// io_uring parameter on while the rest of the run goes on, and an `auto` mount would then
+/// change transport halfway through the run. The io_uring run is a child run of the whole
+/// binary with `io_uring` (tests/integration/transport.rs); `auto` has its own tests.
+pub fn test_transport() -> String {
+    match std::env::var(TRANSPORT_ENV) {
+        Ok(t) if !t.is_empty() => t,
+        _ => "dev".to_string(),
+    }
+}
+
 /// A test fixture older than this is considered hung: its daemon is killed.
 const WATCHDOG: Duration = Duration::from_secs(90);
 
@@ -50,6 +65,8 @@ pub struct MountBuilder {
     opts_after: bool,
     audit: bool,
     mountpoint: PathBuf,
+    /// Leave the transport to the config file (no `-o transport=`).
+    config_transport: bool,
 }
 
 impl Default for MountBuilder {
@@ -73,6 +90,7 @@ impl MountBuilder {
             opts_after: false,
             audit: true,
             mountpoint: root.join("mnt"),
+            config_transport: false,
         }
     }
 
@@ -150,6 +168,12 @@ impl MountBuilder {
         self
     }
 
+    /// No `-o transport=` from the run: the config file (or its default) decides.
+    pub fn transport_from_config(mut self) -> Self {
+        self.config_transport = true;
+        self
+    }
+
     /// Pass `-o ...` after the positional arguments instead of before.
     pub fn opts_after_positionals(mut self) -> Self {
         self.opts_after = true;
@@ -196,13 +220,18 @@ impl MountBuilder {
         t
     }
 
-    /// Command-line arguments for a background mount.
+    /// Command-line arguments for a background mount. They name the transport the run
+    /// tests (see [`test_transport`]) unless the test chose one itself.
     pub fn args(&self) -> Vec<OsString> {
         let mut a: Vec<OsString> = Vec::new();
-        let o: Option<[OsString; 2]> = if self.opts.is_empty() {
+        let mut opts = self.opts.clone();
+        if !self.chose_transport() {
+            opts.push(format!("transport={}", test_transport()));
+        }
+        let o: Option<[OsString; 2]> = if opts.is_empty() {
             None
         } else {
-            Some(["-o".into(), self.opts.join(",").into()])
+            Some(["-o".into(), opts.join(",").into()])
         };
         if !self.opts_after {
             if let Some(o) = &o {
@@ -219,6 +248,11 @@ impl MountBuilder {
         a
     }
 
+    /// Whether the test picked the transport itself (an option, or the config file).
+    fn chose_transport(&self) -> bool {
+        self.config_transport || self.opts.iter().any(|o| o.starts_with("transport="))
+    }
+
     /// Writes the config and runs `relocfs` (background mode) without
     /// asserting anything. Whatever happens, the returned fixture unmounts
     /// everything below its tempdir on drop.
@@ -229,10 +263,12 @@ impl MountBuilder {
         (self.into_mounted(), out)
     }
 
-    /// Like `try_mount`, but asserts success (exit 0, mount listed).
+    /// Like `try_mount`, but asserts success (exit 0, mount listed) and, in the io_uring run,
+    /// that the mount serves over io_uring.
     #[track_caller]
     pub fn mount(self) -> Mounted {
         let config = self.config_text();
+        let chose = self.chose_transport();
         let (m, out) = self.try_mount();
         assert!(
             out.status.success(),
@@ -246,6 +282,16 @@ impl MountBuilder {
             "relocfs exited 0 but {} is not in /proc/self/mountinfo",
             m.mnt.display()
         );
+        if !chose && test_transport() == "io_uring" {
+            // `-o transport=io_uring` refuses to mount without a ring, so this cannot fail
+            // quietly; the status check makes sure, and is what `relocfs status` promises.
+            assert_eq!(
+                m.transport().as_deref(),
+                Some("io_uring"),
+                "the io_uring run mounted {} without io_uring",
+                m.mnt.display()
+            );
+        }
         m
     }
 
@@ -340,6 +386,15 @@ impl Mounted {
             .spawn()
             .unwrap();
         (sock, child)
+    }
+
+    /// The transport `relocfs status` reports ("io_uring" or "/dev/fuse").
+    pub fn transport(&self) -> Option<String> {
+        let out = relocfs([OsString::from("status"), self.mnt.clone().into()]);
+        stdout_str(&out).lines().find_map(|l| {
+            l.strip_prefix("transport")
+                .map(|rest| rest.trim().to_string())
+        })
     }
 
     /// Live daemon pids for this mountpoint (like `pgrep -f MOUNTPOINT`).
