@@ -414,13 +414,16 @@ fn metrics_file_is_replaced_atomically() {
             (inodes, reads)
         })
     };
-    // Traffic meanwhile, so the contents change too; at least three rewrites.
-    let start = fs::metadata(&textfile).unwrap().ino();
+    // Traffic meanwhile, so the contents change too; at least three rewrites. A rewrite is
+    // told by inode and modification time together: the filesystem may give a new file the
+    // inode number the one before last had.
+    let version = |meta: fs::Metadata| (meta.ino(), meta.mtime(), meta.mtime_nsec());
+    let start = version(fs::metadata(&textfile).unwrap());
     let mut seen = HashSet::from([start]);
     assert!(wait_until(Duration::from_secs(20), || {
         let _ = fs::read(m.mnt.join("keys/id_rsa"));
         if let Ok(meta) = fs::metadata(&textfile) {
-            seen.insert(meta.ino());
+            seen.insert(version(meta));
         }
         std::thread::sleep(Duration::from_millis(100));
         seen.len() >= 4
