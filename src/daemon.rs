@@ -220,7 +220,6 @@ fn serve_inner(
     } else {
         "/dev/fuse"
     };
-    log::info!("transport: {transport}");
 
     let reloads = Arc::new(control::Reloads::default());
     // Held until the session ends; the socket goes with it.
@@ -284,7 +283,8 @@ fn serve_inner(
         let _ = sys::detach_stdio();
         crate::logging::to_syslog();
     }
-    log::info!("serving {}", mountpoint.display());
+    // After the switch to syslog: a successful background mount prints nothing.
+    log::info!("serving {} over {transport}", mountpoint.display());
     let result = match session.join() {
         Ok(result) => result,
         Err(_) => Err(io::Error::other("the FUSE session thread panicked")),

@@ -153,3 +153,19 @@ fn check_escapes_control_characters_in_what_it_prints() {
         "{stderr:?}"
     );
 }
+
+/// `relocfs CONFIG MOUNTPOINT` returns once the mount serves and prints nothing when it
+/// succeeds (the README's promise; fstab and systemd users see every stray line), whatever the
+/// transport: the daemon's own diagnostics go to syslog once it is in the background.
+#[test]
+fn a_successful_background_mount_prints_nothing() {
+    skip_without_fuse!();
+    let b = MountBuilder::new();
+    let real = b.real();
+    fs::create_dir_all(real.join("app")).unwrap();
+    let (m, out) = b.map("/app", real.join("app")).try_mount();
+    assert!(out.status.success(), "{}", stderr_str(&out));
+    assert!(m.mnt.join("app").exists());
+    assert_eq!(stdout_str(&out), "", "the mount printed on stdout");
+    assert_eq!(stderr_str(&out), "", "the mount printed on stderr");
+}
