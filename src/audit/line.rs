@@ -44,6 +44,34 @@ const ESCAPE: [u8; 256] = {
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
+/// How many bytes at the start of `b` need no escape. Eight at a time: in a word, the bytes
+/// below 0x20, equal to `"` or equal to `\\` have their high bit set by the classic
+/// "has a byte less than / equal to" bit tricks. Those may also flag bytes after a true hit
+/// (a borrow runs upwards), never before it, so the lowest flag is the first byte to escape.
+fn clean_run(b: &[u8]) -> usize {
+    const ONES: u64 = u64::from_ne_bytes([1; 8]);
+    const HIGH: u64 = ONES << 7;
+    let zero_byte = |x: u64| x.wrapping_sub(ONES) & !x;
+    let mut n = 0;
+    for chunk in b.chunks_exact(8) {
+        let mut word = [0; 8];
+        word.copy_from_slice(chunk);
+        let w = u64::from_le_bytes(word);
+        let flags = ((w.wrapping_sub(ONES * 0x20) & !w)
+            | zero_byte(w ^ (ONES * u64::from(b'"')))
+            | zero_byte(w ^ (ONES * u64::from(b'\\'))))
+            & HIGH;
+        if flags != 0 {
+            return n + (flags.trailing_zeros() / 8) as usize;
+        }
+        n += 8;
+    }
+    n + b[n..]
+        .iter()
+        .take_while(|&&c| ESCAPE[usize::from(c)] == 0)
+        .count()
+}
+
 /// JSON values appended to a line.
 trait Out {
     /// A JSON string: runs that need no escape are copied whole.
@@ -59,22 +87,22 @@ impl Out for Vec<u8> {
         let bytes = s.as_bytes();
         self.reserve(bytes.len() + 2);
         self.push(b'"');
-        let mut run = 0;
-        for (i, &b) in bytes.iter().enumerate() {
-            let e = ESCAPE[usize::from(b)];
-            if e == 0 {
-                continue;
+        let mut rest = bytes;
+        loop {
+            let clean = clean_run(rest);
+            self.extend_from_slice(&rest[..clean]);
+            let Some((&b, after)) = rest[clean..].split_first() else {
+                break;
+            };
+            match ESCAPE[usize::from(b)] {
+                b'u' => {
+                    let (hi, lo) = (HEX[usize::from(b >> 4)], HEX[usize::from(b & 0xf)]);
+                    self.extend_from_slice(&[b'\\', b'u', b'0', b'0', hi, lo]);
+                }
+                e => self.extend_from_slice(&[b'\\', e]),
             }
-            self.extend_from_slice(&bytes[run..i]);
-            if e == b'u' {
-                let (hi, lo) = (HEX[usize::from(b >> 4)], HEX[usize::from(b & 0xf)]);
-                self.extend_from_slice(&[b'\\', b'u', b'0', b'0', hi, lo]);
-            } else {
-                self.extend_from_slice(&[b'\\', e]);
-            }
-            run = i + 1;
+            rest = after;
         }
-        self.extend_from_slice(&bytes[run..]);
         self.push(b'"');
     }
 
@@ -785,6 +813,24 @@ mod random {
                 String::from_utf8_lossy(&old));
         }
 
+        /// The word-at-a-time scan stops where a byte-by-byte one does, on bytes dense in
+        /// neighbours of the special ones (a borrow must not hide or invent a hit).
+        #[test]
+        fn clean_run_stops_at_the_first_byte_to_escape(
+            b in prop::collection::vec(
+                prop_oneof![
+                    any::<u8>(),
+                    select(&[0x00, 0x1f, 0x20, 0x21, 0x22, 0x23, 0x5b, 0x5c, 0x5d, 0x7f,
+                        0x80, 0x9f, 0xa0, 0xdc, 0xff, b'a'][..]),
+                    Just(b'a'),
+                ],
+                0..40,
+            ),
+        ) {
+            let naive = b.iter().take_while(|&&c| ESCAPE[usize::from(c)] == 0).count();
+            prop_assert_eq!(clean_run(&b), naive);
+        }
+
         /// The same for `dropped` and `suppressed` lines.
         #[test]
         fn random_records_encode_as_serde_json_did(
@@ -877,9 +923,12 @@ mod random {
             };
             let old = time(&|l, out| serde_json::to_writer(out, l).unwrap());
             let new = time(&|l, out| l.encode(out));
+            let of = time(&|l, _| {
+                std::hint::black_box(l);
+            });
             let len = encoded(&EventLine::of(q, 1, ts)).len();
             println!(
-                "{name} ({len} bytes): serde_json {old:.0} ns/line, hand-written {new:.0} ns/line"
+                "{name} ({len} bytes): serde_json {old:.0} ns/line, hand-written {new:.0} ns/line, of which {of:.0} ns building the EventLine"
             );
         }
     }
