@@ -33,17 +33,19 @@ pub fn escape(bytes: &[u8]) -> (Cow<'_, str>, bool) {
         return (Cow::Borrowed(s), false);
     }
     let mut out = String::with_capacity(bytes.len() + bytes.len() / 2);
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     for chunk in bytes.utf8_chunks() {
-        for c in chunk.valid().chars() {
-            if c == '\\' {
+        // Valid text is copied in runs, a backslash doubled between them.
+        for (i, run) in chunk.valid().split('\\').enumerate() {
+            if i > 0 {
                 out.push_str("\\\\");
-            } else {
-                out.push(c);
             }
+            out.push_str(run);
         }
-        for b in chunk.invalid() {
-            // Writing to a String cannot fail.
-            let _ = write!(out, "\\x{b:02x}");
+        for &b in chunk.invalid() {
+            out.push_str("\\x");
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 0xf)]));
         }
     }
     (Cow::Owned(out), true)
@@ -140,6 +142,61 @@ mod tests {
             }
         }
         out
+    }
+
+    /// `escape` as it was first written, a character at a time: the run-copying one must
+    /// give the same strings.
+    fn escape_by_char(bytes: &[u8]) -> (Cow<'_, str>, bool) {
+        if let Ok(s) = std::str::from_utf8(bytes) {
+            return (Cow::Borrowed(s), false);
+        }
+        let mut out = String::new();
+        for chunk in bytes.utf8_chunks() {
+            for c in chunk.valid().chars() {
+                if c == '\\' {
+                    out.push_str("\\\\");
+                } else {
+                    out.push(c);
+                }
+            }
+            for b in chunk.invalid() {
+                let _ = write!(out, "\\x{b:02x}");
+            }
+        }
+        (Cow::Owned(out), true)
+    }
+
+    /// What the random values of the next test are made of.
+    const PARTS: [&[u8]; 13] = [
+        b"\\",
+        b"a",
+        b"/x",
+        b"\xff",
+        b"\x80",
+        b"\xc3",
+        b"\xc3\xa9",
+        b"\xe2\x82",
+        b"\xe2\x82\xac",
+        b"\xf0\x9f\x98\x80",
+        b"\xed\xa0\x80",
+        b"\x00",
+        b"\"",
+    ];
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(3000))]
+
+        /// Random bytes, dense in backslashes, invalid bytes and multi-byte characters.
+        #[test]
+        fn escape_matches_the_char_at_a_time_rule(
+            parts in proptest::collection::vec(
+                proptest::sample::select(&PARTS[..]),
+                0..40,
+            ),
+        ) {
+            let bytes = parts.concat();
+            proptest::prop_assert_eq!(escape(&bytes), escape_by_char(&bytes));
+        }
     }
 
     #[test]

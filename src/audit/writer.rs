@@ -13,10 +13,8 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
-use serde::Serialize;
-
 use super::limit::Limiter;
-use super::line::{DroppedLine, EventLine, SuppressedLine};
+use super::line::{DroppedLine, EventLine, Line, SuppressedLine};
 use super::schema::{self, Op};
 use super::{format_rfc3339, Counters, LogPlace, Queued};
 
@@ -136,7 +134,7 @@ pub(super) struct Writer {
     buf_suppressed: u64,
     /// Whether the start of `buf` was already written (a short write before an error).
     partial: bool,
-    /// Reused serialisation buffer, so a line is written whole or not at all.
+    /// Where a new line waits while the buffer before it is flushed.
     line: Vec<u8>,
     /// Whether the last I/O failed, to log an error once per failure streak, not per event.
     failing: bool,
@@ -440,9 +438,11 @@ impl Writer {
     }
 
     fn write_queued(&mut self, q: &Queued, count: u64) {
-        let ts = self.stamp.format(q.ts).to_owned();
-        let line = EventLine::of(q, count, &ts);
-        if self.write_line(&line) {
+        // Borrowed out for the line's timestamp, which `write_line` must not see change.
+        let mut stamp = std::mem::take(&mut self.stamp);
+        let written = self.write_line(&EventLine::of(q, count, stamp.format(q.ts)));
+        self.stamp = stamp;
+        if written {
             self.buf_events += count;
         } else {
             // Lost (the log is failing): count them so a later "dropped" line says so.
@@ -453,21 +453,26 @@ impl Writer {
         }
     }
 
-    /// Serialises into the scratch buffer first so that only whole lines enter the buffer.
-    fn write_line<T: Serialize>(&mut self, value: &T) -> bool {
-        self.line.clear();
-        if let Err(e) = serde_json::to_writer(&mut self.line, value) {
-            log::error!("audit log: cannot serialise event: {e}");
-            return false;
-        }
-        self.line.push(b'\n');
-        if self.buf.len() + self.line.len() > WRITE_BUFFER {
+    /// Encodes the line at the end of the buffer; only whole lines stay there. As if it were
+    /// encoded apart first: a buffer that the line would take past WRITE_BUFFER is flushed
+    /// before the line joins it, and a line that does not fit under BUFFER_MAX is refused.
+    fn write_line(&mut self, line: &impl Line) -> bool {
+        let start = self.buf.len();
+        line.encode(&mut self.buf);
+        self.buf.push(b'\n');
+        let len = self.buf.len() - start;
+        if self.buf.len() > WRITE_BUFFER {
+            // Rare (once per WRITE_BUFFER): the line waits aside while the rest is written.
+            self.line.clear();
+            self.line.extend_from_slice(&self.buf[start..]);
+            self.buf.truncate(start);
             self.flush();
+            self.buf.extend_from_slice(&self.line);
         }
-        if self.buf.len() + self.line.len() > BUFFER_MAX {
+        if self.buf.len() > BUFFER_MAX {
+            self.buf.truncate(self.buf.len() - len);
             return false;
         }
-        self.buf.extend_from_slice(&self.line);
         true
     }
 
