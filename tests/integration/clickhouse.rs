@@ -146,8 +146,19 @@ fn clickhouse_recipe_answers_as_the_report_does() {
         .map("/keys", real.join("keys"))
         .deny("/keys/admin")
         .opt("allow_other")
+        .extra("rate_limit = 65536\nrate_burst = 65536\n")
         .mount();
     make_traffic(&m);
+    // Nobody over its rate limit: events counted in `suppressed` lines, not written.
+    let d = m.mnt.join("data");
+    spawn_as_user(NOBODY, NOBODY, &[], move || {
+        for i in 0..2000 {
+            let _ = fs::symlink_metadata(d.join(format!("x{i}")));
+        }
+    })
+    .join()
+    .expect("flood");
+    wait_for_audit(&m.audit, |e| e["op"] == "suppressed", AUDIT_TIMEOUT);
     let log = m.audit.clone();
     let pid = m.daemon_pid();
     m.unmount_all();
@@ -228,6 +239,10 @@ fn clickhouse_recipe_answers_as_the_report_does() {
 
     // The comparison is not vacuous: two rules and no rule, misses, each kind of refusal,
     // events of both users.
+    assert!(
+        t["suppressed_events"].as_u64().is_some_and(|n| n > 0),
+        "{t}"
+    );
     let rules = rows(&by_rule["groups"]["rows"], &["rule"]);
     assert!(rules.len() >= 3, "{rules:?}");
     let misses = by_rule["misses"]["rows"].as_array().expect("misses");
