@@ -9,6 +9,7 @@ mod common;
 mod attribution;
 mod audit;
 mod auditsafety;
+mod clickhouse;
 mod control;
 mod demo;
 mod fdlimit;
