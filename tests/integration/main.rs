@@ -12,6 +12,7 @@ mod auditsafety;
 mod control;
 mod demo;
 mod fdlimit;
+mod fleet;
 mod fstab;
 mod handles;
 mod hardening;
