@@ -1,8 +1,10 @@
 //! Many hosts, on an engine a fleet already runs: rsyslog (Debian's) on each "host" reads that
 //! host's JSON Lines audit log with imfile and forwards it over TCP to a central rsyslog, which
 //! writes one file per host; `relocfs report` over the central files gives the same figures as
-//! over the hosts' own logs, and `--by host` tells the hosts apart. Everything on 127.0.0.1;
-//! every rsyslogd is the test's own (own config, pidfile, work directory), killed on drop.
+//! over the hosts' own logs, and `--by host` tells the hosts apart. The two rsyslog
+//! configurations are README's ("Many hosts"), paths and addresses replaced. Everything on
+//! 127.0.0.1; every rsyslogd is the test's own (own config, pidfile, work directory), killed on
+//! drop; no system rsyslog is touched.
 
 use std::fs;
 use std::net::{TcpListener, TcpStream};
@@ -19,47 +21,71 @@ use crate::report::unmount_and_wait;
 /// Generous hang guard for shipping a few dozen lines through two rsyslogds.
 const SHIP_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Every message up to this size passes whole: above relocfs's longest line (155,008 bytes
-/// plus 1.5 KiB of host, unit and container id, see the README), where rsyslog's default of
-/// 8 KiB would cut long lines.
-const MAX_MESSAGE: &str = "256k";
+/// The two rsyslog configurations of README's "Many hosts" section: (host side, central side).
+fn readme_confs() -> (String, String) {
+    let readme =
+        fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).expect("README.md");
+    let (_, section) = readme
+        .split_once("### Many hosts: shipping the audit log with rsyslog\n")
+        .expect("README has no \"Many hosts\" section");
+    let end = ["\n## ", "\n### "]
+        .iter()
+        .filter_map(|h| section.find(h))
+        .min()
+        .unwrap_or(section.len());
+    let section = &section[..end];
+    let blocks: Vec<&str> = section
+        .split("\n```")
+        .skip(1)
+        .step_by(2)
+        .filter_map(|b| b.strip_prefix('\n'))
+        .collect();
+    assert!(blocks.len() >= 2, "README's section has two config blocks");
+    (format!("{}\n", blocks[0]), format!("{}\n", blocks[1]))
+}
 
-/// The host side: the audit log `log` read by imfile, forwarded as RFC 5424 with octet-counted
-/// framing (a message is never split on its bytes) to `port`, queued while the central is
-/// away. `host` is the name the central file is keyed on.
+/// `text` with each `(from, to)` replaced; every `from` must be there (the README and the test
+/// cannot drift apart silently).
+fn substitute(text: &str, subs: &[(&str, &str)]) -> String {
+    subs.iter().fold(text.to_owned(), |t, (from, to)| {
+        assert!(
+            t.contains(from),
+            "README's rsyslog config lacks {from:?}:\n{t}"
+        );
+        t.replace(from, to)
+    })
+}
+
+/// The host side, README's: the audit log `log` read by imfile, forwarded as RFC 5424 with
+/// octet-counted framing to 127.0.0.1:`port`, queued while the central is away; `host` is the
+/// name the central file is keyed on.
 fn host_conf(work: &Path, host: &str, log: &Path, port: u16) -> String {
-    format!(
-        r#"global(workDirectory="{work}" maxMessageSize="{MAX_MESSAGE}" localHostname="{host}")
-module(load="imfile")
-input(type="imfile" file="{log}" tag="relocfs" ruleset="relocfs_ship")
-ruleset(name="relocfs_ship") {{
-  action(type="omfwd" target="127.0.0.1" port="{port}" protocol="tcp"
-         tcp_framing="octet-counted" template="RSYSLOG_SyslogProtocol23Format"
-         queue.type="LinkedList" queue.filename="relocfs_fwd" queue.saveOnShutdown="on"
-         action.resumeRetryCount="-1")
-}}
-"#,
-        work = work.display(),
-        log = log.display(),
+    substitute(
+        &readme_confs().0,
+        &[
+            ("/var/spool/rsyslog", &work.display().to_string()),
+            ("web-01", host),
+            (
+                "/var/log/relocfs/jumpserver.jsonl",
+                &log.display().to_string(),
+            ),
+            ("logs.example.net", "127.0.0.1"),
+            ("6514", &port.to_string()),
+        ],
     )
 }
 
-/// The central side: imtcp on 127.0.0.1:`port`, one file per sending host below `dir`, each
-/// line exactly the message (the JSON line, no syslog header).
+/// The central side, README's: imtcp on 127.0.0.1:`port`, one file per sending host below
+/// `dir`, each line exactly the message (the JSON line, no syslog header).
 fn central_conf(work: &Path, dir: &Path, port: u16) -> String {
-    format!(
-        r#"global(workDirectory="{work}" maxMessageSize="{MAX_MESSAGE}")
-module(load="imtcp")
-template(name="relocfs_line" type="string" string="%msg%\n")
-template(name="relocfs_file" type="string" string="{dir}/%hostname:::secpath-replace%.log")
-ruleset(name="relocfs_central") {{
-  action(type="omfile" dynaFile="relocfs_file" template="relocfs_line"
-         fileCreateMode="0640" dirCreateMode="0750")
-}}
-input(type="imtcp" address="127.0.0.1" port="{port}" ruleset="relocfs_central")
-"#,
-        work = work.display(),
-        dir = dir.display(),
+    substitute(
+        &readme_confs().1,
+        &[
+            ("/var/spool/rsyslog", &work.display().to_string()),
+            ("/var/log/relocfs-fleet", &dir.display().to_string()),
+            ("192.0.2.10", "127.0.0.1"),
+            ("6514", &port.to_string()),
+        ],
     )
 }
 
