@@ -287,7 +287,7 @@ fn a_thread_is_attributed_to_its_process() {
 
 /// Runs the daemon of `b` in a UTS namespace of its own named `host`: a second "host" on this
 /// machine.
-fn mount_on_host(b: MountBuilder, host: &str) -> Mounted {
+pub(crate) fn mount_on_host(b: MountBuilder, host: &str) -> Mounted {
     fs::write(b.config_path(), b.config_text()).expect("config");
     let mut cmd = Command::new("unshare");
     cmd.arg("--uts")

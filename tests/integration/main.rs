@@ -13,6 +13,7 @@ mod clickhouse;
 mod control;
 mod demo;
 mod fdlimit;
+mod fleet;
 mod fstab;
 mod handles;
 mod hardening;

@@ -42,7 +42,7 @@ fn make_traffic(m: &Mounted) {
 }
 
 /// Unmounts and waits for the daemon to exit: then every event is on disk.
-fn unmount_and_wait(m: &Mounted) {
+pub(crate) fn unmount_and_wait(m: &Mounted) {
     let pid = m.daemon_pid();
     m.unmount_all();
     assert!(wait_until(Duration::from_secs(10), || !pid_alive(pid)));
