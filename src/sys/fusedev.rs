@@ -60,4 +60,28 @@ mod tests {
         assert_eq!(BACKING_OPEN, 0x4010_e501);
         assert_eq!(BACKING_CLOSE, 0x4004_e502);
     }
+
+    /// On a `/dev/fuse` fd not yet bound to a mount the kernel knows both ioctls and refuses
+    /// them for want of a connection (EPERM); a wrong number would be ENOTTY.
+    #[test]
+    fn the_kernel_knows_both_ioctls() {
+        use std::os::fd::AsFd;
+        let dev = match std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/fuse")
+        {
+            Ok(dev) => dev,
+            Err(e) if std::env::var_os("CI").is_none() => {
+                eprintln!("skipping: /dev/fuse: {e}");
+                return;
+            }
+            Err(e) => panic!("/dev/fuse: {e}"),
+        };
+        let file = std::fs::File::open("/proc/self/exe").unwrap();
+        let open = backing_open(dev.as_fd(), file.as_fd()).unwrap_err();
+        assert_eq!(open.raw_os_error(), Some(libc::EPERM), "{open}");
+        let close = backing_close(dev.as_fd(), 1).unwrap_err();
+        assert_eq!(close.raw_os_error(), Some(libc::EPERM), "{close}");
+    }
 }

@@ -870,3 +870,43 @@ fn random_and_truncated_requests_never_panic_nor_write_past_out() {
         }
     }
 }
+
+#[test]
+fn wire_is_shared_by_ring_threads() {
+    fn check<T: Send + Sync>() {}
+    check::<Wire>();
+}
+
+#[test]
+fn a_passed_through_open_names_its_backing_id_and_a_foreign_backing_is_not_used() {
+    use crate::fs::{Opened, OpenedFlags};
+    let flags = OpenedFlags {
+        keep_cache: false,
+        no_flush: true,
+        cache_dir: false,
+    };
+    let ring = super::backing::RingBacking::unregistered(42);
+    let opened = Opened {
+        fh: 9,
+        flags,
+        passthrough: Some(Arc::new(ring)),
+    };
+    let mut buf = [0u8; 16];
+    let mut w = Writer::new(&mut buf);
+    super::put_opened(&mut w, &opened);
+    assert_eq!(w.finish(), Some(16));
+    let out = b()
+        .u64(9)
+        .u32(abi::FOPEN_NOFLUSH | abi::FOPEN_PASSTHROUGH)
+        .u32(42);
+    assert_eq!(&buf[..], &out.0[..]);
+    // A backing some other transport registered: served by the daemon, no id.
+    let foreign = Opened {
+        passthrough: Some(Arc::new(())),
+        ..opened
+    };
+    let mut w = Writer::new(&mut buf);
+    super::put_opened(&mut w, &foreign);
+    assert_eq!(w.finish(), Some(16));
+    assert_eq!(&buf[..], &b().u64(9).u32(abi::FOPEN_NOFLUSH).u32(0).0[..]);
+}
