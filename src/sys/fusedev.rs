@@ -3,8 +3,9 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
+use std::path::Path;
 
-use super::check;
+use super::{check, cstring};
 
 /// `struct fuse_backing_map`: the fd of the backing file, flags (none defined), padding.
 #[repr(C)]
@@ -46,6 +47,27 @@ pub fn backing_open(dev: BorrowedFd<'_>, file: BorrowedFd<'_>) -> io::Result<u32
 pub fn backing_close(dev: BorrowedFd<'_>, id: u32) -> io::Result<()> {
     // SAFETY: the kernel reads one u32 through the pointer, which points at a live local.
     check(unsafe { libc::ioctl(dev.as_raw_fd(), BACKING_CLOSE as _, &id) })?;
+    Ok(())
+}
+
+/// Mounts a FUSE filesystem served on `dev` (an open `/dev/fuse`) at `target`, nosuid and
+/// nodev, with `options` after the `fd=` option (`rootmode=...,user_id=...,...`). For tests
+/// of the codec against the kernel; the daemon mounts through fuser.
+pub fn mount(dev: BorrowedFd<'_>, target: &Path, options: &str) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let target = cstring(target.as_os_str().as_bytes())?;
+    let data = cstring(format!("fd={},{options}", dev.as_raw_fd()).as_bytes())?;
+    let (source, kind) = (c"relocfs-wire-test", c"fuse.relocfs-wire-test");
+    // SAFETY: every pointer is a NUL-terminated string that outlives the call.
+    check(unsafe {
+        libc::mount(
+            source.as_ptr(),
+            target.as_ptr(),
+            kind.as_ptr(),
+            libc::MS_NOSUID | libc::MS_NODEV,
+            data.as_ptr().cast(),
+        )
+    })?;
     Ok(())
 }
 

@@ -15,6 +15,8 @@
 pub mod abi;
 mod backing;
 #[cfg(test)]
+mod devtest;
+#[cfg(test)]
 mod tests;
 
 use std::ffi::OsStr;
@@ -72,6 +74,23 @@ pub struct Request<'a> {
     pub header: InHeader,
     pub op: &'a [u8],
     pub payload: &'a [u8],
+}
+
+impl<'a> Request<'a> {
+    /// A request as `/dev/fuse` delivers it (header, then every in-arg concatenated), split
+    /// as a ring entry would hold it: the per-op struct (`abi::op_size`) apart from the rest.
+    /// `None` when the header is short, its length is not the buffer's, or the args are
+    /// shorter than the op struct; an unknown opcode gets an empty op (and ENOSYS).
+    pub fn split(bytes: &'a [u8]) -> Option<Request<'a>> {
+        let header = InHeader::parse(bytes)?;
+        let body = bytes.get(abi::IN_HEADER_SIZE..header.len as usize)?;
+        let size = abi::op_size(header.opcode).unwrap_or(0);
+        Some(Request {
+            header,
+            op: body.get(..size)?,
+            payload: body.get(size..)?,
+        })
+    }
 }
 
 /// What `serve` did.

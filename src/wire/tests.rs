@@ -16,7 +16,7 @@ use crate::node::ROOT_ID;
 use crate::options::Access;
 use crate::prefix::PrefixTable;
 
-const TUNING: Tuning = Tuning {
+pub(super) const TUNING: Tuning = Tuning {
     attr_timeout: Duration::from_millis(1500),
     entry_timeout: Duration::from_millis(2500),
     passthrough: false,
@@ -30,7 +30,7 @@ struct Fixture {
     wire: Wire,
 }
 
-fn core(real: &Path, audit: AuditLog) -> Fs {
+pub(super) fn core(real: &Path, audit: AuditLog) -> Fs {
     let text = format!(
         "[[map]]\nfrom = \"/data\"\nto = {}\nmode = \"rw\"\n",
         toml::Value::String(real.to_str().unwrap().into())
@@ -49,7 +49,7 @@ fn core(real: &Path, audit: AuditLog) -> Fs {
 }
 
 /// Not a `/dev/fuse` fd: passthrough is never negotiated in these tests, so no ioctl is made.
-fn dev() -> Arc<OwnedFd> {
+pub(super) fn dev() -> Arc<OwnedFd> {
     Arc::new(std::fs::File::open("/dev/null").unwrap().into())
 }
 
@@ -256,6 +256,8 @@ fn struct_sizes_are_the_kernels() {
         (abi::BMAP_IN_SIZE, 16, "fuse_bmap_in"),
         (abi::FORGET_IN_SIZE, 8, "fuse_forget_in"),
         (abi::BACKING_MAP_SIZE, 16, "fuse_backing_map"),
+        (abi::INIT_IN_SIZE, 64, "fuse_init_in"),
+        (abi::STATX_IN_SIZE, 24, "fuse_statx_in"),
     ];
     for (ours, kernel, name) in sizes {
         assert_eq!(ours, kernel, "{name}");

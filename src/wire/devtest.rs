@@ -1,0 +1,270 @@
+//! The codec against the real kernel, before the ring exists: a FUSE mount whose requests
+//! this test reads from `/dev/fuse` itself, splits as a ring entry holds them
+//! (`Request::split`), and answers with `Wire::serve`. Everything a program does on the
+//! mount then goes through the codec, and is compared with the real directory.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::AsFd;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use super::abi::{self, Fields};
+use super::{Outcome, Request, Wire};
+use crate::fs::Fs;
+use crate::options::Access;
+
+/// The mount; unmounted (lazily, so a failed test never leaves it busy) on drop, which
+/// ends the server thread.
+struct Mounted {
+    _dir: tempfile::TempDir,
+    mnt: PathBuf,
+    real: PathBuf,
+    server: Option<JoinHandle<()>>,
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = crate::sys::umount(&self.mnt, libc::MNT_DETACH);
+        if let Some(server) = self.server.take() {
+            let _ = server.join();
+        }
+    }
+}
+
+fn fuse_available() -> bool {
+    let ok = Path::new("/dev/fuse").exists() && crate::sys::geteuid() == 0;
+    if !ok {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI: the codec test needs /dev/fuse and root"
+        );
+        eprintln!("skipping: needs /dev/fuse and root");
+    }
+    ok
+}
+
+fn mount() -> Mounted {
+    let dir = tempfile::tempdir().unwrap();
+    let real = dir.path().join("real");
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir(&real).unwrap();
+    std::fs::create_dir(&mnt).unwrap();
+    let fs = Arc::new(super::tests::core(
+        &real,
+        crate::audit::AuditLog::disabled(),
+    ));
+    // The server thread holds the only `/dev/fuse` fd: if it dies, the kernel aborts the
+    // connection and no caller waits forever. The Wire gets /dev/null (no passthrough here).
+    let wire = Wire::new(Arc::clone(&fs), super::tests::TUNING, super::tests::dev())
+        .with_access(Access::All);
+    let dev = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/fuse")
+        .unwrap();
+    let options = format!(
+        "rootmode=40000,user_id={},group_id=0,default_permissions,allow_other",
+        crate::sys::geteuid()
+    );
+    crate::sys::fusedev::mount(dev.as_fd(), &mnt, &options).unwrap();
+    let server = std::thread::spawn(move || serve_dev(dev, &wire, &fs));
+    Mounted {
+        _dir: dir,
+        mnt,
+        real,
+        server: Some(server),
+    }
+}
+
+/// Replies as `/dev/fuse` takes them: out header, then the args.
+fn reply(dev: &mut File, unique: u64, outcome: Outcome, out: &[u8]) {
+    let (error, args) = match outcome {
+        Outcome::Reply(n) => (0, &out[..n]),
+        Outcome::Error(e) => (-e, &[][..]),
+    };
+    let mut msg = Vec::with_capacity(abi::OUT_HEADER_SIZE + args.len());
+    msg.extend_from_slice(&((abi::OUT_HEADER_SIZE + args.len()) as u32).to_ne_bytes());
+    msg.extend_from_slice(&error.to_ne_bytes());
+    msg.extend_from_slice(&unique.to_ne_bytes());
+    msg.extend_from_slice(args);
+    // ENOENT: the request was interrupted meanwhile; nothing to do.
+    let _ = dev.write_all(&msg);
+}
+
+fn init_reply(op: &[u8], out: &mut [u8]) -> Outcome {
+    let Some(init) = Fields::new(op, 16) else {
+        return Outcome::Error(libc::EINVAL);
+    };
+    // The adapter's flags, less POSIX_ACL (not needed here): ATOMIC_O_TRUNC, BIG_WRITES,
+    // AUTO_INVAL_DATA, DO_READDIRPLUS, READDIRPLUS_AUTO, PARALLEL_DIROPS.
+    let flags = (1 << 3) | (1 << 5) | (1 << 12) | (1 << 13) | (1 << 14) | (1 << 18);
+    let mut w = abi::Writer::new(out);
+    w.u32(7);
+    w.u32(init.u32(4).min(40));
+    w.u32(init.u32(8));
+    w.u32(flags & init.u32(12));
+    w.bytes(&16u16.to_ne_bytes()); // max_background
+    w.bytes(&12u16.to_ne_bytes()); // congestion_threshold
+    w.u32(128 * 1024); // max_write
+    w.u32(1); // time_gran
+    w.zeros(64 - 28);
+    match w.finish() {
+        Some(n) => Outcome::Reply(n),
+        None => Outcome::Error(libc::EIO),
+    }
+}
+
+fn serve_dev(mut dev: File, wire: &Wire, fs: &Fs) {
+    let mut buf = vec![0u8; 128 * 1024 + 4096];
+    let mut out = vec![0u8; 128 * 1024 + 4096];
+    loop {
+        let n = match dev.read(&mut buf) {
+            Ok(n) => n,
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR | libc::ENOENT)) => continue,
+            // ENODEV: unmounted.
+            Err(_) => return,
+        };
+        let Some(req) = Request::split(&buf[..n]) else {
+            continue;
+        };
+        let h = req.header;
+        match h.opcode {
+            abi::INIT => {
+                let outcome = init_reply(req.op, &mut out);
+                reply(&mut dev, h.unique, outcome, &out);
+            }
+            abi::FORGET => {
+                if let Some(f) = Fields::new(req.op, 8) {
+                    fs.forget(h.nodeid, f.u64(0));
+                }
+            }
+            abi::BATCH_FORGET => {
+                let count = Fields::new(req.op, 8).map_or(0, |f| f.u32(0) as usize);
+                for one in req.payload.chunks_exact(16).take(count) {
+                    let f = Fields::new(one, 16).unwrap();
+                    fs.forget(f.u64(0), f.u64(8));
+                }
+            }
+            abi::INTERRUPT => {}
+            _ => {
+                let outcome = wire.serve(&req, &mut out);
+                reply(&mut dev, h.unique, outcome, &out);
+            }
+        }
+    }
+}
+
+#[test]
+fn programs_on_a_mount_served_by_the_codec_see_the_real_directory() {
+    if !fuse_available() {
+        return;
+    }
+    let m = mount();
+    let data = m.mnt.join("data");
+    let content: Vec<u8> = (0..300_000u32).map(|i| (i * 7) as u8).collect();
+    std::fs::write(m.real.join("big"), &content).unwrap();
+    std::fs::write(m.real.join("small"), b"small file").unwrap();
+    std::fs::create_dir(m.real.join("sub")).unwrap();
+    for i in 0..300 {
+        std::fs::write(m.real.join(format!("sub/entry-{i:03}")), b"x").unwrap();
+    }
+
+    // LOOKUP, GETATTR, OPEN, READ (several requests for the big file), RELEASE.
+    assert!(std::fs::metadata(m.mnt.join("data")).unwrap().is_dir());
+    let meta = std::fs::metadata(data.join("big")).unwrap();
+    assert_eq!(meta.len(), content.len() as u64);
+    assert_eq!(std::fs::read(data.join("big")).unwrap(), content);
+    assert_eq!(std::fs::read(data.join("small")).unwrap(), b"small file");
+    assert_eq!(
+        std::fs::metadata(data.join("missing"))
+            .unwrap_err()
+            .raw_os_error(),
+        Some(libc::ENOENT)
+    );
+
+    // OPENDIR, READDIR/READDIRPLUS over several requests, RELEASEDIR; stat of each entry.
+    let mut names: Vec<String> = std::fs::read_dir(data.join("sub"))
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            assert!(e.metadata().unwrap().is_file());
+            e.file_name().into_string().unwrap()
+        })
+        .collect();
+    names.sort();
+    let want: Vec<String> = (0..300).map(|i| format!("entry-{i:03}")).collect();
+    assert_eq!(names, want);
+
+    // CREATE, WRITE, FSYNC, SETATTR (truncate, chmod, times), COPY_FILE_RANGE.
+    let new = data.join("new");
+    let mut file = File::create(&new).unwrap();
+    file.write_all(&content).unwrap();
+    file.sync_all().unwrap();
+    drop(file);
+    assert_eq!(std::fs::read(m.real.join("new")).unwrap(), content);
+    File::options()
+        .write(true)
+        .open(&new)
+        .unwrap()
+        .set_len(1000)
+        .unwrap();
+    std::fs::set_permissions(&new, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let real_meta = std::fs::metadata(m.real.join("new")).unwrap();
+    assert_eq!((real_meta.len(), real_meta.mode() & 0o7777), (1000, 0o600));
+    let when = std::time::UNIX_EPOCH + std::time::Duration::new(1_000_000_000, 5);
+    File::options()
+        .write(true)
+        .open(&new)
+        .unwrap()
+        .set_modified(when)
+        .unwrap();
+    assert_eq!(
+        std::fs::metadata(m.real.join("new")).unwrap().mtime(),
+        1_000_000_000
+    );
+    let copied = std::io::copy(
+        &mut File::open(data.join("big")).unwrap(),
+        &mut File::create(data.join("copy")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(copied, content.len() as u64);
+    assert_eq!(std::fs::read(m.real.join("copy")).unwrap(), content);
+
+    // MKDIR, SYMLINK, READLINK, LINK, RENAME, UNLINK, RMDIR.
+    std::fs::create_dir(data.join("d")).unwrap();
+    std::os::unix::fs::symlink("new", data.join("d/sl")).unwrap();
+    assert_eq!(
+        std::fs::read_link(data.join("d/sl")).unwrap(),
+        Path::new("new")
+    );
+    assert_eq!(
+        std::fs::read_link(m.real.join("d/sl")).unwrap(),
+        Path::new("new")
+    );
+    std::fs::hard_link(&new, data.join("d/hard")).unwrap();
+    assert_eq!(std::fs::metadata(&new).unwrap().nlink(), 2);
+    std::fs::rename(&new, data.join("d/moved")).unwrap();
+    assert!(m.real.join("d/moved").exists() && !m.real.join("new").exists());
+    assert_eq!(
+        std::fs::remove_dir(data.join("d"))
+            .unwrap_err()
+            .raw_os_error(),
+        Some(libc::ENOTEMPTY)
+    );
+    for name in ["sl", "hard", "moved"] {
+        std::fs::remove_file(data.join("d").join(name)).unwrap();
+    }
+    std::fs::remove_dir(data.join("d")).unwrap();
+    assert!(!m.real.join("d").exists());
+
+    // A change outside any rule: the core's refusal, through the codec.
+    assert_eq!(
+        std::fs::create_dir(m.mnt.join("elsewhere"))
+            .unwrap_err()
+            .raw_os_error(),
+        Some(libc::EROFS)
+    );
+}
