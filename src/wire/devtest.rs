@@ -6,8 +6,10 @@
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::AsFd;
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -23,6 +25,18 @@ struct Mounted {
     mnt: PathBuf,
     real: PathBuf,
     server: Option<JoinHandle<()>>,
+    seen: Arc<Seen>,
+}
+
+/// What the server saw, for the passthrough test.
+#[derive(Default)]
+struct Seen {
+    /// The kernel offered passthrough at INIT and the reply took it.
+    passthrough: AtomicBool,
+    /// Open replies with FOPEN_PASSTHROUGH.
+    passed_through: AtomicUsize,
+    /// READ requests that reached the daemon.
+    reads: AtomicUsize,
 }
 
 impl Drop for Mounted {
@@ -46,8 +60,12 @@ fn fuse_available() -> bool {
     ok
 }
 
-fn mount() -> Mounted {
+/// `passthrough`: ask for kernel passthrough at INIT, and give the Wire the real
+/// `/dev/fuse` fd to register backing files on.
+fn mount(passthrough: bool) -> Mounted {
     let dir = tempfile::tempdir().unwrap();
+    // Other users (the passthrough test's reader) may walk to the mount.
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let real = dir.path().join("real");
     let mnt = dir.path().join("mnt");
     std::fs::create_dir(&real).unwrap();
@@ -56,26 +74,34 @@ fn mount() -> Mounted {
         &real,
         crate::audit::AuditLog::disabled(),
     ));
-    // The server thread holds the only `/dev/fuse` fd: if it dies, the kernel aborts the
-    // connection and no caller waits forever. The Wire gets /dev/null (no passthrough here).
-    let wire = Wire::new(Arc::clone(&fs), super::tests::TUNING, super::tests::dev())
-        .with_access(Access::All);
     let dev = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .open("/dev/fuse")
         .unwrap();
+    // The server thread holds every `/dev/fuse` fd (its own and the Wire's): if it dies,
+    // the kernel aborts the connection and no caller waits forever.
+    let wire_dev = match passthrough {
+        true => Arc::new(OwnedFd::from(dev.try_clone().unwrap())),
+        false => super::tests::dev(),
+    };
+    let wire = Wire::new(Arc::clone(&fs), super::tests::TUNING, wire_dev).with_access(Access::All);
+    let seen = Arc::new(Seen::default());
     let options = format!(
         "rootmode=40000,user_id={},group_id=0,default_permissions,allow_other",
         crate::sys::geteuid()
     );
     crate::sys::fusedev::mount(dev.as_fd(), &mnt, &options).unwrap();
-    let server = std::thread::spawn(move || serve_dev(dev, &wire, &fs));
+    let server = {
+        let seen = Arc::clone(&seen);
+        std::thread::spawn(move || serve_dev(dev, &wire, &fs, &seen, passthrough))
+    };
     Mounted {
         _dir: dir,
         mnt,
         real,
         server: Some(server),
+        seen,
     }
 }
 
@@ -94,13 +120,23 @@ fn reply(dev: &mut File, unique: u64, outcome: Outcome, out: &[u8]) {
     let _ = dev.write_all(&msg);
 }
 
-fn init_reply(op: &[u8], out: &mut [u8]) -> Outcome {
-    let Some(init) = Fields::new(op, 16) else {
-        return Outcome::Error(libc::EINVAL);
+/// FUSE_INIT_EXT (flags), and FUSE_PASSTHROUGH (bit 37: flags2 bit 5).
+const INIT_EXT: u32 = 1 << 30;
+const PASSTHROUGH2: u32 = 1 << 5;
+
+/// The INIT reply; whether passthrough was taken.
+fn init_reply(op: &[u8], out: &mut [u8], passthrough: bool) -> (Outcome, bool) {
+    let Some(init) = Fields::new(op, 20) else {
+        return (Outcome::Error(libc::EINVAL), false);
     };
+    let passthrough =
+        passthrough && init.u32(12) & INIT_EXT != 0 && init.u32(16) & PASSTHROUGH2 != 0;
     // The adapter's flags, less POSIX_ACL (not needed here): ATOMIC_O_TRUNC, BIG_WRITES,
     // AUTO_INVAL_DATA, DO_READDIRPLUS, READDIRPLUS_AUTO, PARALLEL_DIROPS.
-    let flags = (1 << 3) | (1 << 5) | (1 << 12) | (1 << 13) | (1 << 14) | (1 << 18);
+    let mut flags = (1 << 3) | (1 << 5) | (1 << 12) | (1 << 13) | (1 << 14) | (1 << 18);
+    if passthrough {
+        flags |= INIT_EXT;
+    }
     let mut w = abi::Writer::new(out);
     w.u32(7);
     w.u32(init.u32(4).min(40));
@@ -110,14 +146,17 @@ fn init_reply(op: &[u8], out: &mut [u8]) -> Outcome {
     w.bytes(&12u16.to_ne_bytes()); // congestion_threshold
     w.u32(128 * 1024); // max_write
     w.u32(1); // time_gran
-    w.zeros(64 - 28);
+    w.zeros(4); // max_pages, map_alignment
+    w.u32(if passthrough { PASSTHROUGH2 } else { 0 }); // flags2
+    w.u32(u32::from(passthrough)); // max_stack_depth
+    w.zeros(64 - 40);
     match w.finish() {
-        Some(n) => Outcome::Reply(n),
-        None => Outcome::Error(libc::EIO),
+        Some(n) => (Outcome::Reply(n), passthrough),
+        None => (Outcome::Error(libc::EIO), false),
     }
 }
 
-fn serve_dev(mut dev: File, wire: &Wire, fs: &Fs) {
+fn serve_dev(mut dev: File, wire: &Wire, fs: &Fs, seen: &Seen, passthrough: bool) {
     let mut buf = vec![0u8; 128 * 1024 + 4096];
     let mut out = vec![0u8; 128 * 1024 + 4096];
     loop {
@@ -133,7 +172,12 @@ fn serve_dev(mut dev: File, wire: &Wire, fs: &Fs) {
         let h = req.header;
         match h.opcode {
             abi::INIT => {
-                let outcome = init_reply(req.op, &mut out);
+                let (outcome, taken) = init_reply(req.op, &mut out, passthrough);
+                if taken {
+                    // As the adapter's init does when the kernel grants it.
+                    fs.enable_passthrough();
+                    seen.passthrough.store(true, Ordering::SeqCst);
+                }
                 reply(&mut dev, h.unique, outcome, &out);
             }
             abi::FORGET => {
@@ -151,6 +195,16 @@ fn serve_dev(mut dev: File, wire: &Wire, fs: &Fs) {
             abi::INTERRUPT => {}
             _ => {
                 let outcome = wire.serve(&req, &mut out);
+                if h.opcode == abi::READ {
+                    seen.reads.fetch_add(1, Ordering::SeqCst);
+                }
+                let open_flags = Fields::new(&out, 16).map_or(0, |f| f.u32(8));
+                if matches!(outcome, Outcome::Reply(16))
+                    && h.opcode == abi::OPEN
+                    && open_flags & abi::FOPEN_PASSTHROUGH != 0
+                {
+                    seen.passed_through.fetch_add(1, Ordering::SeqCst);
+                }
                 reply(&mut dev, h.unique, outcome, &out);
             }
         }
@@ -162,7 +216,7 @@ fn programs_on_a_mount_served_by_the_codec_see_the_real_directory() {
     if !fuse_available() {
         return;
     }
-    let m = mount();
+    let m = mount(false);
     let data = m.mnt.join("data");
     let content: Vec<u8> = (0..300_000u32).map(|i| (i * 7) as u8).collect();
     std::fs::write(m.real.join("big"), &content).unwrap();
@@ -266,5 +320,45 @@ fn programs_on_a_mount_served_by_the_codec_see_the_real_directory() {
             .unwrap_err()
             .raw_os_error(),
         Some(libc::EROFS)
+    );
+}
+
+/// Kernel passthrough on the codec's path: a user's open of a large file is passed through
+/// to a backing file the Wire registered on `/dev/fuse` (FUSE_DEV_IOC_BACKING_OPEN), the
+/// data never reaches the daemon, and the backing id is closed when the file is.
+#[test]
+fn a_users_large_file_is_passed_through_with_a_backing_id_the_wire_registered() {
+    if !fuse_available() {
+        return;
+    }
+    let m = mount(true);
+    let content: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(m.real.join("big"), &content).unwrap();
+    std::fs::set_permissions(m.real.join("big"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    // The first request (a stat) completes INIT.
+    assert!(std::fs::metadata(m.mnt.join("data/big")).unwrap().is_file());
+    if !m.seen.passthrough.load(Ordering::SeqCst) {
+        eprintln!("skipping: the kernel offers no FUSE passthrough");
+        return;
+    }
+    // Root's opens are never passed through (fs/passthrough.rs); nobody's is.
+    let status = std::process::Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--",
+            "cmp",
+        ])
+        .arg(m.mnt.join("data/big"))
+        .arg(m.real.join("big"))
+        .status()
+        .unwrap();
+    assert!(status.success(), "nobody reads the same bytes: {status}");
+    assert_eq!(m.seen.passed_through.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        m.seen.reads.load(Ordering::SeqCst),
+        0,
+        "a passed-through file's reads never reach the daemon"
     );
 }
