@@ -912,3 +912,45 @@ fn a_passed_through_open_names_its_backing_id_and_a_foreign_backing_is_not_used(
     assert_eq!(w.finish(), Some(16));
     assert_eq!(&buf[..], &b().u64(9).u32(abi::FOPEN_NOFLUSH).u32(0).0[..]);
 }
+
+#[test]
+fn a_dev_fuse_request_splits_at_its_op_struct_and_bad_lengths_are_refused() {
+    let h = |opcode: u32, len: u32| {
+        b().u32(len)
+            .u32(opcode)
+            .u64(5)
+            .u64(9)
+            .u32(1)
+            .u32(2)
+            .u32(3)
+            .u32(0)
+    };
+    // MKDIR: fuse_mkdir_in, then the name.
+    let bytes = h(abi::MKDIR, 40 + 8 + 2).u32(0o755).u32(0o22).name("d");
+    let req = Request::split(&bytes.0).unwrap();
+    assert_eq!((req.header.opcode, req.header.nodeid), (abi::MKDIR, 9));
+    assert_eq!(req.op, &b().u32(0o755).u32(0o22).0[..]);
+    assert_eq!(req.payload, b"d\0");
+    // LOOKUP: no op struct, the name only.
+    let bytes = h(abi::LOOKUP, 40 + 2).name("x");
+    let req = Request::split(&bytes.0).unwrap();
+    assert_eq!((req.op, req.payload), (&[][..], &b"x\0"[..]));
+    // A length other than the buffer's, or args shorter than the op struct.
+    assert!(Request::split(&h(abi::LOOKUP, 99).name("x").0).is_none());
+    assert!(Request::split(&h(abi::LOOKUP, 10).0).is_none());
+    assert!(Request::split(&h(abi::READ, 40 + 8).u64(0).0).is_none());
+    // Random bytes never panic.
+    let mut rng = Rng(77);
+    for _ in 0..20_000 {
+        let n = rng.below(120);
+        let mut bytes = rng.bytes(n);
+        if bytes.len() >= 8 && rng.below(2) == 0 {
+            bytes[..4].copy_from_slice(&(n as u32).to_ne_bytes());
+            let opcode = rng.below(60) as u32;
+            bytes[4..8].copy_from_slice(&opcode.to_ne_bytes());
+        }
+        if let Some(req) = Request::split(&bytes) {
+            assert!(req.op.len() + req.payload.len() + abi::IN_HEADER_SIZE <= bytes.len());
+        }
+    }
+}
