@@ -107,15 +107,8 @@ fn mount(passthrough: bool) -> Mounted {
 
 /// Replies as `/dev/fuse` takes them: out header, then the args.
 fn reply(dev: &mut File, unique: u64, outcome: Outcome, out: &[u8]) {
-    let (error, args) = match outcome {
-        Outcome::Reply(n) => (0, &out[..n]),
-        Outcome::Error(e) => (-e, &[][..]),
-    };
-    let mut msg = Vec::with_capacity(abi::OUT_HEADER_SIZE + args.len());
-    msg.extend_from_slice(&((abi::OUT_HEADER_SIZE + args.len()) as u32).to_ne_bytes());
-    msg.extend_from_slice(&error.to_ne_bytes());
-    msg.extend_from_slice(&unique.to_ne_bytes());
-    msg.extend_from_slice(args);
+    let mut msg = outcome.out_header(unique).to_vec();
+    msg.extend_from_slice(&out[..outcome.args_len()]);
     // ENOENT: the request was interrupted meanwhile; nothing to do.
     let _ = dev.write_all(&msg);
 }

@@ -102,6 +102,32 @@ pub enum Outcome {
     Error(i32),
 }
 
+impl Outcome {
+    /// The `fuse_out_header` that goes with this outcome for request `unique`: len = 16 plus
+    /// the args, error = minus the errno (0 for a reply). On the ring it goes in the entry's
+    /// in_out area and the args' size in `payload_sz` (`Outcome::args_len`).
+    pub fn out_header(&self, unique: u64) -> [u8; abi::OUT_HEADER_SIZE] {
+        let (error, args) = match *self {
+            Outcome::Reply(n) => (0, n),
+            Outcome::Error(e) => (-e, 0),
+        };
+        let len = u32::try_from(abi::OUT_HEADER_SIZE + args).unwrap_or(u32::MAX);
+        let mut h = [0u8; abi::OUT_HEADER_SIZE];
+        h[..4].copy_from_slice(&len.to_ne_bytes());
+        h[4..8].copy_from_slice(&error.to_ne_bytes());
+        h[8..].copy_from_slice(&unique.to_ne_bytes());
+        h
+    }
+
+    /// Bytes of reply args in the payload buffer (0 for an error).
+    pub fn args_len(&self) -> usize {
+        match *self {
+            Outcome::Reply(n) => n,
+            Outcome::Error(_) => 0,
+        }
+    }
+}
+
 /// Why a request failed: a malformed or unserved request (answered without the core), or
 /// the core's error, logged as the adapter logs it.
 enum Fail {

@@ -954,3 +954,19 @@ fn a_dev_fuse_request_splits_at_its_op_struct_and_bad_lengths_are_refused() {
         }
     }
 }
+
+#[test]
+fn out_headers_carry_the_length_the_negative_errno_and_the_unique() {
+    let reply = Outcome::Reply(128).out_header(0x0102_0304_0506_0708);
+    assert_eq!(
+        &reply[..],
+        &b().u32(144).u32(0).u64(0x0102_0304_0506_0708).0[..]
+    );
+    let error = Outcome::Error(libc::ENOENT).out_header(3);
+    assert_eq!(
+        &error[..],
+        &b().u32(16).u32((-libc::ENOENT) as u32).u64(3).0[..]
+    );
+    assert_eq!(Outcome::Error(libc::ENOENT).args_len(), 0);
+    assert_eq!(Outcome::Reply(7).args_len(), 7);
+}
