@@ -307,6 +307,41 @@ fn programs_on_a_mount_served_by_the_codec_see_the_real_directory() {
     std::fs::remove_dir(data.join("d")).unwrap();
     assert!(!m.real.join("d").exists());
 
+    // SETXATTR, GETXATTR (size probe, then value), LISTXATTR, REMOVEXATTR; STATFS.
+    let small = data.join("small");
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(args[0])
+            .args(&args[1..])
+            .arg(&small)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    run(&["setfattr", "-n", "user.wire", "-v", "through-the-codec"]);
+    assert_eq!(
+        run(&["getfattr", "--only-values", "-n", "user.wire"]),
+        "through-the-codec"
+    );
+    assert!(run(&["getfattr", "-d"]).contains("user.wire=\"through-the-codec\""));
+    run(&["setfattr", "-x", "user.wire"]);
+    assert!(!run(&["getfattr", "-d"]).contains("user.wire"));
+    let statfs = std::process::Command::new("stat")
+        .args(["-f", "-c", "%l"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    let real_statfs = std::process::Command::new("stat")
+        .args(["-f", "-c", "%l"])
+        .arg(&m.real)
+        .output()
+        .unwrap();
+    assert!(statfs.status.success());
+    assert_eq!(
+        statfs.stdout, real_statfs.stdout,
+        "the real filesystem's namelen"
+    );
+
     // A change outside any rule: the core's refusal, through the codec.
     assert_eq!(
         std::fs::create_dir(m.mnt.join("elsewhere"))
