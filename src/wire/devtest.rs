@@ -35,8 +35,11 @@ struct Seen {
     passthrough: AtomicBool,
     /// Open replies with FOPEN_PASSTHROUGH.
     passed_through: AtomicUsize,
-    /// READ requests that reached the daemon.
+    /// Create replies with FOPEN_PASSTHROUGH.
+    created_through: AtomicUsize,
+    /// READ and WRITE requests that reached the daemon.
     reads: AtomicUsize,
+    writes: AtomicUsize,
 }
 
 impl Drop for Mounted {
@@ -190,6 +193,17 @@ fn serve_dev(mut dev: File, wire: &Wire, fs: &Fs, seen: &Seen, passthrough: bool
                 let outcome = wire.serve(&req, &mut out);
                 if h.opcode == abi::READ {
                     seen.reads.fetch_add(1, Ordering::SeqCst);
+                }
+                if h.opcode == abi::WRITE {
+                    seen.writes.fetch_add(1, Ordering::SeqCst);
+                }
+                let create_flags =
+                    Fields::new(&out, abi::CREATE_OUT_SIZE).map_or(0, |f| f.u32(136));
+                if matches!(outcome, Outcome::Reply(abi::CREATE_OUT_SIZE))
+                    && h.opcode == abi::CREATE
+                    && create_flags & abi::FOPEN_PASSTHROUGH != 0
+                {
+                    seen.created_through.fetch_add(1, Ordering::SeqCst);
                 }
                 let open_flags = Fields::new(&out, 16).map_or(0, |f| f.u32(8));
                 if matches!(outcome, Outcome::Reply(16))
@@ -389,4 +403,20 @@ fn a_users_large_file_is_passed_through_with_a_backing_id_the_wire_registered() 
         0,
         "a passed-through file's reads never reach the daemon"
     );
+
+    // A file nobody creates is passed through from its CREATE reply: its writes never
+    // reach the daemon either.
+    std::fs::set_permissions(&m.real, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let made = m.mnt.join("data/made");
+    let status = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .args(["dd", "if=/dev/zero", "bs=64k", "count=16", "status=none"])
+        .arg(format!("of={}", made.display()))
+        .status()
+        .unwrap();
+    assert!(status.success(), "nobody writes: {status}");
+    assert_eq!(m.seen.created_through.load(Ordering::SeqCst), 1);
+    assert_eq!(m.seen.writes.load(Ordering::SeqCst), 0);
+    let real_made = std::fs::metadata(m.real.join("made")).unwrap();
+    assert_eq!((real_made.len(), real_made.uid()), (1 << 20, 65534));
 }
