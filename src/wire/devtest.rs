@@ -9,8 +9,8 @@ use std::os::fd::AsFd;
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
 
 use super::abi::{self, Fields};
@@ -26,6 +26,8 @@ struct Mounted {
     real: PathBuf,
     server: Option<JoinHandle<()>>,
     seen: Arc<Seen>,
+    /// The Wire's `/dev/fuse` fd, not kept open by the test.
+    wire_dev: Weak<OwnedFd>,
 }
 
 /// What the server saw, for the passthrough test.
@@ -35,6 +37,10 @@ struct Seen {
     passthrough: AtomicBool,
     /// Open replies with FOPEN_PASSTHROUGH.
     passed_through: AtomicUsize,
+    /// The backing id of the last open passed through.
+    backing_id: AtomicU32,
+    /// RELEASE requests served.
+    releases: AtomicUsize,
     /// Create replies with FOPEN_PASSTHROUGH.
     created_through: AtomicUsize,
     /// READ and WRITE requests that reached the daemon.
@@ -88,6 +94,7 @@ fn mount(passthrough: bool) -> Mounted {
         true => Arc::new(OwnedFd::from(dev.try_clone().unwrap())),
         false => super::tests::dev(),
     };
+    let weak_dev = Arc::downgrade(&wire_dev);
     let wire = Wire::new(Arc::clone(&fs), super::tests::TUNING, wire_dev).with_access(Access::All);
     let seen = Arc::new(Seen::default());
     let options = format!(
@@ -105,6 +112,7 @@ fn mount(passthrough: bool) -> Mounted {
         real,
         server: Some(server),
         seen,
+        wire_dev: weak_dev,
     }
 }
 
@@ -210,7 +218,12 @@ fn serve_dev(mut dev: File, wire: &Wire, fs: &Fs, seen: &Seen, passthrough: bool
                     && h.opcode == abi::OPEN
                     && open_flags & abi::FOPEN_PASSTHROUGH != 0
                 {
+                    let id = Fields::new(&out, 16).map_or(0, |f| f.u32(12));
+                    seen.backing_id.store(id, Ordering::SeqCst);
                     seen.passed_through.fetch_add(1, Ordering::SeqCst);
+                }
+                if h.opcode == abi::RELEASE {
+                    seen.releases.fetch_add(1, Ordering::SeqCst);
                 }
                 reply(&mut dev, h.unique, outcome, &out);
             }
@@ -403,6 +416,20 @@ fn a_users_large_file_is_passed_through_with_a_backing_id_the_wire_registered() 
         0,
         "a passed-through file's reads never reach the daemon"
     );
+
+    // The kernel releases the file after cmp exits (asynchronously): the Wire then closed
+    // the backing id, which the kernel no longer knows.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while m.seen.releases.load(Ordering::SeqCst) == 0 {
+        assert!(std::time::Instant::now() < deadline, "no RELEASE came");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let id = m.seen.backing_id.load(Ordering::SeqCst);
+    assert!(id > 0);
+    let dev = m.wire_dev.upgrade().unwrap();
+    let closed = crate::sys::fusedev::backing_close(dev.as_fd(), id).unwrap_err();
+    assert_eq!(closed.raw_os_error(), Some(libc::ENOENT), "{closed}");
+    drop(dev);
 
     // A file nobody creates is passed through from its CREATE reply: its writes never
     // reach the daemon either.
