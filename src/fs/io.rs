@@ -98,6 +98,12 @@ impl Fs {
         Ok(sys::lseek(io.file()?, offset, whence)?)
     }
 
+    /// A close(2) of a handle (FLUSH): nothing to do, whichever transport asks. Writes go
+    /// straight to the real file (no write-back cache in the daemon), so nothing is pending.
+    pub fn flush(&self, _fh: u64) -> Result<()> {
+        Ok(())
+    }
+
     pub fn release(&self, fh: u64) {
         self.passthrough_release(fh);
         self.close_handle(fh);

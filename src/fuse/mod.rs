@@ -457,13 +457,12 @@ impl Filesystem for Adapter {
     fn flush(
         &self,
         _req: &Request,
-        _ino: INodeNo,
-        _fh: FileHandle,
+        ino: INodeNo,
+        fh: FileHandle,
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        // Writes go straight to the real file (no write-back cache): nothing is pending.
-        reply.ok();
+        self.empty(reply, "flush", ino.0, self.fs.flush(fh.0));
     }
 
     fn release(

@@ -3,8 +3,9 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
+use std::path::Path;
 
-use super::check;
+use super::{check, cstring};
 
 /// `struct fuse_backing_map`: the fd of the backing file, flags (none defined), padding.
 #[repr(C)]
@@ -49,6 +50,27 @@ pub fn backing_close(dev: BorrowedFd<'_>, id: u32) -> io::Result<()> {
     Ok(())
 }
 
+/// Mounts a FUSE filesystem served on `dev` (an open `/dev/fuse`) at `target`, nosuid and
+/// nodev, with `options` after the `fd=` option (`rootmode=...,user_id=...,...`). For tests
+/// of the codec against the kernel; the daemon mounts through fuser.
+pub fn mount(dev: BorrowedFd<'_>, target: &Path, options: &str) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let target = cstring(target.as_os_str().as_bytes())?;
+    let data = cstring(format!("fd={},{options}", dev.as_raw_fd()).as_bytes())?;
+    let (source, kind) = (c"relocfs-wire-test", c"fuse.relocfs-wire-test");
+    // SAFETY: every pointer is a NUL-terminated string that outlives the call.
+    check(unsafe {
+        libc::mount(
+            source.as_ptr(),
+            target.as_ptr(),
+            kind.as_ptr(),
+            libc::MS_NOSUID | libc::MS_NODEV,
+            data.as_ptr().cast(),
+        )
+    })?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -59,5 +81,29 @@ mod tests {
         assert_eq!(std::mem::size_of::<BackingMap>(), 16);
         assert_eq!(BACKING_OPEN, 0x4010_e501);
         assert_eq!(BACKING_CLOSE, 0x4004_e502);
+    }
+
+    /// On a `/dev/fuse` fd not yet bound to a mount the kernel knows both ioctls and refuses
+    /// them for want of a connection (EPERM); a wrong number would be ENOTTY.
+    #[test]
+    fn the_kernel_knows_both_ioctls() {
+        use std::os::fd::AsFd;
+        let dev = match std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/fuse")
+        {
+            Ok(dev) => dev,
+            Err(e) if std::env::var_os("CI").is_none() => {
+                eprintln!("skipping: /dev/fuse: {e}");
+                return;
+            }
+            Err(e) => panic!("/dev/fuse: {e}"),
+        };
+        let file = std::fs::File::open("/proc/self/exe").unwrap();
+        let open = backing_open(dev.as_fd(), file.as_fd()).unwrap_err();
+        assert_eq!(open.raw_os_error(), Some(libc::EPERM), "{open}");
+        let close = backing_close(dev.as_fd(), 1).unwrap_err();
+        assert_eq!(close.raw_os_error(), Some(libc::EPERM), "{close}");
     }
 }

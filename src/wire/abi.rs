@@ -101,6 +101,8 @@ pub const LK_IN_SIZE: usize = 48;
 pub const BMAP_IN_SIZE: usize = 16;
 pub const FORGET_IN_SIZE: usize = 8;
 pub const BACKING_MAP_SIZE: usize = 16;
+pub const INIT_IN_SIZE: usize = 64;
+pub const STATX_IN_SIZE: usize = 24;
 
 // fuse_open_out.open_flags.
 pub const FOPEN_KEEP_CACHE: u32 = 1 << 1;
@@ -124,6 +126,42 @@ pub const FSYNC_FDATASYNC: u32 = 1 << 0;
 
 // fuse_ioctl_in.flags.
 pub const IOCTL_UNRESTRICTED: u32 = 1 << 1;
+
+/// The size of an op's first in-arg, its per-op struct, as the kernel sends it (0 for ops
+/// whose args are only names, or none); `None` for opcodes relocfs does not know. On the
+/// ring the kernel puts this arg apart (`op_in`); on `/dev/fuse` it precedes the others,
+/// and this is where they split (`Request::split`).
+pub const fn op_size(opcode: u32) -> Option<usize> {
+    Some(match opcode {
+        LOOKUP | READLINK | SYMLINK | UNLINK | RMDIR | STATFS | REMOVEXATTR | DESTROY => 0,
+        FORGET | INTERRUPT | BATCH_FORGET => 8,
+        GETATTR | FSYNC | FSYNCDIR | BMAP => 16,
+        SETATTR => SETATTR_IN_SIZE,
+        MKNOD => MKNOD_IN_SIZE,
+        MKDIR => MKDIR_IN_SIZE,
+        RENAME => RENAME_IN_SIZE,
+        RENAME2 => RENAME2_IN_SIZE,
+        LINK => LINK_IN_SIZE,
+        OPEN | OPENDIR => OPEN_IN_SIZE,
+        READ | READDIR | READDIRPLUS => READ_IN_SIZE,
+        WRITE => WRITE_IN_SIZE,
+        RELEASE | RELEASEDIR => RELEASE_IN_SIZE,
+        SETXATTR => SETXATTR_IN_SIZE,
+        GETXATTR | LISTXATTR => GETXATTR_IN_SIZE,
+        FLUSH => FLUSH_IN_SIZE,
+        GETLK | SETLK | SETLKW => LK_IN_SIZE,
+        ACCESS => ACCESS_IN_SIZE,
+        CREATE => CREATE_IN_SIZE,
+        IOCTL => IOCTL_IN_SIZE,
+        POLL => POLL_IN_SIZE,
+        FALLOCATE => FALLOCATE_IN_SIZE,
+        LSEEK => LSEEK_IN_SIZE,
+        COPY_FILE_RANGE => COPY_FILE_RANGE_IN_SIZE,
+        INIT => INIT_IN_SIZE,
+        STATX => STATX_IN_SIZE,
+        _ => return None,
+    })
+}
 
 /// Rounds a directory record up to the kernel's 8-byte alignment (`FUSE_DIRENT_ALIGN`).
 pub const fn dirent_align(len: usize) -> usize {

@@ -37,6 +37,15 @@ impl RingBacking {
     pub fn id(&self) -> u32 {
         self.id
     }
+
+    /// An id no connection holds, closed by no one (tests of the reply encoding).
+    #[cfg(test)]
+    pub(super) fn unregistered(id: u32) -> RingBacking {
+        RingBacking {
+            id,
+            dev: Weak::new(),
+        }
+    }
 }
 
 impl Drop for RingBacking {

@@ -15,6 +15,8 @@
 pub mod abi;
 mod backing;
 #[cfg(test)]
+mod devtest;
+#[cfg(test)]
 mod tests;
 
 use std::ffi::OsStr;
@@ -74,6 +76,23 @@ pub struct Request<'a> {
     pub payload: &'a [u8],
 }
 
+impl<'a> Request<'a> {
+    /// A request as `/dev/fuse` delivers it (header, then every in-arg concatenated), split
+    /// as a ring entry would hold it: the per-op struct (`abi::op_size`) apart from the rest.
+    /// `None` when the header is short, its length is not the buffer's, or the args are
+    /// shorter than the op struct; an unknown opcode gets an empty op (and ENOSYS).
+    pub fn split(bytes: &'a [u8]) -> Option<Request<'a>> {
+        let header = InHeader::parse(bytes)?;
+        let body = bytes.get(abi::IN_HEADER_SIZE..header.len as usize)?;
+        let size = abi::op_size(header.opcode).unwrap_or(0);
+        Some(Request {
+            header,
+            op: body.get(..size)?,
+            payload: body.get(size..)?,
+        })
+    }
+}
+
 /// What `serve` did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -81,6 +100,32 @@ pub enum Outcome {
     Reply(usize),
     /// Reply with this positive errno and no args.
     Error(i32),
+}
+
+impl Outcome {
+    /// The `fuse_out_header` that goes with this outcome for request `unique`: len = 16 plus
+    /// the args, error = minus the errno (0 for a reply). On the ring it goes in the entry's
+    /// in_out area and the args' size in `payload_sz` (`Outcome::args_len`).
+    pub fn out_header(&self, unique: u64) -> [u8; abi::OUT_HEADER_SIZE] {
+        let (error, args) = match *self {
+            Outcome::Reply(n) => (0, n),
+            Outcome::Error(e) => (-e, 0),
+        };
+        let len = u32::try_from(abi::OUT_HEADER_SIZE + args).unwrap_or(u32::MAX);
+        let mut h = [0u8; abi::OUT_HEADER_SIZE];
+        h[..4].copy_from_slice(&len.to_ne_bytes());
+        h[4..8].copy_from_slice(&error.to_ne_bytes());
+        h[8..].copy_from_slice(&unique.to_ne_bytes());
+        h
+    }
+
+    /// Bytes of reply args in the payload buffer (0 for an error).
+    pub fn args_len(&self) -> usize {
+        match *self {
+            Outcome::Reply(n) => n,
+            Outcome::Error(_) => 0,
+        }
+    }
 }
 
 /// Why a request failed: a malformed or unserved request (answered without the core), or
@@ -406,8 +451,8 @@ impl Wire {
                 Ok(0)
             }
             abi::FLUSH => {
-                op(abi::FLUSH_IN_SIZE)?;
-                // As the adapter: writes go straight to the real file, nothing is pending.
+                let fh = op(abi::FLUSH_IN_SIZE)?.u64(0);
+                self.fs.flush(fh).map_err(|e| ("flush", ino, e))?;
                 Ok(0)
             }
             abi::OPENDIR => {
