@@ -478,14 +478,7 @@ fn reload_request_rereads_the_config() {
     let m = b.map("/", &real).opt("allow_other").mount();
     let pid = m.daemon_pid();
     let config = fs::read_to_string(&m.config).unwrap();
-    fs::write(
-        &m.config,
-        format!(
-            "[[map]]\nfrom = \"/extra\"\nto = {}\n\n{config}",
-            serde_json::to_string(extra.to_str().unwrap()).unwrap()
-        ),
-    )
-    .unwrap();
+    fs::write(&m.config, with_map_first(&config, "/extra", &extra)).unwrap();
     let mut cmd = Command::new(BIN);
     cmd.arg("reload").arg(&m.mnt).env_remove("XDG_RUNTIME_DIR");
     let out = run_as(NOBODY, NOBODY, &mut cmd);

@@ -620,14 +620,7 @@ fn the_hardened_unit_mounts_serves_reloads_and_stops() {
     .unwrap();
     let out = ask(&[Path::new("reload"), &m.mnt]);
     assert_refusal(&out, &["reload refused", "relative"]);
-    fs::write(
-        &m.config,
-        format!(
-            "[[map]]\nfrom = \"/extra\"\nto = {}\n\n{config}",
-            serde_json::to_string(extra.to_str().unwrap()).unwrap()
-        ),
-    )
-    .unwrap();
+    fs::write(&m.config, with_map_first(&config, "/extra", &extra)).unwrap();
     let out = ask(&[Path::new("reload"), &m.mnt]);
     assert!(out.status.success(), "reload: {}", stderr_str(&out));
     assert_eq!(fs::read(m.at("extra/g")).unwrap(), b"reloaded");

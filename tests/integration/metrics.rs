@@ -558,14 +558,7 @@ fn metrics_follow_a_reload_without_resetting_counters() {
     let held = fs::File::open(m.mnt.join("keys")).unwrap();
     cat_and_wait_for_open(&m.audit, &m.mnt.join("keys/id_rsa"));
     let config = fs::read_to_string(&m.config).unwrap();
-    fs::write(
-        &m.config,
-        format!(
-            "[[map]]\nfrom = \"/extra\"\nto = {}\n\n{config}",
-            serde_json::to_string(extra.to_str().unwrap()).unwrap()
-        ),
-    )
-    .unwrap();
+    fs::write(&m.config, with_map_first(&config, "/extra", &extra)).unwrap();
     let out = relocfs([Path::new("reload"), m.mnt.as_path()]);
     assert!(out.status.success(), "reload: {}", stderr_str(&out));
     assert!(wait_until(SETTLE_TIMEOUT, || fs::read(m.at("extra/g")).is_ok()));

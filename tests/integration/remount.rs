@@ -269,14 +269,7 @@ fn remount_of_a_mount_without_fstab_line_reloads() {
     );
     assert!(options.contains("user_id=0"), "{options}");
     let config = fs::read_to_string(&m.config).unwrap();
-    fs::write(
-        &m.config,
-        format!(
-            "[[map]]\nfrom = \"/extra\"\nto = {}\n\n{config}",
-            serde_json::to_string(extra.to_str().unwrap()).unwrap()
-        ),
-    )
-    .unwrap();
+    fs::write(&m.config, with_map_first(&config, "/extra", &extra)).unwrap();
     let out = relocfs([
         Path::new(&source),
         m.mnt.as_path(),

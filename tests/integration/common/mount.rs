@@ -346,6 +346,16 @@ pub struct Mounted {
     _watchdog: mpsc::Sender<()>,
 }
 
+/// `config` with a rule `from` -> `to` put first: what the reload tests write to a mounted
+/// config to see a new rule served.
+pub fn with_map_first(config: &str, from: &str, to: &Path) -> String {
+    format!(
+        "[[map]]\nfrom = {}\nto = {}\n\n{config}",
+        toml_string(from),
+        toml_string(to.to_str().expect("a UTF-8 path"))
+    )
+}
+
 impl Mounted {
     pub fn root(&self) -> PathBuf {
         self.dir.as_ref().unwrap().path().to_path_buf()
