@@ -16,7 +16,6 @@
 
 use super::*;
 use crate::audit::schema;
-use serde::Deserialize;
 
 /// Verdicts of `--idle-for`, each with its own exit code (see [`crate::exit::Exit`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -54,39 +53,6 @@ pub struct IdleArgs {
     pub numeric: bool,
     /// The current time, for tests; `None` means `SystemTime::now()`.
     pub now: Option<SystemTime>,
-}
-
-/// The fields of an audit line the idle check reads (by the names of
-/// [`crate::audit::schema::field`]; `unit`, `host` and `user` when the daemon writes them).
-/// Anything else is skipped; a field given twice makes the line malformed.
-#[derive(Deserialize)]
-struct Line<'a> {
-    v: Option<u64>,
-    #[serde(borrow)]
-    ts: Option<Str<'a>>,
-    #[serde(borrow)]
-    op: Option<Str<'a>>,
-    #[serde(borrow)]
-    path: Option<Str<'a>>,
-    #[serde(borrow)]
-    map: Option<Str<'a>>,
-    uid: Option<u32>,
-    #[serde(borrow)]
-    user: Option<Str<'a>>,
-    pid: Option<u32>,
-    /// The process of the calling thread `pid` (newer lines).
-    tgid: Option<u32>,
-    #[serde(borrow)]
-    comm: Option<Str<'a>>,
-    #[serde(borrow)]
-    exe: Option<Str<'a>>,
-    #[serde(borrow)]
-    unit: Option<Str<'a>>,
-    #[serde(borrow)]
-    host: Option<Str<'a>>,
-    #[serde(borrow)]
-    result: Option<Str<'a>>,
-    count: Option<u64>,
 }
 
 /// The last use of a rule: the event, as logged.
@@ -154,7 +120,8 @@ impl State {
         if line.iter().all(u8::is_ascii_whitespace) {
             return;
         }
-        let Ok(ev) = serde_json::from_slice::<Line<'_>>(line) else {
+        // The report's own line parser: the same fields, names and malformed lines.
+        let Ok(ev) = serde_json::from_slice::<RawEvent<'_>>(line) else {
             self.unreadable += 1;
             return;
         };
@@ -192,7 +159,8 @@ impl State {
                 path: text(&ev.path),
                 result: text(&ev.result),
                 uid: ev.uid,
-                user: text(&ev.user),
+                // Named from the user database below, unless --numeric.
+                user: None,
                 // The process, where the line names it; the thread otherwise.
                 pid: ev.tgid.or(ev.pid),
                 comm: text(&ev.comm),
@@ -603,7 +571,7 @@ mod tests {
         }
     }
 
-    /// The field names the derive reads are the writer's.
+    /// The fields the idle check takes from the report's parser are the writer's.
     #[test]
     fn fields_are_the_schemas() {
         use crate::audit::schema::field;
@@ -622,7 +590,7 @@ mod tests {
             field::RESULT,
             field::COUNT
         );
-        let ev: Line<'_> = serde_json::from_str(&line).unwrap();
+        let ev: RawEvent<'_> = serde_json::from_str(&line).unwrap();
         assert_eq!(ev.uid, Some(5));
         assert_eq!(ev.pid, Some(6));
         assert_eq!(ev.count, Some(2));

@@ -33,8 +33,8 @@ impl<'de: 'a, 'a> Deserialize<'de> for Str<'a> {
     }
 }
 
-/// The fields of an audit line the report uses; everything else (pid, tgid, gid, target,
-/// flags, cmdline, future fields) is skipped by the parser. All optional here so a missing field is
+/// The fields of an audit line the report and the idle check use; everything else (gid,
+/// target, flags, cmdline, future fields) is skipped by the parser. All optional here so a missing field is
 /// a malformed line we count rather than a parse error. Read by the names in
 /// [`schema::field`], as the writer writes them.
 pub(super) struct RawEvent<'a> {
@@ -45,6 +45,9 @@ pub(super) struct RawEvent<'a> {
     pub(super) path: Option<Str<'a>>,
     pub(super) map: Option<Str<'a>>,
     pub(super) uid: Option<u32>,
+    /// The calling thread, and its process (absent in lines from before it was written).
+    pub(super) pid: Option<u32>,
+    pub(super) tgid: Option<u32>,
     pub(super) comm: Option<Str<'a>>,
     pub(super) exe: Option<Str<'a>>,
     pub(super) result: Option<Str<'a>>,
@@ -115,6 +118,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for RawEvent<'a> {
                 let (mut comm, mut exe, mut result, mut count, mut escaped, mut truncated) =
                     (None, None, None, None, None, None);
                 let (mut host, mut unit, mut user_unit, mut container) = (None, None, None, None);
+                let (mut pid, mut tgid) = (None, None);
                 while let Some(key) = map.next_key::<Str<'de>>()? {
                     match &*key.0 {
                         field::V => once(&mut map, &mut v, field::V)?,
@@ -123,6 +127,8 @@ impl<'de: 'a, 'a> Deserialize<'de> for RawEvent<'a> {
                         field::PATH => once(&mut map, &mut path, field::PATH)?,
                         field::MAP => once(&mut map, &mut rule, field::MAP)?,
                         field::UID => once(&mut map, &mut uid, field::UID)?,
+                        field::PID => once(&mut map, &mut pid, field::PID)?,
+                        field::TGID => once(&mut map, &mut tgid, field::TGID)?,
                         field::COMM => once(&mut map, &mut comm, field::COMM)?,
                         field::EXE => once(&mut map, &mut exe, field::EXE)?,
                         field::RESULT => once(&mut map, &mut result, field::RESULT)?,
@@ -145,6 +151,8 @@ impl<'de: 'a, 'a> Deserialize<'de> for RawEvent<'a> {
                     path: path.flatten(),
                     map: rule.flatten(),
                     uid: uid.flatten(),
+                    pid: pid.flatten(),
+                    tgid: tgid.flatten(),
                     comm: comm.flatten(),
                     exe: exe.flatten(),
                     result: result.flatten(),
@@ -173,6 +181,8 @@ impl<'de: 'a, 'a> Deserialize<'de> for RawEvent<'a> {
                     truncated: element(&mut seq, 11)?,
                     // The array form is the twelve fields above, as it always was; fields
                     // added since are read from objects only.
+                    pid: None,
+                    tgid: None,
                     host: None,
                     unit: None,
                     user_unit: None,
